@@ -1,0 +1,82 @@
+"""Conventions shared by every part of the project. This module owns them; everything else imports them.
+
+Landmarks
+    16 named skeletal landmarks: seven bilateral pairs with suffix ``_r`` (patient right) and ``_l``
+    (patient left), plus two points on the pubic symphysis. Arrays of landmarks are always ordered as
+    :data:`LANDMARK_NAMES`, shape ``(16, 2)``.
+
+Coordinates
+    A point is ``[x, y]`` in pixels of the original image: ``x`` = column, ``y`` = row, origin at the
+    centre of the top-left pixel (so pixel ``(row=r, col=c)`` has centre ``[c, r]``).
+    Pixel spacing is in millimetres as ``(row, col)``, i.e. ``(dy, dx)``.
+    Image arrays are channel-first ``(C, H, W)`` = ``(C, rows, cols)``.
+
+Patient left/right
+    On an AP pelvic radiograph displayed in the standard orientation the patient's right side is on
+    the viewer's left (small x). ``_r`` landmarks therefore normally have smaller x than ``_l``.
+
+Annotation file (one JSON per image)::
+
+    {"image": "<path>", "landmarks": {"asis_r": [x, y], ...}, "fractures": [[x, y], ...],
+     "spacing_mm": [row, col]}
+
+    ``fractures`` may be empty; ``spacing_mm`` is optional and overrides the spacing read from DICOM.
+
+Datalist
+    MONAI-style JSON whose items carry ``image``, ``annotation``, ``label`` (0/1: any fracture),
+    ``subject`` and ``fold`` (0-4). For fold ``k``: test = items with ``fold == k`` (20 %); of the
+    rest a deterministic, subject-grouped 1/8 is validation (10 %), the remainder training (70 %).
+"""
+
+from __future__ import annotations
+
+PAIRED_LANDMARKS: tuple[str, ...] = (
+    "asis",
+    "sciatic_notch",
+    "acetabulum_center",
+    "obturator_superior",
+    "obturator_inferior",
+    "pubic_tubercle",
+    "ischial_tuberosity",
+)
+MIDLINE_LANDMARKS: tuple[str, ...] = ("symphysis_superior", "symphysis_inferior")
+
+#: The canonical order of the 16 landmarks (right side, left side, then midline).
+LANDMARK_NAMES: tuple[str, ...] = (
+    tuple(f"{n}_r" for n in PAIRED_LANDMARKS)
+    + tuple(f"{n}_l" for n in PAIRED_LANDMARKS)
+    + MIDLINE_LANDMARKS
+)
+NUM_LANDMARKS = len(LANDMARK_NAMES)
+LANDMARK_INDEX: dict[str, int] = {name: i for i, name in enumerate(LANDMARK_NAMES)}
+
+#: Bilateral pairs as (right index, left index).
+LANDMARK_PAIRS: tuple[tuple[int, int], ...] = tuple(
+    (LANDMARK_INDEX[f"{n}_r"], LANDMARK_INDEX[f"{n}_l"]) for n in PAIRED_LANDMARKS
+)
+
+#: Landmarks on the pubis and ischium whose bounding box is the anterior-pelvis ROI.
+ROI_LANDMARK_NAMES: tuple[str, ...] = tuple(
+    f"{n}_{s}"
+    for s in ("r", "l")
+    for n in ("obturator_superior", "obturator_inferior", "pubic_tubercle", "ischial_tuberosity")
+) + MIDLINE_LANDMARKS
+ROI_LANDMARK_INDICES: tuple[int, ...] = tuple(LANDMARK_INDEX[n] for n in ROI_LANDMARK_NAMES)
+
+
+def mirror_name(name: str) -> str:
+    """Name of the landmark a point becomes after reflection about the symmetry line (``_r`` <-> ``_l``)."""
+    if name.endswith("_r"):
+        return name[:-2] + "_l"
+    if name.endswith("_l"):
+        return name[:-2] + "_r"
+    return name
+
+
+#: ``MIRROR_PERMUTATION[i]`` is the index of the landmark that landmark ``i`` becomes after mirroring.
+MIRROR_PERMUTATION: tuple[int, ...] = tuple(LANDMARK_INDEX[mirror_name(n)] for n in LANDMARK_NAMES)
+
+#: Default network input size of the ROI, (H, W), as in the paper.
+DEFAULT_ROI_SIZE: tuple[int, int] = (256, 512)
+#: Default fracture disc radius in mm (the paper's 2 cm).
+DEFAULT_FRACTURE_RADIUS_MM = 20.0
