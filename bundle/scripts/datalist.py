@@ -1,0 +1,184 @@
+"""Datalist reading, validation and the cross-validation split (paper §4: five folds, 70/10/20).
+
+A datalist is a JSON list of items, or a JSON object holding that list under ``"data"``,
+``"training"`` or ``"items"``; each item carries ``image``, ``annotation``, ``label`` (0/1),
+``subject`` and ``fold`` (0-4). Relative paths are relative to the datalist's folder.
+
+For fold ``k``: test = the items with ``fold == k``; of the rest, a deterministic subject-grouped
+1/8 is validation (so 10 % of all data) and the remainder training (70 %). Subjects are taken in the
+order of a hash of ``(k, subject)`` separately among subjects with and without a fractured image, so
+that both kinds reach validation (its AUC stays defined) and no subject is in two sets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DATALIST_KEYS", "load_datalist", "split_fold", "fold_split", "ensure_demo_dataset"]
+
+logger = logging.getLogger(__name__)
+
+DATALIST_KEYS = ("image", "annotation", "label", "subject", "fold")
+_LIST_KEYS = ("data", "training", "items")
+NUM_FOLDS = 5
+
+
+def _items_of(path: Path, content: Any) -> list:
+    if isinstance(content, list):
+        return content
+    if isinstance(content, dict):
+        for key in _LIST_KEYS:
+            if isinstance(content.get(key), list):
+                return content[key]
+    raise ValueError(f"{path}: expected a JSON list of items or an object with a list under one of {_LIST_KEYS}.")
+
+
+def load_datalist(path: str | os.PathLike, require: Sequence[str] = DATALIST_KEYS) -> list[dict]:
+    """Read and validate a datalist; relative ``image``/``annotation`` paths become absolute.
+
+    Args:
+        path: the datalist JSON.
+        require: fields every item must have (inference lists may need only ``image``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"datalist {path} does not exist.")
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}).") from e
+    base = path.parent
+    items = []
+    for i, raw in enumerate(_items_of(path, content)):
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: item {i} is a {type(raw).__name__}, expected an object.")
+        for key in require:
+            if key not in raw:
+                raise ValueError(f"{path}: item {i} has no field '{key}' (required: {list(require)}).")
+        item = dict(raw)
+        for key in ("image", "annotation"):
+            if key in item and item[key] is not None:
+                p = Path(item[key])
+                item[key] = str(p if p.is_absolute() else (base / p).resolve())
+        if "label" in item and item["label"] not in (0, 1, True, False):
+            raise ValueError(f"{path}: item {i} field 'label' is {item['label']!r}, expected 0 or 1.")
+        if "label" in item:
+            item["label"] = int(item["label"])
+        if "fold" in item:
+            fold = item["fold"]
+            if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < NUM_FOLDS:
+                raise ValueError(f"{path}: item {i} field 'fold' is {fold!r}, expected an integer 0-{NUM_FOLDS - 1}.")
+        if "subject" in item:
+            item["subject"] = str(item["subject"])
+        items.append(item)
+    if not items:
+        raise ValueError(f"{path}: the datalist has no items.")
+    return items
+
+
+def _subject_rank(fold: int, subject: str) -> str:
+    return hashlib.sha1(f"{fold}:{subject}".encode()).hexdigest()
+
+
+def split_fold(items: Sequence[dict], fold: int, val_fraction: float = 1 / 8) -> dict[str, list[dict]]:
+    """Split items into ``training``, ``validation`` and ``test`` for fold ``fold`` (see module docstring).
+
+    Args:
+        items: validated datalist items (with ``label``, ``subject``, ``fold``).
+        fold: the test fold, 0-4.
+        val_fraction: share of the non-test items (grouped by subject) used for validation.
+    """
+    if not 0 <= int(fold) < NUM_FOLDS:
+        raise ValueError(f"fold must be 0-{NUM_FOLDS - 1}, got {fold}.")
+    test = [it for it in items if it["fold"] == fold]
+    rest = [it for it in items if it["fold"] != fold]
+    by_subject: dict[str, list[dict]] = {}
+    for it in rest:
+        by_subject.setdefault(it["subject"], []).append(it)
+    val_subjects: set[str] = set()
+    for positive in (True, False):
+        group = sorted(
+            (s for s, its in by_subject.items() if any(it["label"] for it in its) == positive),
+            key=lambda s: _subject_rank(fold, s),
+        )
+        target = val_fraction * sum(len(by_subject[s]) for s in group)
+        count = 0
+        for s in group:
+            if count >= target or len(group) - len(val_subjects & set(group)) <= 1:
+                break  # never take a group's last subject: training keeps both kinds too
+            val_subjects.add(s)
+            count += len(by_subject[s])
+    validation = [it for it in rest if it["subject"] in val_subjects]
+    training = [it for it in rest if it["subject"] not in val_subjects]
+    return {"training": training, "validation": validation, "test": test}
+
+
+def fold_split(datalist: str | os.PathLike, fold: int, section: str, val_fraction: float = 1 / 8) -> list[dict]:
+    """One section (``training``, ``validation``, ``test`` or ``all``) of a datalist's split for ``fold``.
+
+    Args:
+        datalist: path of the datalist JSON.
+        fold: the test fold, 0-4.
+        section: which part to return.
+        val_fraction: see :func:`split_fold`.
+    """
+    items = load_datalist(datalist)
+    if section == "all":
+        return items
+    parts = split_fold(items, fold, val_fraction)
+    if section not in parts:
+        raise ValueError(f"section must be one of {sorted(parts) + ['all']}, got {section!r}.")
+    if not parts[section]:
+        raise ValueError(f"{datalist}: fold {fold} leaves the '{section}' set empty.")
+    return parts[section]
+
+
+def ensure_demo_dataset(
+    dataset_dir: str | os.PathLike,
+    datalist: str | os.PathLike,
+    generate: bool = True,
+    num_images: int = 120,
+    seed: int = 0,
+    size: int | Sequence[int] | None = None,
+    **kwargs: Any,
+) -> str:
+    """Return ``datalist``; when it is missing and ``generate`` is true, simulate the built-in demo data first.
+
+    The demo data is the simulator's procedural anatomy (no data files needed), written to ``dataset_dir``.
+
+    Args:
+        dataset_dir: where the images, annotations and datalist live.
+        datalist: the datalist path expected there.
+        generate: whether a missing datalist may be generated (false: a clear error instead).
+        num_images: how many radiographs to simulate.
+        seed: simulator seed.
+        size: image size passed to the simulator (its default when ``None``).
+        kwargs: further simulator arguments.
+    """
+    datalist = Path(datalist)
+    if datalist.is_file():
+        return str(datalist)
+    if not generate:
+        raise FileNotFoundError(
+            f"datalist {datalist} does not exist; point 'dataset_dir'/'datalist' at your data "
+            "or enable demo generation."
+        )
+    import simulation  # the project's radiograph simulator (issue 3)
+
+    logger.warning(
+        f"{datalist} not found: generating the built-in demo dataset ({num_images} simulated radiographs, "
+        f"procedural anatomy, seed {seed}) in {dataset_dir}."
+    )
+    if size is not None:
+        kwargs["size"] = size
+    written = Path(simulation.generate_dataset(str(dataset_dir), num_images, anatomy="procedural", seed=seed, **kwargs))
+    if written.resolve() != datalist.resolve():
+        if not datalist.is_file():
+            raise FileNotFoundError(f"the simulator wrote {written}, but the configuration expects {datalist}.")
+    return str(datalist)

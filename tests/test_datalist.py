@@ -1,0 +1,91 @@
+"""Datalist validation and the subject-grouped 70/10/20 fold split."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
+
+from scripts.datalist import fold_split, load_datalist, split_fold  # noqa: E402
+
+
+def _items(n_subjects=80, seed=0):
+    rng = random.Random(seed)
+    items = []
+    for s in range(n_subjects):
+        for j in range(rng.randint(1, 3)):
+            items.append(
+                {"image": f"img/{s}_{j}.dcm", "annotation": f"ann/{s}_{j}.json", "label": int(rng.random() < 0.35),
+                 "subject": f"subj{s:03d}", "fold": s % 5}
+            )
+    return items
+
+
+@pytest.mark.parametrize("fold", range(5))
+def test_split_is_fold_test_and_subject_grouped_eighth(fold):
+    items = _items()
+    parts = split_fold(items, fold)
+    assert [it for it in items if it["fold"] == fold] == parts["test"]
+    rest = [it for it in items if it["fold"] != fold]
+    assert len(parts["training"]) + len(parts["validation"]) == len(rest)
+    subjects = {k: {it["subject"] for it in v} for k, v in parts.items()}
+    assert not subjects["training"] & subjects["validation"]
+    assert not (subjects["training"] | subjects["validation"]) & subjects["test"]
+    # 1/8 of the rest, to within one subject (at most 3 images) per label group
+    assert abs(len(parts["validation"]) - len(rest) / 8) <= 6
+    assert {it["label"] for it in parts["validation"]} == {0, 1}
+
+
+def test_split_is_deterministic_and_independent_of_order():
+    items = _items()
+    a = split_fold(items, 2)
+    shuffled = items[:]
+    random.Random(5).shuffle(shuffled)
+    b = split_fold(shuffled, 2)
+    key = lambda it: it["image"]  # noqa: E731
+    for part in a:
+        assert sorted(a[part], key=key) == sorted(b[part], key=key)
+
+
+def test_load_resolves_relative_paths_and_fold_split(tmp_path):
+    path = tmp_path / "sub" / "datalist.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"training": _items(20)}))
+    items = load_datalist(path)
+    assert items[0]["image"] == str((path.parent / "img/0_0.dcm").resolve())
+    test = fold_split(path, 1, "test")
+    assert {it["fold"] for it in test} == {1}
+    assert len(fold_split(path, 1, "all")) == len(items)
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ({"image": "a", "annotation": "b", "label": 1, "subject": "s"}, "item 0 has no field 'fold'"),
+        ({"image": "a", "annotation": "b", "label": 2, "subject": "s", "fold": 0}, "field 'label' is 2"),
+        ({"image": "a", "annotation": "b", "label": 0, "subject": "s", "fold": 7}, "field 'fold' is 7"),
+    ],
+)
+def test_bad_datalist_names_file_item_and_field(tmp_path, item, message):
+    path = tmp_path / "dl.json"
+    path.write_text(json.dumps([item]))
+    with pytest.raises(ValueError, match=message) as e:
+        load_datalist(path)
+    assert str(path) in str(e.value)
+
+
+def test_missing_and_malformed_datalist(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_datalist(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_datalist(bad)
+    bad.write_text(json.dumps({"foo": 1}))
+    with pytest.raises(ValueError, match="expected a JSON list"):
+        load_datalist(bad)
