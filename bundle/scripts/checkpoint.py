@@ -1,0 +1,172 @@
+"""Checkpoints written atomically, and resuming an interrupted training at the next epoch.
+
+Two files, both written to a temporary file in the same folder and moved into place with
+``os.replace`` (atomic on POSIX), so a run killed mid-write never leaves a truncated checkpoint:
+
+- ``last`` (default ``models/last.pt``), after every ``save_interval`` training epochs: the state
+  dicts of the network, optimiser (and any other object given), the trainer's epoch and iteration,
+  and the validator's best metric so far. :class:`ResumableCheckpoint` reloads it when training
+  starts, so a killed run continues at the next epoch with the same optimiser state.
+- ``best`` (default ``models/model.pt``), the network weights alone (the model-zoo layout that
+  ``ckpt_export`` and the inference config read) whenever the validator's key metric improves.
+
+Loading uses ``torch.load(..., weights_only=True)``. Only global rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+
+__all__ = ["atomic_torch_save", "unwrap_model", "ResumableCheckpoint", "BestModelSaver"]
+
+logger = logging.getLogger(__name__)
+
+
+def _is_rank0() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside ``DistributedDataParallel``/``DataParallel`` (so weights load without them)."""
+    if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+        return model.module
+    return model
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then ``os.replace`` onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _state_dict(obj: Any) -> Any:
+    return unwrap_model(obj).state_dict() if isinstance(obj, torch.nn.Module) else obj.state_dict()
+
+
+class ResumableCheckpoint:
+    """Saves everything needed to resume after each ``save_interval`` epochs, and resumes from it at start.
+
+    Attach to the trainer (it is a train handler). At ``STARTED`` it loads ``path`` when the file exists
+    (and ``resume`` is true): every object of ``save_dict`` gets its state back, the trainer's epoch and
+    iteration are set so that Ignite continues with the next epoch (the configured ``max_epochs`` is
+    kept, so a run may be extended), and the validator's best metric is restored so that ``model.pt`` is
+    only replaced by a better model.
+
+    Args:
+        path: the checkpoint file, e.g. ``models/last.pt``.
+        save_dict: objects with ``state_dict``/``load_state_dict`` (``network``, ``optimizer``,
+            ``lr_scheduler``, ...); a wrapped (DDP) network is saved unwrapped.
+        validator: the validation evaluator whose ``best_metric``/``best_metric_epoch`` to keep.
+        save_interval: save after every this many epochs (and always after the last one).
+        resume: whether to load an existing checkpoint at start.
+        map_location: where to load tensors.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        save_dict: Mapping[str, Any],
+        validator: Engine | None = None,
+        save_interval: int = 1,
+        resume: bool = True,
+        map_location: str | torch.device | None = "cpu",
+    ) -> None:
+        if save_interval < 1:
+            raise ValueError(f"save_interval must be >= 1, got {save_interval}.")
+        for name in ("trainer", "best_metric", "best_metric_epoch"):
+            if name in save_dict:
+                raise ValueError(f"save_dict key '{name}' is reserved by ResumableCheckpoint.")
+        self.path = Path(path)
+        self.save_dict = dict(save_dict)
+        self.validator = validator
+        self.save_interval = int(save_interval)
+        self.resume = bool(resume)
+        self.map_location = map_location
+        self.resumed_from_epoch: int | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.load)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    def checkpoint(self, engine: Engine) -> dict[str, Any]:
+        ckpt: dict[str, Any] = {k: _state_dict(v) for k, v in self.save_dict.items()}
+        ckpt["trainer"] = {"epoch": int(engine.state.epoch), "iteration": int(engine.state.iteration)}
+        if self.validator is not None:
+            ckpt["best_metric"] = float(self.validator.state.best_metric)
+            ckpt["best_metric_epoch"] = int(self.validator.state.best_metric_epoch)
+        return ckpt
+
+    def save(self, engine: Engine) -> None:
+        last_epoch = engine.state.epoch >= (engine.state.max_epochs or 0)
+        if (engine.state.epoch % self.save_interval and not last_epoch) or not _is_rank0():
+            return
+        atomic_torch_save(self.checkpoint(engine), self.path)
+        logger.info(f"saved resumable checkpoint of epoch {engine.state.epoch} to {self.path}")
+
+    def load(self, engine: Engine) -> None:
+        if not (self.resume and self.path.is_file()):
+            return
+        ckpt = torch.load(self.path, map_location=self.map_location, weights_only=True)
+        missing = [k for k in (*self.save_dict, "trainer") if k not in ckpt]
+        if missing:
+            raise KeyError(f"{self.path}: checkpoint lacks {missing}; delete it to train from scratch.")
+        for name, obj in self.save_dict.items():
+            target = unwrap_model(obj) if isinstance(obj, torch.nn.Module) else obj
+            target.load_state_dict(ckpt[name])
+        engine.state.epoch = int(ckpt["trainer"]["epoch"])
+        engine.state.iteration = int(ckpt["trainer"]["iteration"])
+        if self.validator is not None and "best_metric" in ckpt:
+            self.validator.state.best_metric = ckpt["best_metric"]
+            self.validator.state.best_metric_epoch = ckpt["best_metric_epoch"]
+        self.resumed_from_epoch = engine.state.epoch
+        logger.warning(
+            f"resuming from {self.path}: epoch {engine.state.epoch} was completed, continuing with epoch "
+            f"{engine.state.epoch + 1} of {engine.state.max_epochs}."
+        )
+
+
+class BestModelSaver:
+    """Writes the network weights to ``path`` whenever the evaluator's key metric reaches a new best.
+
+    Attach to the validation evaluator (a val handler); it relies on MONAI's evaluator bookkeeping of
+    ``state.best_metric_epoch``.
+
+    Args:
+        path: e.g. ``models/model.pt``.
+        network: the network (unwrapped from DDP before saving).
+    """
+
+    def __init__(self, path: str | os.PathLike, network: torch.nn.Module) -> None:
+        self.path = Path(path)
+        self.network = network
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if engine.state.best_metric_epoch != engine.state.epoch or not _is_rank0():
+            return
+        atomic_torch_save(unwrap_model(self.network).state_dict(), self.path)
+        logger.info(
+            f"new best key metric {engine.state.best_metric:.4f} at epoch {engine.state.epoch}: saved {self.path}"
+        )
