@@ -1,0 +1,149 @@
+"""Landmark heatmaps: Gaussian targets and sub-pixel decoding.
+
+A landmark at ``[x, y]`` (pixels, x = column, y = row, origin at the centre of the top-left pixel, as
+in ``custom_transforms.conventions``) is encoded as ``exp(-|p - [x, y]|^2 / (2 sigma^2))`` sampled at
+the pixel centres ``p``, so its peak value is 1.
+
+Decoding takes the arg-max pixel and refines it with one Newton step on the *logarithm* of the
+heatmap over its 3 x 3 neighbourhood (central differences; at the border the stencil moves inwards). The log of a Gaussian is a quadratic, so
+for a Gaussian peak the step lands on the true centre exactly, whatever the sigma; for a network's
+heatmap an optional Gaussian smoothing first makes the peak closer to that model (as in "DARK",
+Zhang et al., CVPR 2020). Where the neighbourhood is not concave the arg-max pixel is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["gaussian_heatmaps", "decode_heatmaps", "sample_heatmaps"]
+
+#: heatmap values are floored here before taking logs (a network may output zeros or negatives).
+_LOG_FLOOR = 1e-10
+#: largest sub-pixel step accepted from the Newton refinement, in pixels (beyond, the fit is not trusted).
+_MAX_STEP = 1.0
+
+
+def gaussian_heatmaps(points: torch.Tensor, spatial_size: Sequence[int], sigma: float) -> torch.Tensor:
+    """Render one Gaussian heatmap per point.
+
+    Args:
+        points: ``(N, 2)`` ``[x, y]`` pixel coordinates (a leading batch dimension is allowed).
+        spatial_size: ``(H, W)`` of the heatmaps.
+        sigma: standard deviation of the Gaussian in pixels.
+
+    Returns:
+        ``(N, H, W)`` (or ``(B, N, H, W)``) float32 heatmaps with peak value 1 at each point.
+    """
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma}.")
+    points = torch.as_tensor(points, dtype=torch.float32)
+    if points.shape[-1] != 2:
+        raise ValueError(f"points must have shape (..., N, 2), got {tuple(points.shape)}.")
+    height, width = (int(s) for s in spatial_size)
+    xs = torch.arange(width, dtype=torch.float32, device=points.device)
+    ys = torch.arange(height, dtype=torch.float32, device=points.device)
+    # separable: exp(-(dx^2 + dy^2) / 2s^2) = exp(-dx^2 / 2s^2) * exp(-dy^2 / 2s^2)
+    gx = torch.exp(-((xs - points[..., 0:1]) ** 2) / (2 * sigma**2))  # (..., N, W)
+    gy = torch.exp(-((ys - points[..., 1:2]) ** 2) / (2 * sigma**2))  # (..., N, H)
+    return gy.unsqueeze(-1) * gx.unsqueeze(-2)
+
+
+def _gaussian_blur(heatmaps: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, int(math.ceil(3 * sigma)))
+    offsets = torch.arange(-radius, radius + 1, dtype=heatmaps.dtype, device=heatmaps.device)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    b, n, h, w = heatmaps.shape
+    flat = heatmaps.reshape(b * n, 1, h, w)
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    return flat.reshape(b, n, h, w)
+
+
+def decode_heatmaps(heatmaps: torch.Tensor, smooth_sigma: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sub-pixel peak of each heatmap.
+
+    Args:
+        heatmaps: ``(N, H, W)`` or ``(B, N, H, W)``, one channel per landmark.
+        smooth_sigma: if positive, Gaussian smoothing (pixels) applied before the refinement only; the
+            arg-max and the returned peak values come from the unsmoothed heatmaps.
+
+    Returns:
+        ``coords`` ``(..., N, 2)`` float32 ``[x, y]`` pixel coordinates and ``peaks`` ``(..., N)``, the
+        heatmap maximum of each channel.
+    """
+    heatmaps = torch.as_tensor(heatmaps)
+    if heatmaps.ndim not in (3, 4):
+        raise ValueError(f"heatmaps must be (N, H, W) or (B, N, H, W), got shape {tuple(heatmaps.shape)}.")
+    unbatched = heatmaps.ndim == 3
+    maps = heatmaps.unsqueeze(0) if unbatched else heatmaps
+    maps = maps.detach().float()
+    b, n, h, w = maps.shape
+
+    peaks, flat_index = maps.reshape(b, n, h * w).max(dim=-1)
+    row = torch.div(flat_index, w, rounding_mode="floor")
+    col = flat_index % w
+
+    if h < 3 or w < 3:
+        raise ValueError(f"heatmaps must be at least 3 x 3 pixels for sub-pixel decoding, got {h} x {w}.")
+    refine = _gaussian_blur(maps, smooth_sigma) if smooth_sigma > 0 else maps
+    logs = torch.log(refine.clamp_min(_LOG_FLOOR)).reshape(b, n, h * w)
+    # 3 x 3 stencil centred on the arg-max, moved inwards at the image border (a quadratic is fixed by
+    # any 3 x 3 samples, so the fit stays exact there too): (b, n, 3, 3)
+    centre_row = row.clamp(1, h - 2)
+    centre_col = col.clamp(1, w - 2)
+    d = torch.arange(-1, 2, device=maps.device)
+    rows = (centre_row.unsqueeze(-1) + d).unsqueeze(-1).expand(b, n, 3, 3)
+    cols = (centre_col.unsqueeze(-1) + d).unsqueeze(-2).expand(b, n, 3, 3)
+    patch = logs.gather(-1, (rows * w + cols).reshape(b, n, 9)).reshape(b, n, 3, 3)
+
+    gx = (patch[..., 1, 2] - patch[..., 1, 0]) / 2
+    gy = (patch[..., 2, 1] - patch[..., 0, 1]) / 2
+    hxx = patch[..., 1, 2] - 2 * patch[..., 1, 1] + patch[..., 1, 0]
+    hyy = patch[..., 2, 1] - 2 * patch[..., 1, 1] + patch[..., 0, 1]
+    hxy = (patch[..., 2, 2] - patch[..., 2, 0] - patch[..., 0, 2] + patch[..., 0, 0]) / 4
+    det = hxx * hyy - hxy**2
+    concave = (hxx < 0) & (det > 0)
+    safe_det = torch.where(concave, det, torch.ones_like(det))
+    # Newton step from the stencil centre, -H^{-1} g with H^{-1} = [[hyy, -hxy], [-hxy, hxx]] / det,
+    # expressed relative to the arg-max pixel
+    step_x = (centre_col - col).float() - (hyy * gx - hxy * gy) / safe_det
+    step_y = (centre_row - row).float() - (hxx * gy - hxy * gx) / safe_det
+    trusted = concave & (step_x.abs() <= _MAX_STEP) & (step_y.abs() <= _MAX_STEP)
+    step_x = torch.where(trusted, step_x, torch.zeros_like(step_x))
+    step_y = torch.where(trusted, step_y, torch.zeros_like(step_y))
+
+    coords = torch.stack((col.float() + step_x, row.float() + step_y), dim=-1)
+    coords[..., 0].clamp_(0, w - 1)
+    coords[..., 1].clamp_(0, h - 1)
+    if unbatched:
+        return coords[0], peaks[0]
+    return coords, peaks
+
+
+def sample_heatmaps(heatmaps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Bilinear value of heatmap ``i`` at point ``i`` (pixels outside the map read as the nearest edge).
+
+    Args:
+        heatmaps: ``(N, H, W)`` or ``(B, N, H, W)``.
+        points: ``(N, 2)`` or ``(B, N, 2)`` ``[x, y]`` pixel coordinates.
+
+    Returns:
+        ``(N,)`` or ``(B, N)`` values.
+    """
+    heatmaps = torch.as_tensor(heatmaps).float()
+    points = torch.as_tensor(points, dtype=torch.float32, device=heatmaps.device)
+    unbatched = heatmaps.ndim == 3
+    maps = heatmaps.unsqueeze(0) if unbatched else heatmaps
+    pts = points.unsqueeze(0) if unbatched else points
+    b, n, h, w = maps.shape
+    # grid_sample, align_corners=False: normalised = (2 * pixel + 1) / size - 1
+    grid = torch.stack(((2 * pts[..., 0] + 1) / w - 1, (2 * pts[..., 1] + 1) / h - 1), dim=-1)
+    values = F.grid_sample(
+        maps.reshape(b * n, 1, h, w), grid.reshape(b * n, 1, 1, 2), align_corners=False, padding_mode="border"
+    ).reshape(b, n)
+    return values[0] if unbatched else values
