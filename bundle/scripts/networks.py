@@ -1,0 +1,93 @@
+"""``build_network(variant, **kwargs)``: the AASN, its ablations (paper Table 2) and baselines (Table 1) by name.
+
+=================== ================================================ ================= ===============
+variant             network                                          loss              image score
+=================== ================================================ ================= ===============
+``vanilla``         DenseNet-121 on the ROI alone                     BCE               max
+``ff``              concat fusion, image alignment                   BCE               max
+``ff_fa``           concat fusion, feature alignment                 BCE               max
+``ff_cl``           concat fusion, image alignment, CL with g        BCE + 0.5 Lc      max
+``ff_fa_cl_noproj`` concat fusion, feature alignment, CL without g   BCE + 0.5 Lc      max
+``aasn``            concat fusion, feature alignment, CL with g      BCE + 0.5 Lc      max
+``cbn``             gated concat fusion, image alignment             BCE               max
+``deepsymnet``      absolute-difference fusion, image alignment      BCE               max
+``liu``             Siamese distance d as the map (logits d - m)     Lc alone          max
+``chexnet``         CAM, global average pooling                      image-label BCE   mean
+``lse``             CAM, LSE pooling                                 image-label BCE   lse
+=================== ================================================ ================= ===============
+
+The loss column is ``scripts.losses.loss_for_variant(variant)``; the image score is the network's ``score_pooling``
+(``scripts.pooling.image_score``). Every network takes ``siamese_input`` (B, 8, H, W), returns heatmap logits
+(B, 1, H, W) from ``forward`` and ``(heatmap, distance)`` from ``forward_with_distance``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Optional
+
+import torch.nn as nn
+
+from scripts.aasn import AASN
+from scripts.baselines import DenseNetCAM, SymmetryDistanceNet
+
+__all__ = ["VARIANTS", "build_network"]
+
+logger = logging.getLogger(__name__)
+
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    "vanilla": {"fusion": "none", "contrastive": False},
+    "ff": {"fusion": "concat", "alignment": "image", "contrastive": False},
+    "ff_fa": {"fusion": "concat", "alignment": "feature", "contrastive": False},
+    "ff_cl": {"fusion": "concat", "alignment": "image", "contrastive": True, "projection": True},
+    "ff_fa_cl_noproj": {"fusion": "concat", "alignment": "feature", "contrastive": True, "projection": False},
+    "aasn": {"fusion": "concat", "alignment": "feature", "contrastive": True, "projection": True},
+    "cbn": {"fusion": "gated_concat", "alignment": "image", "contrastive": False},
+    "deepsymnet": {"fusion": "abs_difference", "alignment": "image", "contrastive": False},
+    "liu": {},
+    "chexnet": {"score_pooling": "mean"},
+    "lse": {"score_pooling": "lse"},
+}
+"""Constructor arguments that define each variant (the rest, e.g. the DenseNet size, comes from ``build_network``)."""
+
+
+def build_network(
+    variant: str = "aasn",
+    pretrained: Optional[str] = None,
+    doubled_conv_rule: str = "original",
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a network variant, optionally initialised from a torchvision-format DenseNet-121 state dict.
+
+    Args:
+        variant: a key of ``VARIANTS``.
+        pretrained: path of a torchvision-format DenseNet state dict (e.g. ImageNet ``densenet121-a639ec97.pth``),
+            loaded with ``scripts.pretrained.load_torchvision_densenet``; the report of unmatched keys is logged.
+        doubled_conv_rule: how the fused transition conv is initialised from the pretrained one
+            (``scripts.pretrained.DOUBLED_CONV_RULES``).
+        kwargs: constructor arguments (DenseNet size ``init_features``, ``growth_rate``, ``block_config``,
+            ``bn_size``; ``split_block``, ``projection_channels``, ``margin``, ``lse_r`` ... where the variant has them).
+            They may not override the arguments that define the variant.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown network variant {variant!r}; expected one of {sorted(VARIANTS)}")
+    defining = VARIANTS[variant]
+    clash = sorted(set(defining) & set(kwargs))
+    if clash:
+        raise ValueError(f"build_network({variant!r}): {clash} define the variant and cannot be overridden")
+    if variant == "liu":
+        cls: type = SymmetryDistanceNet
+    elif variant in ("chexnet", "lse"):
+        cls = DenseNetCAM
+    else:
+        cls = AASN
+    try:
+        network = cls(**defining, **kwargs)
+    except TypeError as error:
+        raise TypeError(f"build_network({variant!r}) -> {cls.__name__}: {error}") from error
+    if pretrained is not None:
+        from scripts.pretrained import load_torchvision_densenet
+
+        report = load_torchvision_densenet(network, pretrained, doubled_conv_rule=doubled_conv_rule)
+        logger.info("%s initialised from %s: %s", variant, pretrained, report)
+    return network
