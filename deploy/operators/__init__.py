@@ -1,0 +1,1 @@
+"""Operators of the AASN MONAI Deploy app, one per module."""
