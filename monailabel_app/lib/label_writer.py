@@ -1,0 +1,49 @@
+"""Writing a 2D label image on the radiograph's pixel grid, in a file a viewer overlays on the radiograph.
+
+NIfTI / NRRD labels are written through ITK as 2D images with the radiograph's pixel spacing (x = column spacing,
+y = row spacing), origin 0 and identity direction: the geometry ITK-based viewers (3D Slicer) give a projection
+radiograph (DX/CR has no patient position or orientation). PNG labels are plain 8-bit images of the same size.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Extensions a label can be written as (the request's ``result_extension``).
+LABEL_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".png")
+DEFAULT_LABEL_EXTENSION = ".nii.gz"
+
+
+def write_label(label: np.ndarray, spacing_mm: Sequence[float] | None, extension: str = DEFAULT_LABEL_EXTENSION) -> str:
+    """Write ``label`` ``(H, W)`` to a new temporary file and return its path.
+
+    Args:
+        label: ``(H, W)`` integer label image (values < 256).
+        spacing_mm: ``(row, col)`` pixel spacing in mm, or None (written as 1 mm).
+        extension: one of :data:`LABEL_EXTENSIONS`.
+    """
+    if extension not in LABEL_EXTENSIONS:
+        raise ValueError(f"result_extension {extension!r} is not supported; expected one of {', '.join(LABEL_EXTENSIONS)}.")
+    label = np.ascontiguousarray(label, dtype=np.uint8)
+    if label.ndim != 2:
+        raise ValueError(f"expected a (H, W) label image, got shape {label.shape}.")
+    fd, path = tempfile.mkstemp(suffix=extension, prefix="aasn_label_")
+    os.close(fd)
+    if extension == ".png":
+        from PIL import Image
+
+        Image.fromarray(label, mode="L").save(path)
+        return path
+
+    import itk
+
+    image = itk.image_from_array(label)  # numpy (rows, cols) -> ITK index (x = col, y = row)
+    dy, dx = (1.0, 1.0) if spacing_mm is None else (float(spacing_mm[0]), float(spacing_mm[1]))
+    image.SetSpacing([dx, dy])
+    image.SetOrigin([0.0, 0.0])
+    itk.imwrite(image, path, compression=True)
+    return path
