@@ -77,7 +77,8 @@ class PretrainedReport:
         loaded: network keys copied from the source.
         fused: network keys (doubled transition convs) initialised from the source by the doubled-conv rule.
         unmatched: source key -> why it was not used.
-        not_initialised: network keys left at their random initialisation.
+        not_initialised: network keys left at their random initialisation (BatchNorm ``num_batches_tracked``
+            counters aside).
     """
 
     loaded: List[str] = field(default_factory=list)
@@ -152,6 +153,7 @@ def load_torchvision_densenet(
         else:
             report.unmatched[source_key] = f"shape {list(value.shape)} != {key} {list(shape)}"
     used = set(report.loaded) | set(report.fused)
-    report.not_initialised = [key for key in target if key not in used]
+    # BatchNorm step counters are not weights (torchvision's ImageNet file has none)
+    report.not_initialised = [k for k in target if k not in used and not k.endswith("num_batches_tracked")]
     network.load_state_dict(updated, strict=True)
     return report
