@@ -56,12 +56,23 @@ def sample_affine(
     if antialias:
         kx = int(min(MAX_SUPERSAMPLING, max(1, math.ceil(np.hypot(a[0, 0], a[1, 0]) - 1e-6))))
         ky = int(min(MAX_SUPERSAMPLING, max(1, math.ceil(np.hypot(a[0, 1], a[1, 1]) - 1e-6))))
-    u = (torch.arange(w, dtype=torch.float64)[:, None] + (torch.arange(kx, dtype=torch.float64) + 0.5) / kx - 0.5).reshape(-1)
-    v = (torch.arange(h, dtype=torch.float64)[:, None] + (torch.arange(ky, dtype=torch.float64) + 0.5) / ky - 0.5).reshape(-1)
-    x = a[0, 0] * u[None, :] + a[0, 1] * v[:, None] + a[0, 2]
-    y = a[1, 0] * u[None, :] + a[1, 1] * v[:, None] + a[1, 2]
-    grid = torch.stack((normalized_coordinates(x, width), normalized_coordinates(y, height)), dim=-1).float()
-    out = F.grid_sample(src[None], grid[None], mode=mode, padding_mode="zeros", align_corners=False)
+    # One affine from the normalised coordinates of the (supersampled) output grid to the normalised source
+    # coordinates: fine output pixel centre (n_out) -> output pixel [u, v] -> source pixel [x, y] -> n_src.
+    fine_w, fine_h = w * kx, h * ky
+    out_from_norm = np.array(
+        [[fine_w / (2.0 * kx), 0.0, (fine_w - 1.0) / (2.0 * kx) - (kx - 1.0) / (2.0 * kx)],
+         [0.0, fine_h / (2.0 * ky), (fine_h - 1.0) / (2.0 * ky) - (ky - 1.0) / (2.0 * ky)],
+         [0.0, 0.0, 1.0]]
+    )
+    norm_from_src = np.array([[2.0 / width, 0.0, 1.0 / width - 1.0], [0.0, 2.0 / height, 1.0 / height - 1.0], [0.0, 0.0, 1.0]])
+    theta = torch.as_tensor((norm_from_src @ a @ out_from_norm)[:2], dtype=torch.float32)
+    # The grid is affine in (column, row): build it from two broadcast 1-D ramps rather than a full matmul.
+    n_col = (2.0 * torch.arange(fine_w, dtype=torch.float32) + 1.0) / fine_w - 1.0
+    n_row = (2.0 * torch.arange(fine_h, dtype=torch.float32) + 1.0) / fine_h - 1.0
+    grid = torch.empty((1, fine_h, fine_w, 2), dtype=torch.float32)
+    for k in range(2):
+        torch.add((theta[k, 0] * n_col)[None, :], (theta[k, 1] * n_row + theta[k, 2])[:, None], out=grid[0, :, :, k])
+    out = F.grid_sample(src[None], grid, mode=mode, padding_mode="zeros", align_corners=False)
     if kx > 1 or ky > 1:
         out = F.avg_pool2d(out, kernel_size=(ky, kx), stride=(ky, kx))
     return out[0]
