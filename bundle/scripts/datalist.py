@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DATALIST_KEYS", "load_datalist", "split_fold", "fold_split", "ensure_demo_dataset"]
+__all__ = ["DATALIST_KEYS", "load_datalist", "split_fold", "fold_split", "ensure_demo_dataset", "inference_items"]
 
 logger = logging.getLogger(__name__)
 
@@ -182,3 +182,70 @@ def ensure_demo_dataset(
         if not datalist.is_file():
             raise FileNotFoundError(f"the simulator wrote {written}, but the configuration expects {datalist}.")
     return str(datalist)
+
+
+IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nii", ".nii.gz")
+
+
+def _image_stem(path: Path) -> str:
+    name = path.name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _is_image(path: Path) -> bool:
+    if path.name.lower().endswith(IMAGE_SUFFIXES):
+        return True
+    if path.suffix == "" and path.is_file():
+        from custom_transforms.loading import is_dicom_file
+
+        return is_dicom_file(path)
+    return False
+
+
+def inference_items(
+    source: str | os.PathLike,
+    annotation_dir: str | os.PathLike | None = None,
+    require_landmarks: bool = True,
+) -> list[dict]:
+    """The images to infer, each with its annotation (landmarks) when one exists.
+
+    Args:
+        source: a datalist JSON (items need ``image``; ``annotation`` optional), a folder of images
+            (DICOM with or without extension, PNG/JPEG/TIFF, NIfTI), or one image file.
+        annotation_dir: where ``<image name>.json`` annotations are looked for when an item names none
+            (default: beside each image).
+        require_landmarks: raise when an image has no annotation (until a landmark detector provides them).
+    """
+    source = Path(source)
+    if source.is_file() and source.suffix.lower() == ".json":
+        items = load_datalist(source, require=("image",))
+    elif source.is_dir():
+        images = sorted(p for p in source.iterdir() if p.is_file() and _is_image(p))
+        if not images:
+            raise FileNotFoundError(f"{source}: no image files (DICOM, PNG, JPEG, TIFF, NIfTI) in this folder.")
+        items = [{"image": str(p.resolve())} for p in images]
+    elif source.is_file():
+        items = [{"image": str(source.resolve())}]
+    else:
+        raise FileNotFoundError(f"inference input {source} does not exist.")
+    for item in items:
+        if item.get("annotation"):
+            if not Path(item["annotation"]).is_file():
+                raise FileNotFoundError(f"{item['image']}: its annotation {item['annotation']} does not exist.")
+            continue
+        image = Path(item["image"])
+        candidate = Path(annotation_dir or image.parent) / f"{_image_stem(image)}.json"
+        if candidate.is_file():
+            item["annotation"] = str(candidate)
+        elif require_landmarks:
+            raise FileNotFoundError(
+                f"{image}: no landmarks. Inference needs the 16 landmarks of the annotation format "
+                f"(looked for {candidate}); no landmark detector is available in this bundle yet, so give an "
+                "annotation JSON per image (see README, 'Annotation format')."
+            )
+        else:
+            item["annotation"] = None
+    return items
