@@ -1,0 +1,255 @@
+"""The bundle as the app's model: locate it, and run its own ``inference.json`` on a list of DICOM files.
+
+The app does not re-implement any step of the pipeline. :class:`BundleInference` drives MONAI's
+``ConfigWorkflow`` on the bundle's ``configs/inference.json`` exactly as
+``python -m monai.bundle run --config_file configs/inference.json`` does, with three overrides only:
+``input`` (a datalist of the selected files), ``output_dir`` (the app's work folder) and, when the model
+path is a TorchScript file, the network. It then reads back what the bundle wrote per image
+(``report.json`` and ``heatmap.nii.gz``, see ``bundle/scripts/inference_writer.py``), so the app's
+probabilities, peaks and heatmaps are the bundle's.
+
+Model path (``-m`` / ``HOLOSCAN_MODEL_PATH``):
+
+* a bundle folder (``configs/inference.json`` inside), or a folder holding exactly one such bundle
+  (the layout the Holoscan packager gives to ``--models <bundle>``): the bundle's weights are used;
+* a TorchScript file exported by ``python -m monai.bundle ckpt_export`` inside a bundle's ``models/``
+  folder: that network replaces the bundle's ``network`` and its ``CheckpointLoader``; the rest of the
+  bundle (landmark detector, preprocessing, writer) still comes from the bundle folder around it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BundleInference", "ImageResult", "find_bundle_root"]
+
+logger = logging.getLogger(__name__)
+
+INFERENCE_CONFIG = Path("configs") / "inference.json"
+METADATA = Path("configs") / "metadata.json"
+#: Report entries naming files in the app's scratch folder (the app writes its own SR, SC and JSON instead).
+SCRATCH_KEYS = ("heatmap_nifti", "overlay_png")
+
+
+def _is_bundle(folder: Path) -> bool:
+    return (folder / INFERENCE_CONFIG).is_file()
+
+
+def find_bundle_root(model_path: str | os.PathLike) -> tuple[Path, Path | None]:
+    """``(bundle root, TorchScript file or None)`` for a model path given to the app.
+
+    Args:
+        model_path: a bundle folder, a folder containing one bundle folder, or a ``.ts`` file in a bundle.
+
+    Raises:
+        FileNotFoundError: when no bundle can be found there, naming the path and what was expected.
+    """
+    path = Path(model_path).expanduser().resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"Model path {path} does not exist (option -m or HOLOSCAN_MODEL_PATH).")
+    if path.is_file():
+        for candidate in (path.parent, path.parent.parent):
+            if _is_bundle(candidate):
+                return candidate, path
+        raise FileNotFoundError(
+            f"Model file {path}: no bundle around it (looked for {INFERENCE_CONFIG} in {path.parent} and "
+            f"{path.parent.parent}). A TorchScript file alone has no landmark detector nor preprocessing: give "
+            "the bundle folder, or the model.ts inside the bundle's models/ folder."
+        )
+    if _is_bundle(path):
+        return path, None
+    inner = sorted(p for p in path.iterdir() if p.is_dir() and _is_bundle(p))
+    if len(inner) == 1:
+        return inner[0], None
+    raise FileNotFoundError(
+        f"Model folder {path}: expected a MONAI bundle ({INFERENCE_CONFIG} inside) or a folder holding exactly one; "
+        f"found {len(inner)}."
+    )
+
+
+@dataclass
+class ImageResult:
+    """What the bundle produced for one input file (``error`` set when it produced nothing)."""
+
+    report: dict[str, Any] = field(default_factory=dict)
+    heatmap: np.ndarray | None = None
+    image: np.ndarray | None = None
+    error: str | None = None
+
+
+class _RecordErrors(logging.Handler):
+    """Keeps the bundle's warning/error log lines, to tell the user why an image got no report."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+class BundleInference:
+    """Runs the bundle's inference config on files and returns its reports, heatmaps and images.
+
+    Args:
+        bundle_root: the bundle folder.
+        workdir: scratch folder for the datalist, input links and the bundle's outputs (kept); ``None``: a
+            temporary folder per run, removed afterwards.
+        torchscript: a TorchScript network replacing the bundle's checkpointed one (optional).
+        overrides: further config overrides (id -> value), as on the ``monai.bundle run`` command line.
+    """
+
+    def __init__(
+        self,
+        bundle_root: str | os.PathLike,
+        workdir: str | os.PathLike | None = None,
+        torchscript: str | os.PathLike | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.bundle_root = Path(bundle_root).resolve()
+        if not _is_bundle(self.bundle_root):
+            raise FileNotFoundError(f"{self.bundle_root}: not a MONAI bundle (no {INFERENCE_CONFIG}).")
+        self.workdir = Path(workdir).resolve() if workdir else None
+        self.torchscript = Path(torchscript).resolve() if torchscript else None
+        self.overrides = dict(overrides or {})
+        metadata_file = self.bundle_root / METADATA
+        self.metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
+
+    @classmethod
+    def from_model_path(
+        cls, model_path: str | os.PathLike, workdir: str | os.PathLike | None = None, **kwargs
+    ) -> "BundleInference":
+        """Build from the app's model path (see :func:`find_bundle_root`)."""
+        bundle_root, torchscript = find_bundle_root(model_path)
+        return cls(bundle_root, workdir, torchscript=torchscript, **kwargs)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", "AASN pelvic fracture detection"))
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata.get("version", "unknown"))
+
+    @property
+    def model_description(self) -> str:
+        return f"TorchScript {self.torchscript}" if self.torchscript else "the bundle's checkpoint (models/)"
+
+    def _workflow(self, datalist: Path, output_dir: Path):
+        from monai.bundle import ConfigWorkflow
+
+        # The bundle's configs import its code as ``scripts.*`` relative to the bundle root.
+        if str(self.bundle_root) not in sys.path:
+            sys.path.insert(0, str(self.bundle_root))
+        workflow = ConfigWorkflow(
+            config_file=str(self.bundle_root / INFERENCE_CONFIG),
+            meta_file=str(self.bundle_root / METADATA),
+            logging_file=False,  # the app owns logging; the bundle's file config would silence its loggers
+            workflow_type="infer",
+            bundle_root=str(self.bundle_root),
+            input=str(datalist),
+            output_dir=str(output_dir),
+            **self.overrides,
+        )
+        if self.torchscript is not None:
+            parser = workflow.parser
+            parser["network"] = f"$torch.jit.load({str(self.torchscript)!r}, map_location=@device).eval()"
+            parser["handlers"] = [
+                handler
+                for handler in parser.get("handlers", [])
+                if not str(handler.get("_target_", "")).endswith("CheckpointLoader")
+            ]
+        return workflow
+
+    def _link_inputs(self, paths: list[str], folder: Path) -> dict[str, str]:
+        """Give each input a unique name (``image_NNNN.dcm``) so that the bundle's per-image folders never clash."""
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        links = {}
+        for index, path in enumerate(paths):
+            link = folder / f"image_{index:04d}.dcm"
+            try:
+                link.symlink_to(Path(path).resolve())
+            except OSError:
+                shutil.copyfile(path, link)
+            links[path] = str(link)
+        return links
+
+    def run(self, paths: list[str]) -> dict[str, ImageResult]:
+        """Infer every file; returns a result per path (with ``error`` for files the bundle did not report).
+
+        Args:
+            paths: DICOM files of radiographs.
+        """
+        if self.workdir is not None:
+            return self._run_in(paths, self.workdir)
+        with tempfile.TemporaryDirectory(prefix="aasn_deploy_") as scratch:
+            return self._run_in(paths, Path(scratch))
+
+    def _run_in(self, paths: list[str], workdir: Path) -> dict[str, ImageResult]:
+        from custom_transforms import LoadPXR
+
+        links = self._link_inputs(paths, workdir / "inputs")
+        datalist = workdir / "datalist.json"
+        datalist.write_text(json.dumps([{"image": link} for link in links.values()], indent=2))
+        output_dir = workdir / "bundle_output"
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        errors = _RecordErrors()
+        logging.getLogger().addHandler(errors)
+        failure = None
+        try:
+            workflow = self._workflow(datalist, output_dir)
+            workflow.initialize()
+            workflow.run()
+            workflow.finalize()
+        except Exception as err:  # the bundle stopped: report it for every image that got no report
+            root = err
+            while root.__cause__ is not None:  # config evaluation wraps the real error
+                root = root.__cause__
+            failure = f"the bundle's inference failed: {type(root).__name__}: {root}"
+            logger.exception("The bundle's inference failed")
+        finally:
+            logging.getLogger().removeHandler(errors)
+
+        reports = {}
+        for report_file in sorted(output_dir.glob("*/report.json")):
+            report = json.loads(report_file.read_text())
+            reports[os.path.abspath(report.get("image", ""))] = (report, report_file.parent)
+        results = {}
+        for path, link in links.items():
+            # the bundle names the image by the path it loaded: the link, or its target if it resolved it
+            found = reports.get(os.path.abspath(link)) or reports.get(str(Path(path).resolve()))
+            if found is None:
+                mentions = [m for m in errors.messages if Path(link).name in m or Path(link).stem in m]
+                reason = failure or (mentions[-1] if mentions else "the bundle wrote no report for it (see the log)")
+                results[path] = ImageResult(error=reason)
+                continue
+            report, folder = found
+            # The report as the bundle wrote it, but naming the app's input and without the scratch files.
+            report = {k: v for k, v in report.items() if k not in SCRATCH_KEYS}
+            report["image"] = path
+            results[path] = ImageResult(
+                report=report,
+                heatmap=self._read_heatmap(folder / "heatmap.nii.gz"),
+                image=np.asarray(LoadPXR()(link))[0],
+            )
+        return results
+
+    @staticmethod
+    def _read_heatmap(path: Path) -> np.ndarray:
+        """The bundle's heatmap NIfTI (axis 0 = x) as an ``(H, W)`` array (rows, columns)."""
+        import nibabel as nib
+
+        return np.asarray(nib.load(str(path)).dataobj, dtype=np.float32).T.copy()
