@@ -198,14 +198,26 @@ class BundleInference:
             return self._run_in(paths, Path(scratch))
 
     def _run_in(self, paths: list[str], workdir: Path) -> dict[str, ImageResult]:
+        links = self._link_inputs(paths, workdir / "inputs")
+        results, failure = self._run_batch(links, workdir / "batch")
+        if failure is not None and len(links) > 1:
+            # The bundle stopped on one image: run each alone, so that the others are still analysed.
+            logger.warning("The bundle's run on %d images failed (%s); running them one by one.", len(links), failure)
+            results = {}
+            for index, (path, link) in enumerate(links.items()):
+                results.update(self._run_batch({path: link}, workdir / f"single_{index:04d}")[0])
+        return results
+
+    def _run_batch(self, links: dict[str, str], workdir: Path) -> tuple[dict[str, ImageResult], str | None]:
+        """One run of the bundle on ``{input path: link}``; returns the results and the bundle's error, if any."""
         from custom_transforms import LoadPXR
 
-        links = self._link_inputs(paths, workdir / "inputs")
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True)
         datalist = workdir / "datalist.json"
         datalist.write_text(json.dumps([{"image": link} for link in links.values()], indent=2))
         output_dir = workdir / "bundle_output"
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
         errors = _RecordErrors()
         logging.getLogger().addHandler(errors)
         failure = None
@@ -214,7 +226,7 @@ class BundleInference:
             workflow.initialize()
             workflow.run()
             workflow.finalize()
-        except Exception as err:  # the bundle stopped: report it for every image that got no report
+        except Exception as err:  # the bundle stopped: reported for every image that got no report
             root = err
             while root.__cause__ is not None:  # config evaluation wraps the real error
                 root = root.__cause__
@@ -245,7 +257,7 @@ class BundleInference:
                 heatmap=self._read_heatmap(folder / "heatmap.nii.gz"),
                 image=np.asarray(LoadPXR()(link))[0],
             )
-        return results
+        return results, failure
 
     @staticmethod
     def _read_heatmap(path: Path) -> np.ndarray:
