@@ -1,8 +1,10 @@
 """Writing a 2D label image on the radiograph's pixel grid, in a file a viewer overlays on the radiograph.
 
-NIfTI / NRRD labels are written through ITK as 2D images with the radiograph's pixel spacing (x = column spacing,
-y = row spacing), origin 0 and identity direction: the geometry ITK-based viewers (3D Slicer) give a projection
-radiograph (DX/CR has no patient position or orientation). PNG labels are plain 8-bit images of the same size.
+NIfTI labels carry the geometry ITK-based viewers (3D Slicer) give a projection radiograph, whose DX/CR header has no
+patient position or orientation: voxel ``(i, j)`` = column ``i``, row ``j``, spacing (column mm, row mm), origin 0,
+identity direction in ITK's LPS space, i.e. the NIfTI (RAS) affine ``diag(-col_mm, -row_mm, 1, 1)``. So the label
+overlays the radiograph, and ITK reads it back as the ``(rows, cols)`` array that was written. PNG labels are plain
+8-bit images of the radiograph's size.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 #: Extensions a label can be written as (the request's ``result_extension``).
-LABEL_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".png")
+LABEL_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".png")
 DEFAULT_LABEL_EXTENSION = ".nii.gz"
 
 
@@ -39,11 +41,10 @@ def write_label(label: np.ndarray, spacing_mm: Sequence[float] | None, extension
         Image.fromarray(label, mode="L").save(path)
         return path
 
-    import itk
+    import nibabel as nib
 
-    image = itk.image_from_array(label)  # numpy (rows, cols) -> ITK index (x = col, y = row)
     dy, dx = (1.0, 1.0) if spacing_mm is None else (float(spacing_mm[0]), float(spacing_mm[1]))
-    image.SetSpacing([dx, dy])
-    image.SetOrigin([0.0, 0.0])
-    itk.imwrite(image, path, compression=True)
+    image = nib.Nifti1Image(np.ascontiguousarray(label.T[:, :, None]), np.diag([-dx, -dy, 1.0, 1.0]))
+    image.header.set_xyzt_units("mm")
+    nib.save(image, path)
     return path

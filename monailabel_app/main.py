@@ -1,0 +1,170 @@
+"""MONAI Label app serving the AASN pelvic-fracture bundle: landmark and fracture infer tasks and a trainer.
+
+Start it on a folder of pelvic radiographs (see README.md)::
+
+    .venv-monailabel/bin/monailabel start_server --app monailabel_app --studies /path/to/pxrs \
+        --conf bundle bundle --host 127.0.0.1 --port 8000
+
+App configuration (``--conf key value``; all optional):
+
+* ``bundle``: the bundle directory (default: ``bundle/`` beside this app);
+* ``config_overrides``: comma-separated JSON/YAML files merged over every bundle config the app reads (a variant, a
+  smaller test configuration, ...);
+* ``landmark_config_overrides``: the same for the landmark detector's configs only;
+* ``fracture_threshold``: the fracture operating point (default: the bundle's ``threshold``);
+* ``landmark_radius_mm``: radius of the landmark discs in the label image (default 3 mm);
+* ``use_final_landmarks``: the fracture task uses the landmarks of the image's final label when there is one
+  (default true; otherwise the bundle's detector finds them);
+* ``work_dir``: where converted annotations, the training datalist and logs go (default
+  ``<studies>/.aasn_monailabel``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+from fastapi import HTTPException
+from monailabel.datastore.local import LocalDatastore
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+from monailabel.interfaces.exception import MONAILabelException
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.config import settings
+from monailabel.utils.others.generic import name_to_device
+
+from lib.bundle_configs import BundleConfigs
+from lib.datastore_labels import annotation_from_label
+from lib.infers.fracture import FractureInfer
+from lib.infers.landmarks import LandmarkInfer
+from lib.label_map import LABELS
+from lib.trainers.aasn import AASNTrain
+
+logger = logging.getLogger(__name__)
+
+#: Radiograph files the datastore lists (DICOM first: PACS exports; then the project's other readable formats).
+IMAGE_EXTENSIONS = ("*.dcm", "*.DCM", "*.dicom", "*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.nii.gz", "*.nii")
+
+LANDMARKS_TASK = "aasn_landmarks"
+FRACTURE_TASK = "aasn_fracture"
+TRAIN_TASK = "aasn_fracture"
+
+
+class AASNPelvisApp(MONAILabelApp):
+    """Anterior pelvic fracture detection (AASN, ECCV 2020) with model-assisted landmark and fracture annotation."""
+
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
+        default_bundle = os.path.join(os.path.dirname(os.path.realpath(app_dir)), "bundle")
+        self.bundle_dir = os.path.realpath(conf.get("bundle", default_bundle))
+        self.bundle_configs = BundleConfigs(
+            self.bundle_dir, _file_list(conf.get("config_overrides")), _file_list(conf.get("landmark_config_overrides"))
+        )
+        local = not studies.startswith(("http://", "https://"))
+        default_work = os.path.join(studies, ".aasn_monailabel") if local else os.path.join(app_dir, "model", "work")
+        self.work_dir = os.path.realpath(conf.get("work_dir", default_work))
+        self.use_final_landmarks = conf.get("use_final_landmarks", "true").lower() in ("1", "true", "yes")
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="AASN pelvic fracture",
+            description="Model-assisted annotation of the 16 pelvic landmarks and anterior pelvic fracture sites on "
+            "AP pelvic radiographs, and retraining of the AASN bundle from the final labels.",
+            version=self.bundle_configs.version,
+            labels=LABELS,
+        )
+
+    def init_datastore(self) -> Datastore:
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return LocalDatastore(
+            self.studies,
+            extensions=IMAGE_EXTENSIONS,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+        )
+
+    def init_infers(self) -> dict[str, InferTask]:
+        threshold = self.conf.get("fracture_threshold")
+        radius = float(self.conf.get("landmark_radius_mm", "3.0"))
+        return {
+            LANDMARKS_TASK: LandmarkInfer(self.bundle_configs, radius_mm=radius),
+            FRACTURE_TASK: FractureInfer(self.bundle_configs, threshold=float(threshold) if threshold else None),
+        }
+
+    def init_trainers(self) -> dict[str, TrainTask]:
+        return {TRAIN_TASK: AASNTrain(self.bundle_configs, self.work_dir)}
+
+    def init_strategies(self) -> dict[str, Any]:
+        from monailabel.tasks.activelearning.first import First
+        from monailabel.tasks.activelearning.random import Random
+
+        return {"random": Random(), "first": First()}
+
+    def infer(self, request, datastore=None):
+        """Run an infer task, turning bad requests into HTTP errors that say what is wrong.
+
+        404: unknown task or image id; 422: the image cannot be used (unreadable, or not an AP pelvic radiograph);
+        500: anything else, with its message. The server keeps serving after each.
+        """
+        model = request.get("model")
+        if model not in self._infers:
+            raise HTTPException(404, f"Unknown infer task {model!r}; this app serves {sorted(self._infers)}.")
+        image = request.get("image")
+        store = datastore if datastore else self.datastore()
+        if isinstance(image, str) and not os.path.exists(image):
+            if not image or not store.get_image_uri(image):
+                raise HTTPException(404, f"Image {image!r} is not in the datastore ({self.studies}).")
+        try:
+            if model == FRACTURE_TASK:
+                request = self._with_landmarks(request, store)
+            return super().infer(request, datastore)
+        except HTTPException:
+            raise
+        except Exception as e:
+            cause = _project_error(e)
+            if cause is not None:  # the project's errors (PXRReadError, AnnotationError, NotAPelvisError, ...)
+                logger.warning(f"Infer {model} on {image}: {cause}")
+                raise HTTPException(422, f"{type(cause).__name__}: {cause}") from e
+            if isinstance(e, MONAILabelException):
+                raise HTTPException(500, f"{e.error.value}: {e.msg}") from e
+            logger.exception(f"Infer {model} on {image} failed")
+            raise HTTPException(500, f"{type(e).__name__}: {e}") from e
+
+    def _with_landmarks(self, request: dict, store: Datastore) -> dict:
+        """Tell the fracture task where its landmarks come from: the request, the final label, or the detector."""
+        request = dict(request)
+        image = request.get("image")
+        if request.get("landmarks") is not None:
+            request["landmark_source"] = "request"
+            return request
+        path = image if os.path.exists(image) else store.get_image_uri(image)
+        label = "" if path == image else store.get_label_uri(image, DefaultLabelTag.FINAL)
+        if label and self.use_final_landmarks:
+            annotation, _ = annotation_from_label(label, path, self.work_dir)
+            request["annotation"] = annotation
+            request["landmark_source"] = "final label"
+        else:  # the same detection the landmark task shows the annotator
+            detected = self._infers[LANDMARKS_TASK].detect(path, name_to_device(request.get("device")))
+            request["landmarks"] = np.asarray(detected["landmarks"], dtype=np.float64).tolist()
+            request["landmark_source"] = "detector"
+        return request
+
+
+def _file_list(value: str | None) -> list[str]:
+    return [p.strip() for p in (value or "").split(",") if p.strip()]
+
+
+def _project_error(error: BaseException) -> ValueError | None:
+    """The first ``ValueError`` (the project's error classes derive from it) in the chain of causes: MONAI's
+    ``Compose`` re-raises a transform's error as ``RuntimeError`` from it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, ValueError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
