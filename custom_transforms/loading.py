@@ -43,11 +43,11 @@ from monai.transforms import MapTransform, Transform
 from .errors import PXRReadError
 
 try:  # pydicom >= 3
-    from pydicom.pixels import apply_modality_lut, apply_voi
+    from pydicom.pixels import apply_modality_lut
 except ImportError:  # pydicom 2.x
-    from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi
+    from pydicom.pixel_data_handlers.util import apply_modality_lut
 
-__all__ = ["LoadPXR", "LoadPXRd", "SPACING_TAGS", "is_dicom_file", "dicom_spacing", "window_to_unit"]
+__all__ = ["LoadPXR", "LoadPXRd", "SPACING_TAGS", "is_dicom_file", "dicom_spacing", "window_to_unit", "voi_lut_to_unit"]
 
 #: DICOM spacing tags in the default order of preference (patient plane first, then detector plane).
 SPACING_TAGS: tuple[str, ...] = ("PixelSpacing", "ImagerPixelSpacing")
@@ -128,6 +128,25 @@ def window_to_unit(values: np.ndarray, center: float, width: float, function: st
     out *= scale
     np.clip(out, 0.0, 1.0, out=out)
     return out
+
+
+def voi_lut_to_unit(values: np.ndarray, item, source: str = "") -> np.ndarray:
+    """Map modality values through a VOI LUT Sequence item (PS3.3 C.11.2.1.1) onto ``[0, 1]``.
+
+    Values below the first mapped value take the first entry, values beyond the table the last; the output is
+    divided by the LUT's nominal maximum ``2**bits - 1`` (LUTDescriptor[2]).
+    """
+    try:
+        entries, first, bits = (int(v) for v in item.LUTDescriptor)
+    except (AttributeError, TypeError, ValueError):
+        raise PXRReadError(f"{source}: malformed VOI LUT Sequence LUTDescriptor") from None
+    entries = entries or 65536  # 0 means 2**16 entries
+    data = item.LUTData
+    table = np.frombuffer(data, dtype="<u2") if isinstance(data, bytes) else np.asarray(data, dtype=np.float64).ravel()
+    if table.size < entries or not 1 <= bits <= 16:
+        raise PXRReadError(f"{source}: VOI LUT has {table.size} entries / {bits} bits, descriptor says {entries}")
+    index = np.clip(np.rint(values) - first, 0, entries - 1).astype(np.int64)
+    return (table[:entries].astype(np.float32) * (1.0 / float((1 << bits) - 1)))[index]
 
 
 def _minmax_to_unit(values: np.ndarray, source: str) -> np.ndarray:
@@ -213,12 +232,7 @@ def _dicom_to_unit(ds, source: str) -> np.ndarray:
             raise PXRReadError(f"{source}: invalid WindowWidth {ds.WindowWidth!r} (must be > 0)")
         unit = window_to_unit(values, _first(ds.WindowCenter), width, str(getattr(ds, "VOILUTFunction", "LINEAR")))
     elif "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
-        item = ds.VOILUTSequence[0]
-        lut_bits = int(item.LUTDescriptor[2])
-        # the LUT is indexed by (integer) modality output values
-        unit = apply_voi(np.rint(values).astype(np.int32), ds, index=0).astype(np.float32)
-        unit *= 1.0 / float((1 << lut_bits) - 1)
-        np.clip(unit, 0.0, 1.0, out=unit)
+        unit = voi_lut_to_unit(values, ds.VOILUTSequence[0], source)
     else:
         unit = _minmax_to_unit(values, source)
 

@@ -45,10 +45,10 @@ def _base_dataset(sop_class: str, syntax) -> Dataset:
 
 
 def _save(ds: Dataset, path) -> str:
-    try:
-        ds.save_as(path, enforce_file_format=True)  # pydicom >= 3
-    except TypeError:
-        ds.is_little_endian, ds.is_implicit_VR = True, False  # pydicom 2.x
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        ds.save_as(path, enforce_file_format=True)
+    else:
+        ds.is_little_endian, ds.is_implicit_VR = True, False
         ds.save_as(path, write_like_original=False)
     return str(path)
 
@@ -98,7 +98,8 @@ def write_dx(
     pixels = np.asarray(pixels)
     if sop_class is None:
         sop_class = CR_IMAGE_STORAGE if modality == "CR" else DX_FOR_PRESENTATION
-    syntax = {None: ExplicitVRLittleEndian, "jpeg2000": JPEG2000Lossless, "rle": RLELossless}[compression]
+    # RLE is compressed by pydicom from an uncompressed dataset, so it starts as explicit VR little endian
+    syntax = {None: ExplicitVRLittleEndian, "jpeg2000": JPEG2000Lossless, "rle": ExplicitVRLittleEndian}[compression]
     ds = _base_dataset(sop_class, syntax)
     ds.Modality = modality
     ds.BodyPartExamined = body_part
@@ -125,8 +126,8 @@ def write_dx(
             ds.VOILUTFunction = voi_function
     if voi_lut is not None:
         item = Dataset()
-        item.LUTDescriptor = [len(voi_lut) % 65536, int(voi_lut_first), int(voi_lut_bits)]
-        item.LUTData = [int(v) for v in voi_lut]
+        item.add_new(0x00283002, "US", [len(voi_lut) % 65536, int(voi_lut_first), int(voi_lut_bits)])  # LUTDescriptor
+        item.add_new(0x00283006, "US", [int(v) for v in voi_lut])  # LUTData
         ds.VOILUTSequence = Sequence([item])
     for key, value in (extra or {}).items():
         setattr(ds, key, value)

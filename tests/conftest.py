@@ -1,0 +1,27 @@
+"""Shared pytest fixtures (generic: synthetic radiographs written to a temporary directory)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dicom_factory import write_dx
+from synthetic_pelvis import place_landmarks, radiograph_like, write_annotation
+
+
+@pytest.fixture
+def pxr_case(tmp_path):
+    """Factory writing a synthetic DICOM radiograph + annotation JSON; returns a dict with paths and geometry.
+
+    Arguments (all optional): ``shape`` (H, W), ``spacing`` (row, col) mm, ``angle_deg``, ``fractures`` (K, 2)
+    pixels, ``landmarks`` (16, 2) pixels (default: the symmetric template), ``name``, and any ``write_dx`` keyword.
+    """
+
+    def make(shape=(320, 300), spacing=(1.0, 1.0), angle_deg=0.0, fractures=(), landmarks=None, name="case", **dicom_kwargs):
+        lm = place_landmarks(shape, spacing, angle_deg) if landmarks is None else np.asarray(landmarks, dtype=np.float64)
+        image = tmp_path / f"{name}.dcm"
+        write_dx(image, radiograph_like(shape, lm), spacing_mm=spacing, **dicom_kwargs)
+        annotation = write_annotation(tmp_path / f"{name}.json", lm, fractures, image=image)
+        return {"image": str(image), "annotation": annotation, "landmarks": lm, "fractures": np.asarray(fractures, dtype=np.float64).reshape(-1, 2), "spacing": spacing, "shape": shape}
+
+    return make
