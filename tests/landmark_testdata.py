@@ -30,3 +30,94 @@ def random_pelvis(rng: np.random.Generator, centre=(0.0, 0.0), size: float = 1.0
 def training_shapes(count: int = 150, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.stack([random_pelvis(rng, centre=rng.uniform(-30, 30, 2)) for _ in range(count)])
+
+
+def _segment_distance(xs, ys, a, b):
+    ab = np.asarray(b, float) - np.asarray(a, float)
+    t = np.clip(((xs - a[0]) * ab[0] + (ys - a[1]) * ab[1]) / max(ab @ ab, 1e-9), 0, 1)
+    return np.hypot(xs - (a[0] + t * ab[0]), ys - (a[1] + t * ab[1]))
+
+
+# segments between landmarks of one side (indices into a side's 7): wing, posterior column, rami
+_SIDE_SEGMENTS = ((0, 1), (1, 6), (3, 5), (4, 6))
+
+
+def render_pelvis(landmarks_mm: np.ndarray, shape, spacing_mm: float, rng: np.random.Generator | None = None) -> np.ndarray:
+    """A toy AP pelvis radiograph ``(H, W)`` in [0, 1]: bright cortical lines through the landmarks.
+
+    Landmark ``i`` of ``landmarks_mm`` is at pixel ``landmarks_mm[i] / spacing_mm`` of the result.
+    """
+    h, w = shape
+    ys, xs = np.mgrid[:h, :w] * float(spacing_mm)
+    lm = np.asarray(landmarks_mm, float)
+    dist = np.full((h, w), np.inf)
+    for side in (0, 7):
+        p = lm[side : side + 7]
+        for a, b in _SIDE_SEGMENTS:
+            dist = np.minimum(dist, _segment_distance(xs, ys, p[a], p[b]))
+        dist = np.minimum(dist, np.abs(np.hypot(xs - p[2, 0], ys - p[2, 1]) - 20.0))  # acetabular rim
+        centre = (p[3] + p[4]) / 2  # obturator foramen outline
+        semi = max(np.linalg.norm(p[3] - p[4]) / 2, 1.0)
+        dist = np.minimum(dist, np.abs(np.hypot((xs - centre[0]) / 0.7, ys - centre[1]) - semi))
+        dist = np.minimum(dist, _segment_distance(xs, ys, p[5], lm[14]))  # ramus to the symphysis
+        dist = np.minimum(dist, _segment_distance(xs, ys, p[4], lm[15]))
+    dist = np.minimum(dist, _segment_distance(xs, ys, lm[14], lm[15]))
+    dist = np.minimum(dist, _segment_distance(xs, ys, lm[0], lm[7]) + 6.0)  # faint iliac-crest band
+    img = 0.15 + 0.75 * np.exp(-(dist**2) / (2 * 2.5**2))
+    if rng is not None:
+        img = img * rng.uniform(0.8, 1.1) + rng.normal(scale=0.03, size=img.shape)
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def render_chest(shape, spacing_mm: float) -> np.ndarray:
+    """A toy PA chest radiograph ``(H, W)`` in [0, 1]: dark lungs, ribs, spine and heart."""
+    h, w = shape
+    ys, xs = np.mgrid[:h, :w] * float(spacing_mm)
+    cx, cy = w * spacing_mm / 2, h * spacing_mm / 2
+    img = np.full((h, w), 0.6)
+    for side in (-1, 1):
+        lung = ((xs - cx - side * 70) / 55) ** 2 + ((ys - cy) / 110) ** 2 < 1
+        img[lung] = 0.2
+        for k in range(10):  # ribs: arcs across each lung
+            rib = np.abs(ys - (cy - 100 + 22 * k) - 0.004 * (xs - cx) ** 2) < 3
+            img[rib & lung] = 0.55
+    img[np.abs(xs - cx) < 12] = 0.85  # spine
+    img[((xs - cx - 25) / 55) ** 2 + ((ys - cy - 40) / 45) ** 2 < 1] = 0.7  # heart
+    return img.astype(np.float32)
+
+
+def write_toy_dataset(folder, count: int = 20, shape=(120, 150), spacing_mm: float = 2.5, seed: int = 0) -> str:
+    """Toy pelvis PNGs with annotation JSONs and a 5-fold, subject-grouped datalist; returns its path."""
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    from custom_transforms.conventions import LANDMARK_NAMES
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    items = []
+    for i in range(count):
+        centre = (w * spacing_mm / 2 + rng.normal() * 8, h * spacing_mm / 2 + rng.normal() * 8 - 15)
+        landmarks = random_pelvis(rng, centre=centre)
+        image = render_pelvis(landmarks, shape, spacing_mm, rng)
+        name = f"toy{i:03d}"
+        Image.fromarray((image * 65535).astype(np.uint16)).save(folder / f"{name}.png")
+        pixels = landmarks / spacing_mm
+        annotation = {
+            "image": f"{name}.png",
+            "landmarks": {n: [float(v) for v in pixels[k]] for k, n in enumerate(LANDMARK_NAMES)},
+            "fractures": [],
+            "spacing_mm": [spacing_mm, spacing_mm],
+        }
+        (folder / f"{name}.json").write_text(json.dumps(annotation))
+        subject = f"s{i // 2}"
+        items.append({"image": f"{name}.png", "annotation": f"{name}.json", "label": i % 3 == 0, "subject": subject, "fold": (i // 2) % 5})
+    for it in items:
+        it["label"] = int(it["label"])
+    path = folder / "datalist.json"
+    path.write_text(json.dumps({"training": items}))
+    return str(path)

@@ -10,7 +10,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from scripts.heatmap_decoding import decode_heatmaps, gaussian_heatmaps, sample_heatmaps  # noqa: E402
+from scripts.heatmap_decoding import (  # noqa: E402
+    decode_heatmaps,
+    gaussian_heatmaps,
+    heatmap_value_near,
+    sample_heatmaps,
+)
 
 # non-integer peaks, inside and on the border of a 40 x 64 map
 PLANTED = torch.tensor([[37.3, 21.8], [10.45, 5.62], [50.71, 33.08], [0.2, 17.35], [63.0, 39.0], [62.7, 0.4]])
@@ -61,3 +66,11 @@ def test_sample_heatmaps_bilinear_at_points():
     ramp = torch.arange(20.0).repeat(4, 1)[None]  # value = x
     values = sample_heatmaps(ramp.expand(2, 4, 20), torch.tensor([[3.25, 1.0], [17.5, 2.5]]))
     assert torch.allclose(values, torch.tensor([3.25, 17.5]))
+
+
+def test_heatmap_value_near_reads_the_peak_not_an_interpolation():
+    maps = gaussian_heatmaps(PLANTED[:3], (40, 64), 1.0)
+    values = heatmap_value_near(maps, PLANTED[:3])
+    assert torch.allclose(values, maps.flatten(1).max(1).values)
+    far = heatmap_value_near(maps, PLANTED[:3] + torch.tensor([6.0, 0.0]))
+    assert far.max() < 1e-3

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["gaussian_heatmaps", "decode_heatmaps", "sample_heatmaps"]
+__all__ = ["gaussian_heatmaps", "decode_heatmaps", "sample_heatmaps", "heatmap_value_near"]
 
 #: heatmap values are floored here before taking logs (a network may output zeros or negatives).
 _LOG_FLOOR = 1e-10
@@ -146,4 +146,32 @@ def sample_heatmaps(heatmaps: torch.Tensor, points: torch.Tensor) -> torch.Tenso
     values = F.grid_sample(
         maps.reshape(b * n, 1, h, w), grid.reshape(b * n, 1, 1, 2), align_corners=False, padding_mode="border"
     ).reshape(b, n)
+    return values[0] if unbatched else values
+
+
+def heatmap_value_near(heatmaps: torch.Tensor, points: torch.Tensor, radius: int = 1) -> torch.Tensor:
+    """Maximum of heatmap ``i`` over the ``(2 radius + 1)^2`` pixels around point ``i`` (nearest pixel).
+
+    At a decoded peak this is the peak value itself (bilinear sampling between pixels would
+    underestimate a narrow peak); away from any peak it is the heatmap's local level.
+
+    Args:
+        heatmaps: ``(N, H, W)`` or ``(B, N, H, W)``.
+        points: ``(N, 2)`` or ``(B, N, 2)`` ``[x, y]`` pixel coordinates (clamped into the map).
+        radius: half-size of the window in pixels.
+
+    Returns:
+        ``(N,)`` or ``(B, N)`` values.
+    """
+    heatmaps = torch.as_tensor(heatmaps).float()
+    points = torch.as_tensor(points, dtype=torch.float32, device=heatmaps.device)
+    unbatched = heatmaps.ndim == 3
+    maps = heatmaps.unsqueeze(0) if unbatched else heatmaps
+    pts = points.unsqueeze(0) if unbatched else points
+    b, n, h, w = maps.shape
+    size = 2 * int(radius) + 1
+    pooled = F.max_pool2d(maps.reshape(b * n, 1, h, w), size, stride=1, padding=int(radius)).reshape(b, n, h * w)
+    col = pts[..., 0].round().long().clamp(0, w - 1)
+    row = pts[..., 1].round().long().clamp(0, h - 1)
+    values = pooled.gather(-1, (row * w + col).unsqueeze(-1)).squeeze(-1)
     return values[0] if unbatched else values

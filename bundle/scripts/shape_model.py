@@ -294,6 +294,8 @@ class StatisticalShapeModel:
         scale, rotation, translation = similarity_fit(shape, points, w)
         for _ in range(iterations):
             scale, rotation, translation = similarity_fit(shape, points, w)
+            if scale <= 1e-9:
+                raise ValueError("the configuration has collapsed to a point (no size); it cannot be fitted.")
             local = ((points - translation) @ rotation) / scale  # into the model frame
             deviation = (local - self.mean).reshape(-1)
             lhs = (modes_flat * w2) @ modes_flat.T + np.diag(ridge)
@@ -322,7 +324,8 @@ class StatisticalShapeModel:
                 predicted by the model. All when ``None``.
 
         Raises:
-            ValueError: wrong shape, non-finite usable points, or fewer than ``min_inliers`` usable points.
+            ValueError: wrong shape, fewer than ``min_inliers`` usable (finite, valid) points, or usable
+                points that all coincide.
         """
         points = np.asarray(points, dtype=np.float64)
         if points.shape != self.mean.shape:

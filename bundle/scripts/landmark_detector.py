@@ -1,0 +1,342 @@
+"""The 16-landmark detector: image in, landmarks in original pixels out, with confidences and plausibility.
+
+Pipeline (the paper detects its 16 landmarks before anything else, §3.2; it uses a graph-based detector,
+here a heatmap network with a statistical shape prior plays that role):
+
+1. the whole radiograph is letterboxed (aspect kept, padded) to ``input_size`` (:mod:`.letterbox`);
+2. a heatmap network (a MONAI UNet from the config) gives one heatmap per landmark;
+3. each heatmap is decoded to a sub-pixel peak (:mod:`.heatmap_decoding`) and mapped back to
+   original pixels;
+4. the peaks are converted to mm and the statistical shape model is fitted robustly
+   (:mod:`.shape_model`): landmarks whose peak is below ``min_confidence`` and those the model
+   finds to be outliers are replaced by the model's prediction; the rest are kept as detected;
+5. ``confidence`` of each landmark = the heatmap's maximum within one pixel of its final position (a
+   Gaussian target has peak 1, so about 1 for a clear detection, about 0 where the network saw nothing);
+6. ``plausibility`` of the image = median peak value x share of landmarks consistent with the shape
+   model (none is when the fitted configuration's size in mm is far from the model's); 0 for an image
+   without contrast (standard deviation below ``min_contrast``: blank or saturated). Below ``plausibility_threshold`` the image is not taken to be an AP pelvic radiograph and
+   :class:`NotAPelvisError` is raised (a chest film, an extremity, a lateral view, a blank image).
+
+When the image has no spacing, an isotropic spacing is estimated from the size of the detected
+configuration relative to the shape model's mean size (only for the shape fit's tolerances).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+
+from custom_transforms.conventions import LANDMARK_NAMES
+
+from .heatmap_decoding import decode_heatmaps, heatmap_value_near
+from .letterbox import Letterbox, apply_matrix
+from .shape_model import StatisticalShapeModel
+
+__all__ = [
+    "NotAPelvisError",
+    "LandmarkDetection",
+    "LandmarkDetector",
+    "DetectLandmarksd",
+    "load_network_weights",
+    "load_landmark_detector",
+]
+
+
+class NotAPelvisError(ValueError):
+    """The image does not look like an AP pelvic radiograph (landmark plausibility below the threshold)."""
+
+
+@dataclass
+class LandmarkDetection:
+    """What the detector found in one image.
+
+    Attributes:
+        landmarks: ``(N, 2)`` float32 ``[x, y]`` in original pixels (after the shape prior).
+        confidence: ``(N,)`` heatmap value at each final landmark (maximum within one input pixel), in ``[0, 1]``.
+        plausibility: image-level score in ``[0, 1]``.
+        peaks: ``(N,)`` heatmap maxima (before the shape prior).
+        heatmap_landmarks: ``(N, 2)`` the decoded peaks in original pixels (before the shape prior).
+        corrected: ``(N,)`` bool, landmarks replaced by the shape model (outliers or weak peaks).
+        shape_consistent: ``(N,)`` bool, detections within tolerance of the fitted shape model.
+        names: the landmark names.
+        spacing_estimated: whether the spacing used for the shape fit was estimated.
+    """
+
+    landmarks: np.ndarray
+    confidence: np.ndarray
+    plausibility: float
+    peaks: np.ndarray
+    heatmap_landmarks: np.ndarray
+    corrected: np.ndarray
+    shape_consistent: np.ndarray
+    names: tuple[str, ...] = field(default=LANDMARK_NAMES)
+    spacing_estimated: bool = False
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary, landmarks by name."""
+        return {
+            "plausibility": float(self.plausibility),
+            "spacing_estimated": bool(self.spacing_estimated),
+            "landmarks": {
+                n: {
+                    "xy": [float(v) for v in self.landmarks[i]],
+                    "confidence": float(self.confidence[i]),
+                    "corrected_by_shape_model": bool(self.corrected[i]),
+                }
+                for i, n in enumerate(self.names)
+            },
+        }
+
+
+def load_network_weights(
+    network: torch.nn.Module, checkpoint: str | os.PathLike, key: str | None = "network"
+) -> torch.nn.Module:
+    """Load a state dict (``weights_only``) into ``network`` and return it in eval mode.
+
+    Args:
+        network: the heatmap network.
+        checkpoint: a ``.pt`` file holding a state dict, or a dict with the state dict under ``key``.
+        key: entry of the checkpoint dict holding the network weights (``None``: the file is the state dict).
+    """
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(
+            f"landmark detector weights {checkpoint} do not exist; train them with configs/landmark_train.json."
+        )
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if key is not None and isinstance(state, dict) and key in state:
+        state = state[key]
+    network.load_state_dict(state)
+    return network.eval()
+
+
+class LandmarkDetector(Transform):
+    """Detect the 16 landmarks in a radiograph (see the module docstring for the steps).
+
+    Args:
+        network: heatmap network ``(B, 1, H_in, W_in) -> (B, N, H_in, W_in)``.
+        shape_model: statistical shape model; ``None`` disables the shape prior (the peaks are returned).
+        input_size: ``(H_in, W_in)`` letterbox size the network was trained at.
+        min_confidence: peaks below this are not used by the shape fit and are predicted by the model.
+        plausibility_threshold: below it :meth:`__call__` raises :class:`NotAPelvisError`.
+        size_range: allowed ratio of the fitted configuration's size (mm) to the shape model's mean size;
+            outside it no landmark counts as consistent (a pelvis is not 3 cm or 60 cm wide).
+        min_contrast: an image whose intensity standard deviation (in ``[0, 1]`` units) is below this
+            has plausibility 0.
+        smooth_sigma: Gaussian smoothing (pixels) before the sub-pixel refinement.
+        device: where the network runs (default: where its parameters are).
+        names: landmark names, in the network's channel order.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        shape_model: StatisticalShapeModel | None = None,
+        input_size: Sequence[int] = (256, 256),
+        min_confidence: float = 0.2,
+        plausibility_threshold: float = 0.3,
+        size_range: Sequence[float] = (0.6, 1.6),
+        min_contrast: float = 0.01,
+        smooth_sigma: float = 0.0,
+        device: str | torch.device | None = None,
+        names: Sequence[str] = LANDMARK_NAMES,
+    ) -> None:
+        self.network = network.eval()
+        self.shape_model = shape_model
+        self.letterbox = Letterbox(input_size)
+        self.min_confidence = float(min_confidence)
+        self.plausibility_threshold = float(plausibility_threshold)
+        self.size_range = (float(size_range[0]), float(size_range[1]))
+        self.min_contrast = float(min_contrast)
+        self.smooth_sigma = float(smooth_sigma)
+        if device is None:
+            param = next(network.parameters(), None)
+            device = param.device if param is not None else "cpu"
+        self.device = torch.device(device)
+        self.names = tuple(names)
+        if shape_model is not None and shape_model.num_points != len(self.names):
+            raise ValueError(f"the shape model has {shape_model.num_points} points, the detector {len(self.names)} names.")
+
+    @torch.no_grad()
+    def heatmaps(self, image: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """Network heatmaps ``(N, H_in, W_in)`` of the letterboxed image and its original -> input matrix."""
+        if image.ndim != 3 or image.shape[0] != 1:
+            raise ValueError(f"the detector expects a (1, H, W) radiograph, got shape {tuple(image.shape)}.")
+        boxed = self.letterbox(image)
+        matrix = boxed.meta["letterbox_matrix"]
+        x = boxed.as_tensor()[None].to(self.device)
+        maps = self.network(x)[0].float().cpu()
+        if maps.shape[0] != len(self.names):
+            raise ValueError(f"the network gave {maps.shape[0]} heatmaps, expected {len(self.names)}.")
+        return maps, matrix
+
+    def detect(self, image: torch.Tensor, spacing_mm: Sequence[float] | None = None) -> LandmarkDetection:
+        """Detect without judging plausibility (never raises :class:`NotAPelvisError`).
+
+        Args:
+            image: ``(1, H, W)`` radiograph in ``[0, 1]`` (bone bright), as ``LoadPXR`` gives.
+            spacing_mm: ``(row, col)``; default: the image's ``spacing_mm`` meta, else estimated.
+        """
+        if spacing_mm is None and isinstance(image, MetaTensor):
+            spacing_mm = image.meta.get("spacing_mm")
+        maps, matrix = self.heatmaps(image)
+        coords_in, peaks = decode_heatmaps(maps, self.smooth_sigma)
+        inverse = np.linalg.inv(matrix)
+        peak_points = apply_matrix(coords_in.numpy(), inverse)
+        peaks_np = peaks.numpy().astype(np.float64)
+        n = len(self.names)
+        landmarks = peak_points.copy()
+        corrected = np.zeros(n, dtype=bool)
+        consistent = np.ones(n, dtype=bool)
+        spacing_estimated = False
+        if self.shape_model is not None:
+            valid = peaks_np >= self.min_confidence
+            if spacing_mm is None:
+                spacing_mm, spacing_estimated = self._estimate_spacing(peak_points, valid), True
+            spacing = np.asarray(spacing_mm, dtype=np.float64).reshape(-1)
+            to_mm = np.array([spacing[1], spacing[0]])
+            try:
+                fit = self.shape_model.fit(peak_points * to_mm, valid)
+            except ValueError:  # too few confident peaks, or all at one spot: nothing is consistent
+                consistent = np.zeros(n, dtype=bool)
+            else:
+                landmarks = np.where(fit.replaced[:, None], fit.points / to_mm, peak_points)
+                corrected = fit.replaced
+                size_ratio = fit.scale / self.shape_model.mean_size_mm
+                size_ok = self.size_range[0] <= size_ratio <= self.size_range[1]
+                consistent = fit.inliers if size_ok else np.zeros(n, dtype=bool)
+        confidence = heatmap_value_near(maps, torch.as_tensor(apply_matrix(landmarks, matrix), dtype=torch.float32))
+        confidence = confidence.clamp(0, 1).numpy()
+        plausibility = float(np.median(np.clip(peaks_np, 0, 1)) * consistent.mean())
+        if float(torch.as_tensor(image).float().std()) < self.min_contrast:
+            plausibility = 0.0
+        return LandmarkDetection(
+            landmarks=landmarks.astype(np.float32),
+            confidence=confidence.astype(np.float32),
+            plausibility=plausibility,
+            peaks=peaks_np.astype(np.float32),
+            heatmap_landmarks=peak_points.astype(np.float32),
+            corrected=corrected,
+            shape_consistent=consistent,
+            names=self.names,
+            spacing_estimated=spacing_estimated,
+        )
+
+    def _estimate_spacing(self, points: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
+        use = points[valid] if valid.sum() >= 3 else points
+        rms = float(np.sqrt(((use - use.mean(0)) ** 2).sum(1).mean()))
+        mm = self.shape_model.mean_size_mm / rms if rms > 1.0 else 1.0  # under a pixel: no size to match
+        return (mm, mm)
+
+    def __call__(
+        self, image: torch.Tensor, spacing_mm: Sequence[float] | None = None, source: str | None = None
+    ) -> LandmarkDetection:
+        """Detect, and raise :class:`NotAPelvisError` for an implausible image.
+
+        Args:
+            image: ``(1, H, W)`` radiograph in ``[0, 1]``.
+            spacing_mm: ``(row, col)``; default from the image meta.
+            source: name used in the error (default: the image's ``filename_or_obj`` meta).
+        """
+        detection = self.detect(image, spacing_mm)
+        if detection.plausibility < self.plausibility_threshold:
+            if source is None and isinstance(image, MetaTensor):
+                source = image.meta.get("filename_or_obj")
+            consistent = int(detection.shape_consistent.sum())
+            raise NotAPelvisError(
+                f"{source or 'image'}: does not look like an AP pelvic radiograph: landmark plausibility "
+                f"{detection.plausibility:.2f} is below {self.plausibility_threshold:.2f} (median landmark "
+                f"heatmap peak {np.median(detection.peaks):.2f}; {consistent}/{len(self.names)} landmarks "
+                "consistent with the pelvic shape model)."
+            )
+        return detection
+
+
+class DetectLandmarksd(MapTransform):
+    """Fill ``landmarks`` from the detector when the data has none (e.g. no annotation file).
+
+    Writes ``landmarks`` ``(N, 2)`` float32 original ``[x, y]`` pixels, ``landmark_confidence`` ``(N,)``,
+    ``landmark_plausibility`` and ``landmarks_detected`` (bool) to the data, the same three last ones to
+    the image's meta-data, and the full detection (JSON-ready) under ``landmark_detection``. When
+    ``landmarks`` is already present (annotated image) and ``overwrite`` is false nothing is detected
+    and ``landmarks_detected`` is ``False``.
+
+    Args:
+        keys: the image key (one).
+        detector: a :class:`LandmarkDetector`.
+        landmarks_key: where the landmarks are read / written.
+        overwrite: detect even when landmarks are present.
+        allow_missing_keys: do not raise if the image key is absent.
+
+    Raises:
+        NotAPelvisError: the image does not look like an AP pelvic radiograph.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        detector: LandmarkDetector | None = None,
+        landmarks_key: str = "landmarks",
+        overwrite: bool = False,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if detector is None:
+            raise ValueError("DetectLandmarksd needs a LandmarkDetector (see configs/landmark_inference.json).")
+        if len(self.keys) != 1:
+            raise ValueError(f"DetectLandmarksd takes one image key, got {self.keys}.")
+        self.detector = detector
+        self.landmarks_key = landmarks_key
+        self.overwrite = bool(overwrite)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            has_landmarks = d.get(self.landmarks_key) is not None
+            if has_landmarks and not self.overwrite:
+                d["landmarks_detected"] = False
+                if isinstance(image, MetaTensor):
+                    image.meta["landmarks_detected"] = False
+                continue
+            detection = self.detector(image)
+            d[self.landmarks_key] = detection.landmarks
+            d["landmark_confidence"] = detection.confidence
+            d["landmark_plausibility"] = detection.plausibility
+            d["landmarks_detected"] = True
+            d["landmark_detection"] = detection.to_dict()
+            if isinstance(image, MetaTensor):
+                image.meta["landmarks_detected"] = True
+                image.meta["landmark_confidence"] = detection.confidence
+                image.meta["landmark_plausibility"] = detection.plausibility
+        return d
+
+
+def load_landmark_detector(
+    bundle_root: str | os.PathLike = ".", config_file: str | os.PathLike | None = None, **overrides
+) -> LandmarkDetector:
+    """The trained detector as ``configs/landmark_inference.json`` defines it (``@landmark_detector``).
+
+    For other workflows (the AASN ``inference.json``, MONAI Label, MONAI Deploy) that need detection
+    without merging the detector's config ids into theirs.
+
+    Args:
+        bundle_root: the bundle folder (holding ``configs/`` and ``models/``).
+        config_file: the detector config (default ``<bundle_root>/configs/landmark_inference.json``).
+        overrides: config ids to override, e.g. ``device="cpu"`` or ``plausibility_threshold=0.4``.
+    """
+    from monai.bundle import ConfigParser
+
+    config_file = config_file or os.path.join(bundle_root, "configs", "landmark_inference.json")
+    parser = ConfigParser()
+    parser.read_config(config_file)
+    parser["bundle_root"] = str(bundle_root)
+    for key, value in overrides.items():
+        parser[key] = value
+    return parser.get_parsed_content("landmark_detector")
