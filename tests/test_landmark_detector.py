@@ -122,7 +122,7 @@ def test_blank_image_is_rejected(case, shape_model):
     _, truth, matrix = case
     blank = MetaTensor(torch.full((1, *IMAGE_SIZE), 0.4), meta={"spacing_mm": (1.0, 1.0), "filename_or_obj": "/data/blank.dcm"})
     # even with perfect-looking heatmaps: an image without contrast shows no anatomy
-    with pytest.raises(NotAPelvisError, match=r"/data/blank.dcm: does not look like an AP pelvic radiograph"):
+    with pytest.raises(NotAPelvisError, match=r"/data/blank.dcm: does not look like an AP pelvic radiograph: the image has no contrast"):
         _detector(_heatmaps(truth, matrix), shape_model)(blank)
 
 

@@ -13,9 +13,10 @@ here a heatmap network with a statistical shape prior plays that role):
 5. ``confidence`` of each landmark = the heatmap's maximum within one pixel of its final position (a
    Gaussian target has peak 1, so about 1 for a clear detection, about 0 where the network saw nothing);
 6. ``plausibility`` of the image = median peak value x share of landmarks consistent with the shape
-   model (none is when the fitted configuration's size in mm is far from the model's); 0 for an image
-   without contrast (standard deviation below ``min_contrast``: blank or saturated). Below ``plausibility_threshold`` the image is not taken to be an AP pelvic radiograph and
+   model (none is when the fitted configuration's size in mm is far from the model's). Below ``plausibility_threshold`` the image is not taken to be an AP pelvic radiograph and
    :class:`NotAPelvisError` is raised (a chest film, an extremity, a lateral view, a blank image).
+   An image without contrast (intensity standard deviation below ``min_contrast``: blank or saturated)
+   has plausibility 0 and is refused whatever the threshold.
 
 When the image has no spacing, an isotropic spacing is estimated from the size of the detected
 configuration relative to the shape model's mean size (only for the shape fit's tolerances).
@@ -67,6 +68,7 @@ class LandmarkDetection:
         shape_consistent: ``(N,)`` bool, detections within tolerance of the fitted shape model.
         names: the landmark names.
         spacing_estimated: whether the spacing used for the shape fit was estimated.
+        contrast: standard deviation of the image intensities (``[0, 1]`` units).
     """
 
     landmarks: np.ndarray
@@ -78,6 +80,7 @@ class LandmarkDetection:
     shape_consistent: np.ndarray
     names: tuple[str, ...] = field(default=LANDMARK_NAMES)
     spacing_estimated: bool = False
+    contrast: float = float("nan")
 
     def to_dict(self) -> dict:
         """JSON-ready summary, landmarks by name."""
@@ -128,7 +131,7 @@ class LandmarkDetector(Transform):
         size_range: allowed ratio of the fitted configuration's size (mm) to the shape model's mean size;
             outside it no landmark counts as consistent (a pelvis is not 3 cm or 60 cm wide).
         min_contrast: an image whose intensity standard deviation (in ``[0, 1]`` units) is below this
-            has plausibility 0.
+            has plausibility 0 and is always refused.
         smooth_sigma: Gaussian smoothing (pixels) before the sub-pixel refinement.
         device: where the network runs (default: where its parameters are).
         names: landmark names, in the network's channel order.
@@ -214,7 +217,8 @@ class LandmarkDetector(Transform):
         confidence = heatmap_value_near(maps, torch.as_tensor(apply_matrix(landmarks, matrix), dtype=torch.float32))
         confidence = confidence.clamp(0, 1).numpy()
         plausibility = float(np.median(np.clip(peaks_np, 0, 1)) * consistent.mean())
-        if float(torch.as_tensor(image).float().std()) < self.min_contrast:
+        contrast = float(torch.as_tensor(image).float().std())
+        if contrast < self.min_contrast:
             plausibility = 0.0
         return LandmarkDetection(
             landmarks=landmarks.astype(np.float32),
@@ -226,6 +230,7 @@ class LandmarkDetector(Transform):
             shape_consistent=consistent,
             names=self.names,
             spacing_estimated=spacing_estimated,
+            contrast=contrast,
         )
 
     def _estimate_spacing(self, points: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
@@ -245,9 +250,14 @@ class LandmarkDetector(Transform):
             source: name used in the error (default: the image's ``filename_or_obj`` meta).
         """
         detection = self.detect(image, spacing_mm)
+        if source is None and isinstance(image, MetaTensor):
+            source = image.meta.get("filename_or_obj")
+        if detection.contrast < self.min_contrast:
+            raise NotAPelvisError(
+                f"{source or 'image'}: does not look like an AP pelvic radiograph: the image has no contrast "
+                f"(intensity standard deviation {detection.contrast:.4f} < {self.min_contrast}); blank or saturated."
+            )
         if detection.plausibility < self.plausibility_threshold:
-            if source is None and isinstance(image, MetaTensor):
-                source = image.meta.get("filename_or_obj")
             consistent = int(detection.shape_consistent.sum())
             raise NotAPelvisError(
                 f"{source or 'image'}: does not look like an AP pelvic radiograph: landmark plausibility "

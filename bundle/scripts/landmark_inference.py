@@ -107,7 +107,8 @@ def run_landmark_inference(
         except NotAPelvisError as e:
             status, report = "not_a_pelvis", {"image": path, "error": str(e)}
         except (OSError, ValueError, RuntimeError) as e:  # unreadable file, bad pixel data
-            status, report = "unreadable", {"image": path, "error": f"{path}: {e}"}
+            message = str(e) if path in str(e) else f"{path}: {e}"
+            status, report = "unreadable", {"image": path, "error": message}
         else:
             status = "ok"
             report = detection_report(detection, path, image.meta.get("spacing_mm"), image.meta.get("spacing_source"))
