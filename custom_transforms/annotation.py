@@ -163,6 +163,9 @@ class LoadAnnotationd(MapTransform):
                 if ann["spacing_mm"] is not None and isinstance(image, MetaTensor):
                     image.meta["spacing_mm"] = ann["spacing_mm"]
                     image.meta["spacing_source"] = "annotation"
+                    affine = image.affine.clone()
+                    affine[0, 0], affine[1, 1] = ann["spacing_mm"]
+                    image.affine = affine
             elif self.landmarks_key in d and d[self.landmarks_key] is not None:
                 source = f"data['{self.landmarks_key}'] of {_image_name(image)}"
                 landmarks = landmarks_to_array(d[self.landmarks_key], source)

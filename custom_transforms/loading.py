@@ -3,7 +3,8 @@
 Output convention (every format): a :class:`monai.data.MetaTensor` of shape ``(1, H, W)`` (rows, columns), float32
 in ``[0, 1]`` where **brighter means more attenuating** (bone is bright, MONOCHROME2 display), with meta-data
 
-* ``spacing_mm``: pixel spacing ``(row, col)`` in mm, or ``None`` when the file does not say;
+* ``spacing_mm``: pixel spacing ``(row, col)`` in mm; absent when the file does not say, so that
+  ``meta.get("spacing_mm")`` is ``None`` (a ``None`` value would break MONAI's batch collation of the meta-data);
 * ``spacing_source``: where it came from: ``"PixelSpacing"`` or ``"ImagerPixelSpacing"`` (DICOM tags),
   ``"nifti_header"``, ``"annotation"`` (set later by :class:`~custom_transforms.annotation.LoadAnnotationd`)
   or ``"none"``;
@@ -21,7 +22,7 @@ when the detector spacing was corrected for the radiographic magnification), ``I
 *at the detector face*, which overstates anatomical sizes by the geometric magnification (about 1.1-1.2 at a
 1 m source-image distance). Millimetre quantities in this project (the 2 cm fracture disc) refer to anatomy, so
 ``PixelSpacing`` is preferred by default and ``ImagerPixelSpacing`` is the fall-back; ``spacing_priority``
-changes the order. When neither tag exists a warning is issued and ``spacing_mm`` is ``None``.
+changes the order. When neither tag exists a warning is issued and ``spacing_mm`` is left out.
 
 Compressed transfer syntaxes are decoded by the pydicom pixel-data plugins that are installed; JPEG 2000,
 JPEG-LS and lossless JPEG need ``pylibjpeg`` with ``pylibjpeg-openjpeg`` / ``pylibjpeg-libjpeg`` (see
@@ -275,6 +276,8 @@ class LoadPXR(Transform):
         if hasattr(source, "PixelData") or type(source).__name__ in ("Dataset", "FileDataset"):
             name = str(getattr(source, "filename", None) or "<pydicom Dataset>")
             return self._from_dataset(source, name)
+        if not isinstance(source, (str, os.PathLike)):
+            raise PXRReadError(f"LoadPXR: expected an image file path or a pydicom Dataset, got {type(source).__name__}")
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise PXRReadError(f"{path}: image file not found")
@@ -345,12 +348,13 @@ def _make_image(unit: np.ndarray, spacing, spacing_source: str, name: str, extra
         affine[0, 0], affine[1, 1] = spacing
     meta = {
         "filename_or_obj": name,
-        "spacing_mm": None if spacing is None else (float(spacing[0]), float(spacing[1])),
         "spacing_source": spacing_source,
         "spatial_shape": (h, w),
         "original_channel_dim": "no_channel",
         **extra,
     }
+    if spacing is not None:  # absent rather than None when unknown: MONAI cannot collate None meta values
+        meta["spacing_mm"] = (float(spacing[0]), float(spacing[1]))
     return MetaTensor(torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32))[None], affine=affine, meta=meta)
 
 

@@ -96,7 +96,7 @@ class FractureMask(Transform):
             return mask, None
         mirrored = disc_mask(roi_fractures_mirrored, roi_size, self._spacing(roi_mirrored_spacing_mm, source), self.radius_mm)
         warped = warp_mask(mirrored, _resize_grid(torch.as_tensor(tps_grid), roi_size))
-        return mask, torch.maximum(mask, warped)
+        return mask, torch.from_numpy(np.maximum(mask.numpy(), warped.numpy()))
 
 
 class FractureMaskd(MapTransform):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 
+import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
@@ -20,9 +21,14 @@ __all__ = ["PackSiameseInputd", "SIAMESE_CHANNELS"]
 SIAMESE_CHANNELS = ("roi_0", "roi_1", "roi_2", "roi_mirrored_0", "roi_mirrored_1", "roi_mirrored_2", "grid_x", "grid_y")
 
 
-def _plain(x) -> torch.Tensor:
+def _numpy(x) -> np.ndarray:
     t = x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
-    return t.float()
+    return t.detach().cpu().numpy().astype(np.float32, copy=False)
+
+
+def _concatenate(parts) -> torch.Tensor:
+    # numpy, not torch.cat: a memory copy gains nothing from torch's thread pool, which stalls on a busy machine
+    return torch.from_numpy(np.concatenate([_numpy(p) for p in parts]))
 
 
 class PackSiameseInputd(MapTransform):
@@ -69,9 +75,9 @@ class PackSiameseInputd(MapTransform):
                         f"PackSiameseInputd: '{name}' must have shape ({expected[name]}, {size[0]}, {size[1]}), got "
                         f"{tuple(value.shape)} (pseudo-colour the ROIs; compute tps_grid at the ROI size)"
                     )
-            packed = torch.cat([_plain(parts["roi"]), _plain(parts["roi_mirrored"]), _plain(parts["tps_grid"])])
+            packed = _concatenate([parts["roi"], parts["roi_mirrored"], parts["tps_grid"]])
             meta = {k: v for k, v in (getattr(d[key], "meta", None) or {}).items() if v is not None}
             d[self.output_key] = MetaTensor(packed, meta=meta)
             if self.mask_key in d and self.contrastive_key in d:
-                d[self.target_key] = torch.cat([_plain(d[self.mask_key]), _plain(d[self.contrastive_key])])
+                d[self.target_key] = _concatenate([d[self.mask_key], d[self.contrastive_key]])
         return d

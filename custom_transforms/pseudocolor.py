@@ -44,9 +44,10 @@ class PseudoColor(Transform):
             return roi  # already pseudo-coloured
         if roi.shape[0] != 1:
             raise ValueError(f"PseudoColor expects a (1, h, w) grey ROI, got shape {tuple(roi.shape)}")
-        t = torch.as_tensor(roi).float()
+        t = roi.as_tensor() if isinstance(roi, MetaTensor) else torch.as_tensor(roi)
+        t = t.detach().cpu().float()
         if self.mode == "replicate":
-            out = t.expand(3, *t.shape[1:]).clone()
+            out = torch.from_numpy(np.repeat(t.numpy(), 3, axis=0))  # numpy copy: no torch thread-pool overhead
         else:
             from scipy.ndimage import gaussian_filter
             from skimage.exposure import equalize_adapthist

@@ -39,6 +39,7 @@ def test_reads_landmarks_in_canonical_order_fractures_and_spacing(tmp_path):
     np.testing.assert_allclose(out["landmarks"], LANDMARKS, atol=1e-4)
     np.testing.assert_allclose(out["fractures"], [[100.0, 200.5]])
     assert img.meta["spacing_mm"] == (0.2, 0.3) and img.meta["spacing_source"] == "annotation"
+    assert float(img.affine[0, 0]) == pytest.approx(0.2) and float(img.affine[1, 1]) == pytest.approx(0.3)
 
 
 def test_empty_or_absent_fractures(tmp_path):

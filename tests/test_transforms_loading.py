@@ -99,7 +99,7 @@ def test_high_bits_outside_bits_stored_are_ignored(tmp_path):
 def test_spacing_tag_choice(tmp_path, tags, priority, expected, source):
     kwargs = {} if priority is None else {"spacing_priority": priority}
     img = load(write_dx(tmp_path / "s.dcm", PIXELS, **tags), **kwargs)
-    assert img.meta["spacing_mm"] == pytest.approx(expected)
+    assert img.meta.get("spacing_mm") == pytest.approx(expected)
     assert img.meta["spacing_source"] == source
     assert float(img.affine[0, 0]) == pytest.approx(expected[0]) and float(img.affine[1, 1]) == pytest.approx(expected[1])
 
@@ -108,7 +108,7 @@ def test_missing_spacing_warns(tmp_path):
     path = write_dx(tmp_path / "n.dcm", PIXELS, spacing_tag=None)
     with pytest.warns(UserWarning, match="n.dcm.*neither PixelSpacing nor ImagerPixelSpacing"):
         img = LoadPXR()(path)
-    assert img.meta["spacing_mm"] is None and img.meta["spacing_source"] == "none"
+    assert img.meta.get("spacing_mm") is None and img.meta["spacing_source"] == "none"
 
 
 def test_jpeg2000_dicom_loads_losslessly(tmp_path):
@@ -151,7 +151,7 @@ def test_png_tiff_orientation_and_range(tmp_path):
         img = load(tmp_path / name)
         assert img.shape == (1, 20, 30), name
         assert img[0, 2, 5] == pytest.approx(1.0) and img[0, 0, 0] == 0.0, name
-        assert img.meta["spacing_mm"] is None and img.meta["spacing_source"] == "none"
+        assert img.meta.get("spacing_mm") is None and img.meta["spacing_source"] == "none"
 
 
 def test_rgb_png_becomes_grey(tmp_path):
@@ -170,7 +170,7 @@ def test_nifti_orientation_and_spacing(tmp_path):
     nib.save(nii, tmp_path / "a.nii.gz")
     img = load(tmp_path / "a.nii.gz")
     assert img.shape == (1, 20, 30) and img[0, 2, 5] == pytest.approx(1.0)
-    assert img.meta["spacing_mm"] == pytest.approx((0.3, 0.2)) and img.meta["spacing_source"] == "nifti_header"
+    assert img.meta.get("spacing_mm") == pytest.approx((0.3, 0.2)) and img.meta["spacing_source"] == "nifti_header"
 
 
 def test_not_a_dicom_file_names_the_file(tmp_path):

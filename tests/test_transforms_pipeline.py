@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from monai.data import DataLoader, Dataset
+from monai.data import DataLoader, Dataset, list_data_collate
 from monai.transforms import Compose, SelectItemsd
 
 from custom_transforms import NETWORK_KEYS, AnnotationError, PackSiameseInputd, PseudoColor, aasn_preprocessing
@@ -45,6 +45,9 @@ def test_missing_spacing_image_loads_but_masks_need_spacing(pxr_case):
         warnings.simplefilter("ignore")
         d = aasn_preprocessing(roi_size=ROI_SIZE, with_masks=False)({"image": case["image"], "annotation": case["annotation"]})
         assert d["roi_spacing_mm"] is None and d["siamese_input"].shape == (8, *ROI_SIZE)
+        # an image of unknown spacing still collates (batch of one, as inference loaders do)
+        batch = list_data_collate([{"image": d["image"], "siamese_input": d["siamese_input"]}])
+        assert batch["image"].shape == (1, 1, 320, 300) and batch["image"].meta.get("spacing_mm") is None
         with pytest.raises(RuntimeError) as error:  # MONAI's Compose wraps the transform's own error
             aasn_preprocessing(roi_size=ROI_SIZE)({"image": case["image"], "annotation": case["annotation"]})
         assert isinstance(error.value.__cause__, AnnotationError)
