@@ -1,0 +1,409 @@
+"""The MONAI Label app as a real server: ``monailabel start_server`` in its own virtualenv, driven over HTTP.
+
+The server serves a copy of the bundle with tiny weights, on a studies folder of small DICOM radiographs written
+here. It checks the app's contract, not accuracy:
+
+* the fracture model is a tiny, untrained AASN (random weights): the test checks the probability, the threshold
+  logic and the label image, not their values;
+* the landmark detector's network is :class:`PlantedHeatmaps`, a stand-in returning heatmaps planted at the
+  studies' true landmarks (all pelvis images here share one configuration), so that everything after the network
+  (letterbox inverse, shape prior, label discs, JSON, the fracture task's use of the landmarks) is checked against
+  known points. The server imports it from this file.
+
+Needs ``.venv-monailabel`` (``bash monailabel_app/setup.sh``); skipped without it, except in CI where it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "monailabel_app"
+MONAILABEL = Path(os.environ.get("MONAILABEL_VENV", REPO / ".venv-monailabel")) / "bin" / "monailabel"
+
+IMAGE_HW = (160, 200)  # rows, cols of the test radiographs
+SPACING_MM = 1.6
+DETECTOR_INPUT = (64, 64)
+TINY_AASN = {
+    "roi_size": [32, 64],
+    "network_kwargs": {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1], "bn_size": 2, "projection_channels": 8},
+    "batch_size": 2,
+    "num_workers": 0,
+    "cache_rate": 0.0,
+}
+LANDMARKS_TASK, FRACTURE_TASK, TRAINER = "aasn_landmarks", "aasn_fracture", "aasn_fracture"
+SERVER_START_TIMEOUT_S = 240
+TRAIN_TIMEOUT_S = 300
+
+
+class PlantedHeatmaps(torch.nn.Module):
+    """Stand-in landmark network: returns its stored heatmaps (one set, whatever the input image).
+
+    Args:
+        num_landmarks: heatmap channels.
+        spatial_size: ``(H, W)`` of the detector input.
+    """
+
+    def __init__(self, num_landmarks: int = 16, spatial_size=DETECTOR_INPUT) -> None:
+        super().__init__()
+        self.register_buffer("heatmaps", torch.zeros(num_landmarks, *spatial_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.heatmaps[None].expand(x.shape[0], -1, -1, -1)
+
+
+# --- the deployment: bundle copy, weights, studies --------------------------------------------------------------
+
+
+def _write_studies(studies: Path, truth_px: np.ndarray) -> dict[str, dict]:
+    """Four pelvis radiographs drawn at ``truth_px``, a blank one and a DICOM without pixel data."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from dicom_factory import write_dx, write_non_image
+    from landmark_testdata import render_pelvis
+
+    from custom_transforms.conventions import LANDMARK_INDEX
+
+    rng = np.random.default_rng(1)
+    cases = {}
+    for i in range(4):
+        pixels = (render_pelvis(truth_px * SPACING_MM, IMAGE_HW, SPACING_MM, rng) * 4095).astype(np.uint16)
+        photometric = "MONOCHROME1" if i == 3 else "MONOCHROME2"
+        stored = 4095 - pixels if photometric == "MONOCHROME1" else pixels
+        write_dx(studies / f"pelvis{i}.dcm", stored, photometric=photometric, spacing_mm=(SPACING_MM, SPACING_MM))
+        # fractures of the final labels: a fractured right superior ramus on pelvis0 and pelvis2
+        fractures = [truth_px[LANDMARK_INDEX["pubic_tubercle_r"]] + [-8.0, -2.0]] if i in (0, 2) else []
+        cases[f"pelvis{i}"] = {"fractures": np.asarray(fractures).reshape(-1, 2)}
+    write_dx(studies / "blank.dcm", np.full(IMAGE_HW, 1800, np.uint16), spacing_mm=(SPACING_MM, SPACING_MM))
+    write_non_image(studies / "rtplan.dcm")
+    return cases
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    if not MONAILABEL.is_file():
+        message = f"{MONAILABEL} not found: run `bash monailabel_app/setup.sh` first"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    sys.path.insert(0, str(REPO / "bundle"))
+    sys.path.insert(0, str(REPO / "tests"))
+    from landmark_testdata import random_pelvis, training_shapes
+    from scripts.heatmap_decoding import gaussian_heatmaps
+    from scripts.letterbox import apply_matrix, letterbox_matrix
+    from scripts.networks import build_network
+    from scripts.shape_model import StatisticalShapeModel
+
+    root = tmp_path_factory.mktemp("monailabel")
+    bundle = root / "bundle"
+    shutil.copytree(
+        REPO / "bundle", bundle, ignore=shutil.ignore_patterns("models", "data", "outputs", "logs", "eval", "__pycache__")
+    )
+    models = bundle / "models"
+    models.mkdir()
+
+    truth_mm = random_pelvis(np.random.default_rng(7), centre=(IMAGE_HW[1] * SPACING_MM / 2, IMAGE_HW[0] * SPACING_MM / 2 - 8))
+    truth_px = truth_mm / SPACING_MM
+    assert (truth_px > 2).all() and (truth_px < np.array(IMAGE_HW[::-1]) - 2).all()
+
+    torch.manual_seed(0)
+    torch.save(build_network("aasn", **TINY_AASN["network_kwargs"]).state_dict(), models / "model.pt")
+    matrix, _ = letterbox_matrix(IMAGE_HW, DETECTOR_INPUT)
+    planted = PlantedHeatmaps()
+    planted.heatmaps.copy_(gaussian_heatmaps(torch.as_tensor(apply_matrix(truth_px, matrix)), DETECTOR_INPUT, 1.5))
+    torch.save(planted.state_dict(), models / "landmark_model.pt")
+    StatisticalShapeModel.from_shapes(training_shapes(60), noise_mm=1.5).save(models / "landmark_shape_model.json")
+
+    tiny = root / "tiny.json"
+    tiny.write_text(json.dumps(TINY_AASN))
+    landmark_tiny = root / "landmark_tiny.json"
+    landmark_tiny.write_text(
+        json.dumps({"input_size": list(DETECTOR_INPUT), "network_def": {"_target_": "test_monailabel_app.PlantedHeatmaps"}})
+    )
+    studies = root / "studies"
+    studies.mkdir()
+    cases = _write_studies(studies, truth_px)
+    return {"root": root, "bundle": bundle, "studies": studies, "truth": truth_px, "cases": cases,
+            "conf": {"bundle": bundle, "config_overrides": tiny, "landmark_config_overrides": landmark_tiny}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(deployment):
+    """``monailabel start_server`` as a real process on 127.0.0.1; stopped (its process group) at the end, always."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = deployment["root"] / "server.log"
+    command = [str(MONAILABEL), "start_server", "--app", str(APP), "--studies", str(deployment["studies"]),
+               "--host", "127.0.0.1", "--port", str(port)]
+    for key, value in deployment["conf"].items():
+        command += ["--conf", key, str(value)]
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{MONAILABEL.parent}{os.pathsep}{os.environ.get('PATH', '')}",  # the `monailabel` script runs `python`
+        VIRTUAL_ENV=str(MONAILABEL.parent.parent),
+        PYTHONPATH=str(REPO / "tests"),  # PlantedHeatmaps
+        CUDA_VISIBLE_DEVICES="",
+        OMP_NUM_THREADS="2",
+        MONAI_LABEL_SESSIONS="false",
+        MONAI_LABEL_AUTO_UPDATE_SCORING="false",
+    )
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=deployment["root"],
+                                   start_new_session=True)
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the server exited with {process.returncode}:\n{_tail(log_path)}")
+            try:
+                with urllib.request.urlopen(f"{url}/info/", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server did not answer within {SERVER_START_TIMEOUT_S} s:\n{_tail(log_path)}")
+            time.sleep(1.0)
+        yield {"url": url, "log": log_path, **deployment}
+    finally:
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    try:  # training subprocesses left in the group
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+
+
+# --- HTTP helpers ------------------------------------------------------------------------------------------------
+
+
+def _request(method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 120):
+    """(status, body bytes) of one request; HTTP errors are returned, not raised."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, dict]:
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, (filename, content) in files.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n"
+        )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def _infer(server, task: str, image: str, output: str = "json", params: dict | None = None):
+    body, headers = _multipart({"params": json.dumps(params or {})}, {})
+    return _request("POST", f"{server['url']}/infer/{task}?image={image}&output={output}", body, headers)
+
+
+def _infer_json(server, task: str, image: str, params: dict | None = None) -> dict:
+    status, body = _infer(server, task, image, params=params)
+    assert status == 200, f"{task} on {image}: HTTP {status} {body[:500]!r}\n{_tail(server['log'])}"
+    return json.loads(body)
+
+
+def _put_label(server, image: str, filename: str, content: bytes) -> dict:
+    body, headers = _multipart({"params": "{}"}, {"label": (filename, content)})
+    status, answer = _request("PUT", f"{server['url']}/datastore/label?image={image}&tag=final", body, headers)
+    assert status == 200, f"PUT label {filename}: HTTP {status} {answer[:500]!r}"
+    return json.loads(answer)
+
+
+def _read_label(content: bytes, suffix: str, tmp_path: Path) -> np.ndarray:
+    sys.path.insert(0, str(APP))
+    from lib.datastore_labels import read_label_image
+
+    path = tmp_path / f"label{suffix}"
+    path.write_bytes(content)
+    return read_label_image(str(path))
+
+
+def _points(named: dict) -> np.ndarray:
+    from custom_transforms.conventions import LANDMARK_NAMES
+
+    assert list(named) == list(LANDMARK_NAMES)
+    return np.array([named[n] for n in LANDMARK_NAMES], dtype=np.float64)
+
+
+# --- the contract ------------------------------------------------------------------------------------------------
+
+
+def test_info_lists_both_infer_tasks_and_the_trainer(server):
+    status, body = _request("GET", f"{server['url']}/info/")
+    info = json.loads(body)
+    assert status == 200
+    assert {LANDMARKS_TASK, FRACTURE_TASK} <= set(info["models"])
+    assert TRAINER in info["trainers"]
+    assert info["models"][LANDMARKS_TASK]["dimension"] == 2
+    assert info["labels"]["asis_r"] == 1 and info["labels"]["symphysis_inferior"] == 16 and info["labels"]["fracture"] == 17
+    assert {"pelvis0", "pelvis3", "blank"} <= set(json.loads(_request("GET", f"{server['url']}/datastore/?output=all")[1])["objects"])
+
+
+def test_landmark_infer_returns_16_named_points_inside_the_image_and_their_discs(server, tmp_path):
+    result = _infer_json(server, LANDMARKS_TASK, "pelvis3")
+    points = _points(result["landmarks"])
+    h, w = IMAGE_HW
+    assert ((points >= -0.5) & (points <= np.array([w - 0.5, h - 0.5]))).all()
+    # the planted heatmaps sit at the true landmarks: the app maps them back to original pixels
+    np.testing.assert_allclose(points, server["truth"], atol=1.5)
+    assert result["image_size"] == list(IMAGE_HW) and result["spacing_mm"] == pytest.approx([SPACING_MM] * 2)
+    assert 0.5 < result["plausibility"] <= 1.0
+
+    status, content = _infer(server, LANDMARKS_TASK, "pelvis3", output="image")
+    assert status == 200
+    label = _read_label(content, ".nii.gz", tmp_path)
+    assert label.shape == IMAGE_HW
+    for value, (x, y) in enumerate(points, start=1):
+        assert label[int(round(y)), int(round(x))] == value
+
+
+def test_fracture_infer_returns_a_probability_and_the_thresholded_heatmap(server, tmp_path):
+    result = _infer_json(server, FRACTURE_TASK, "pelvis1")
+    p, t = result["fracture_probability"], result["threshold"]
+    assert 0.0 <= p <= 1.0 and t == 0.5  # the bundle's operating point
+    assert result["positive"] == (p >= t)
+    assert result["landmark_source"] == "detector"
+    np.testing.assert_allclose(_points(result["landmarks"]), server["truth"], atol=1.5)
+    assert all(peak["probability"] >= t for peak in result["peaks"])
+    assert result["max_location"]["probability"] == pytest.approx(p, abs=1e-6)
+
+    status, content = _infer(server, FRACTURE_TASK, "pelvis1", output="image")
+    assert status == 200
+    label = _read_label(content, ".nii.gz", tmp_path)
+    assert label.shape == IMAGE_HW and set(np.unique(label)) <= {0, 17}
+    if (label == 17).any():  # the label is the heatmap resampled onto the radiograph: never above its maximum
+        assert p >= t
+
+
+def _save_label_image(server, image: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """An annotator's final label image for ``image``: corrected landmark discs and fracture discs."""
+    sys.path.insert(0, str(APP))
+    from lib.label_map import FRACTURE_VALUE, fracture_points_to_label, landmarks_to_label
+    from lib.label_writer import write_label
+
+    corrected = server["truth"] + np.random.default_rng(3).uniform(-2, 2, server["truth"].shape)
+    spacing = (SPACING_MM, SPACING_MM)
+    label = landmarks_to_label(corrected, IMAGE_HW, spacing)
+    label[fracture_points_to_label(server["cases"][image]["fractures"], IMAGE_HW, spacing, 6.0, 4.0) > 0] = FRACTURE_VALUE
+    path = write_label(label, spacing, ".nii.gz")
+    answer = _put_label(server, image, f"{image}.nii.gz", Path(path).read_bytes())
+    os.remove(path)
+    return label, corrected, answer
+
+
+def test_saved_label_image_is_stored_and_gives_the_fracture_task_its_landmarks(server, tmp_path):
+    label, corrected, answer = _save_label_image(server, "pelvis0")
+    assert answer["image"] == "pelvis0"
+    stored = server["studies"] / "labels" / "final" / "pelvis0.nii.gz"
+    assert stored.is_file()
+    np.testing.assert_array_equal(_read_label(stored.read_bytes(), ".nii.gz", tmp_path), label)
+
+    result = _infer_json(server, FRACTURE_TASK, "pelvis0")
+    assert result["landmark_source"] == "final label"
+    np.testing.assert_allclose(_points(result["landmarks"]), corrected, atol=0.5)
+
+
+def test_training_one_epoch_from_the_final_labels_writes_a_checkpoint(server):
+    from custom_transforms.conventions import LANDMARK_NAMES
+
+    _save_label_image(server, "pelvis0")  # one label image with a fracture, three annotation JSONs
+    for name in ("pelvis1", "pelvis2", "pelvis3"):
+        annotation = {"landmarks": {n: [float(v) for v in p] for n, p in zip(LANDMARK_NAMES, server["truth"])},
+                      "fractures": server["cases"][name]["fractures"].tolist()}
+        _put_label(server, name, f"{name}.json", json.dumps(annotation).encode())
+    checkpoint_dir = server["bundle"] / "models" / "monailabel"
+    started = time.time()
+    params = json.dumps({"max_epochs": 1, "val_split": 0.5, "device": "cpu"}).encode()
+    status, body = _request("POST", f"{server['url']}/train/{TRAINER}", params, {"Content-Type": "application/json"})
+    assert status == 200, body
+    deadline = time.monotonic() + TRAIN_TIMEOUT_S
+    while True:
+        task = json.loads(_request("GET", f"{server['url']}/train/")[1])
+        if task["status"] not in ("SUBMITTED", "RUNNING"):
+            break
+        assert time.monotonic() < deadline, f"training still running after {TRAIN_TIMEOUT_S} s"
+        time.sleep(2.0)
+    assert task["status"] == "DONE", "\n".join(task.get("details", [])) + "\n" + _tail(server["log"])
+    datalist = json.loads((server["studies"] / ".aasn_monailabel" / "datalist.json").read_text())["data"]
+    assert sorted((d["subject"], d["label"]) for d in datalist) == [("pelvis0", 1), ("pelvis1", 0), ("pelvis2", 1), ("pelvis3", 0)]
+    for name in ("last.pt", "model.pt"):
+        path = checkpoint_dir / name
+        assert path.is_file() and path.stat().st_mtime >= started, name
+    weights = torch.load(checkpoint_dir / "model.pt", map_location="cpu", weights_only=True)
+    served = torch.load(server["bundle"] / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert weights.keys() == served.keys()
+    assert any(not torch.equal(weights[k], served[k]) for k in weights)  # trained, not copied
+    # the fracture task now serves the new weights
+    assert 0.0 <= _infer_json(server, FRACTURE_TASK, "pelvis1")["fracture_probability"] <= 1.0
+
+
+def test_twenty_concurrent_infer_requests_all_succeed(server):
+    jobs = [(LANDMARKS_TASK if i % 2 else FRACTURE_TASK, f"pelvis{i % 4}") for i in range(20)]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(lambda job: _infer(server, *job), jobs))
+    for (task, image), (status, body) in zip(jobs, answers):
+        assert status == 200, f"{task} on {image}: HTTP {status} {body[:300]!r}"
+        result = json.loads(body)
+        assert ("landmarks" in result) and (task == LANDMARKS_TASK or "fracture_probability" in result)
+
+
+def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server):
+    status, body = _infer(server, LANDMARKS_TASK, "no_such_image")
+    assert status == 404 and "no_such_image" in json.loads(body)["detail"]
+
+    status, body = _infer(server, "no_such_task", "pelvis1")
+    assert status == 404 and "no_such_task" in json.loads(body)["detail"]
+
+    for task in (LANDMARKS_TASK, FRACTURE_TASK):  # a radiograph without contrast is no pelvis
+        status, body = _infer(server, task, "blank")
+        assert status == 422, body
+        assert "does not look like an AP pelvic radiograph" in json.loads(body)["detail"]
+
+    status, body = _infer(server, LANDMARKS_TASK, "rtplan")  # DICOM without pixel data
+    assert status == 422 and "no Pixel Data" in json.loads(body)["detail"]
+
+    assert len(_infer_json(server, LANDMARKS_TASK, "pelvis2")["landmarks"]) == 16
