@@ -14,8 +14,9 @@ DICOM pixel pipeline (PS3.3 C.7.6.3, C.11.1, C.11.2): stored values are masked t
 when PixelRepresentation is 1), the modality LUT (RescaleSlope/RescaleIntercept or a Modality LUT Sequence) is
 applied, then the first VOI window (WindowCenter/WindowWidth with VOILUTFunction LINEAR, LINEAR_EXACT or
 SIGMOID) maps the values to ``[0, 1]``; without a window the first VOI LUT Sequence item is used, and without
-either the modality values are min-max normalised. MONOCHROME1 images are inverted last so that both
-photometric interpretations of the same anatomy give the same array.
+either the modality values are min-max normalised. MONOCHROME1 images (and MONOCHROME2 ones with Presentation
+LUT Shape INVERSE) are inverted last, so that both photometric interpretations of the same anatomy give the
+same array.
 
 Spacing: ``PixelSpacing`` is the spacing *calibrated at the patient* (DX IOD: present only when calibrated, or
 when the detector spacing was corrected for the radiographic magnification), ``ImagerPixelSpacing`` the spacing
@@ -237,7 +238,10 @@ def _dicom_to_unit(ds, source: str) -> np.ndarray:
     else:
         unit = _minmax_to_unit(values, source)
 
-    if photometric == "MONOCHROME1":
+    # MONOCHROME1 shows low values bright; a MONOCHROME2 image may ask for the same with Presentation LUT Shape
+    # INVERSE. (DX requires INVERSE together with MONOCHROME1, where it means the same single inversion.)
+    shape = str(getattr(ds, "PresentationLUTShape", "") or "").upper()
+    if photometric == "MONOCHROME1" or shape == "INVERSE":
         np.subtract(1.0, unit, out=unit)
     return unit
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 
 from custom_transforms import LoadPXR, LoadPXRd, PXRReadError
 from custom_transforms.loading import _mask_bits_stored, window_to_unit
@@ -46,6 +47,27 @@ def test_monochrome1_with_voi_window_matches_monochrome2(tmp_path):
     m2 = load(write_dx(tmp_path / "m2.dcm", PIXELS, window=(1500, 1000)))
     m1 = load(write_dx(tmp_path / "m1.dcm", 4095 - PIXELS, photometric="MONOCHROME1", window=(4095 - 1500 + 1, 1000)))
     np.testing.assert_allclose(m1.numpy(), m2.numpy(), atol=2e-3)  # one grey level of the 1000-wide window
+
+
+def test_presentation_lut_shape(tmp_path):
+    m2 = load(write_dx(tmp_path / "m2.dcm", PIXELS))
+    inverse = load(write_dx(tmp_path / "inv.dcm", 4095 - PIXELS, extra={"PresentationLUTShape": "INVERSE"}))
+    np.testing.assert_allclose(inverse.numpy(), m2.numpy(), atol=1e-6)
+    # DX pairs MONOCHROME1 with INVERSE: one inversion, not two
+    m1 = load(write_dx(tmp_path / "m1.dcm", 4095 - PIXELS, photometric="MONOCHROME1", extra={"PresentationLUTShape": "INVERSE"}))
+    np.testing.assert_allclose(m1.numpy(), m2.numpy(), atol=1e-6)
+
+
+def test_modality_lut_sequence(tmp_path):
+    item = Dataset()
+    table = np.round(np.sqrt(np.arange(4096)) * 64).astype(np.uint16)  # a non-linear modality LUT
+    item.add_new(0x00283002, "US", [4096 % 65536, 0, 16])  # LUTDescriptor
+    item.ModalityLUTType = "US"
+    item.add_new(0x00283006, "US", [int(v) for v in table])  # LUTData
+    img = load(write_dx(tmp_path / "mlut.dcm", PIXELS, extra={"ModalityLUTSequence": DicomSequence([item])}))
+    expected = table[PIXELS].astype(np.float64)
+    expected = (expected - expected.min()) / (expected.max() - expected.min())
+    np.testing.assert_allclose(img[0].numpy(), expected, atol=1e-5)
 
 
 def test_linear_window_follows_the_standard():
