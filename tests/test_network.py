@@ -254,3 +254,39 @@ def test_metatensor_batch_input():
         expected = net(x)
         out = net(MetaTensor(x))
     assert torch.allclose(torch.as_tensor(out), expected, atol=1e-6)
+
+
+def test_vanilla_computes_monai_densenet_features():
+    """Same function as MONAI's DenseNet (transitions pool before their 1x1 conv: an exact reordering)."""
+    from monai.networks.nets import DenseNet
+
+    torch.manual_seed(0)
+    reference = DenseNet(2, 3, 1, **TINY).train()
+    with torch.no_grad():
+        for _ in range(3):  # non-trivial running statistics
+            reference(torch.rand(4, 3, H, W) * 2)
+    reference.eval()
+    net = build_network("vanilla", **TINY).eval()
+    own, prefixes = net.state_dict(), net.densenet_prefixes()
+    for key, value in reference.state_dict().items():
+        if key.startswith("features."):
+            prefix = next(p for p in prefixes if key.startswith(p + "."))
+            own[prefixes[prefix] + key[len(prefix) :]] = value
+    net.load_state_dict(own)
+    x = siamese_input()
+    with torch.no_grad():
+        expected = reference.features(x[:, :3])
+        assert torch.allclose(net.decoder(net.transition(net.encoder(x[:, :3]))), expected, atol=1e-5)
+
+
+def test_channels_last_changes_layout_not_values():
+    plain = build_network("aasn", channels_last=False, **TINY).eval()
+    fast = build_network("aasn", **TINY).eval()
+    fast.load_state_dict(plain.state_dict())
+    assert fast.encoder.conv0.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.encoder.conv0.weight.is_contiguous(memory_format=torch.channels_last)
+    x = siamese_input()
+    with torch.no_grad():
+        out = fast(x)
+        assert torch.allclose(out, plain(x), atol=1e-5)
+        assert torch.allclose(fast.forward_with_distance(x)[1], plain.forward_with_distance(x)[1], atol=1e-4)

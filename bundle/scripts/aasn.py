@@ -38,6 +38,7 @@ __all__ = [
     "SiameseDenseNetBase",
     "SiameseFusionTransition",
     "SIAMESE_INPUT_CHANNELS",
+    "densenet_features",
     "densenet_parts",
     "empty_distance",
     "initialise_weights",
@@ -93,26 +94,20 @@ def initialise_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def densenet_parts(
-    split_block: int,
+def densenet_features(
     in_channels: int = 3,
     init_features: int = 64,
     growth_rate: int = 32,
     block_config: Sequence[int] = (6, 12, 24, 16),
     bn_size: int = 4,
     dropout_prob: float = 0.0,
-) -> Tuple[nn.Sequential, nn.Module, nn.Sequential]:
-    """Cut MONAI's 2D DenseNet after dense block ``split_block``.
+) -> nn.Sequential:
+    """MONAI's 2D DenseNet ``features`` (conv0 .. norm5), with each transition pooling before its 1x1 conv.
 
-    Returns:
-        ``(encoder, transition, decoder)``: conv0 .. dense block ``split_block``; transition ``split_block``
-        (norm, relu, conv, pool); the remaining dense blocks, transitions and norm5. Module names inside each part are
-        MONAI's (``denseblock1``, ``transition1``, ``norm5`` ...), which the pretrained-weight mapping relies on.
+    A transition is BatchNorm, ReLU, 1x1 conv (no bias), 2x2 average pooling. The conv and the pooling are both linear
+    and act on different axes (channels, space), so pooling first computes the same function with a quarter of the
+    conv's multiply-adds. Module names and parameter shapes stay MONAI's (``transitionI.norm``, ``.conv`` ...).
     """
-    if not 1 <= split_block < len(block_config):
-        raise ValueError(
-            f"split_block must be in 1..{len(block_config) - 1} (a transition must follow the split), got {split_block}"
-        )
     densenet = DenseNet(
         spatial_dims=2,
         in_channels=in_channels,
@@ -123,7 +118,37 @@ def densenet_parts(
         bn_size=bn_size,
         dropout_prob=dropout_prob,
     )
-    children = list(densenet.features.named_children())
+    children = []
+    for name, module in densenet.features.named_children():
+        if name.startswith("transition"):
+            order = ("norm", "relu", "pool", "conv")
+            module = nn.Sequential(OrderedDict((part, getattr(module, part)) for part in order))
+        children.append((name, module))
+    return nn.Sequential(OrderedDict(children))
+
+
+def densenet_parts(
+    split_block: int,
+    in_channels: int = 3,
+    init_features: int = 64,
+    growth_rate: int = 32,
+    block_config: Sequence[int] = (6, 12, 24, 16),
+    bn_size: int = 4,
+    dropout_prob: float = 0.0,
+) -> Tuple[nn.Sequential, nn.Module, nn.Sequential]:
+    """Cut the DenseNet of :func:`densenet_features` after dense block ``split_block``.
+
+    Returns:
+        ``(encoder, transition, decoder)``: conv0 .. dense block ``split_block``; transition ``split_block``
+        (norm, relu, pool, conv); the remaining dense blocks, transitions and norm5. Module names inside each part are
+        MONAI's (``denseblock1``, ``transition1``, ``norm5`` ...), which the pretrained-weight mapping relies on.
+    """
+    if not 1 <= split_block < len(block_config):
+        raise ValueError(
+            f"split_block must be in 1..{len(block_config) - 1} (a transition must follow the split), got {split_block}"
+        )
+    features = densenet_features(in_channels, init_features, growth_rate, block_config, bn_size, dropout_prob)
+    children = list(features.named_children())
     split_at = [name for name, _ in children].index(f"transition{split_block}")
     encoder = nn.Sequential(OrderedDict(children[:split_at]))
     transition = children[split_at][1]
@@ -175,11 +200,12 @@ class SiameseFusionTransition(nn.Module):
     """A DenseNet transition (BatchNorm, ReLU, 1x1 conv, 2x2 avg-pool) that fuses two streams after its ReLU.
 
     Norm and ReLU (shared) run on both streams in one batched call; the fusion module combines them; the 1x1 conv has
-    ``channel_factor`` times the transition's input channels. With ``fusion=None`` this is the plain transition
+    ``channel_factor`` times the transition's input channels. The pooling runs before the conv, which is the same
+    function (both linear) at a quarter of the cost, as in :func:`densenet_features`. With ``fusion=None`` this is the plain transition
     (Vanilla), called with ``mirrored=None``.
 
     Args:
-        transition: MONAI's ``_Transition`` whose norm, relu and pool are reused; its conv is replaced when the fusion
+        transition: a DenseNet transition whose norm, relu and pool are reused; its conv is replaced when the fusion
             changes the channel count.
         fusion: the fusion module or ``None``.
     """
@@ -199,14 +225,14 @@ class SiameseFusionTransition(nn.Module):
 
     def forward(self, features: torch.Tensor, mirrored: Optional[torch.Tensor] = None) -> torch.Tensor:
         if mirrored is None:
-            return self.pool(self.conv(self.relu(self.norm(features))))
+            return self.conv(self.pool(self.relu(self.norm(features))))
         batch = features.shape[0]
         both = self.relu(self.norm(torch.cat([features, mirrored], dim=0)))
         fusion = self.fusion
         if fusion is None:
             raise RuntimeError("SiameseFusionTransition without fusion was given a mirrored stream")
         fused = fusion(both[:batch], both[batch:])
-        return self.pool(self.conv(fused))
+        return self.conv(self.pool(fused))
 
 
 class ProjectionHead(nn.Module):

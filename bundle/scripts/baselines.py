@@ -17,13 +17,13 @@ from typing import Dict, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.networks.nets import DenseNet
 
 from scripts.aasn import (
     ALIGNMENTS,
     HeatmapHead,
     ProjectionHead,
     SiameseDenseNetBase,
+    densenet_features,
     densenet_parts,
     empty_distance,
     initialise_weights,
@@ -132,17 +132,7 @@ class DenseNetCAM(SiameseDenseNetBase):
         self.alignment = "image"
         self.in_channels = in_channels
         self.stride = 2 ** (len(block_config) + 1)
-        densenet = DenseNet(
-            spatial_dims=2,
-            in_channels=in_channels,
-            out_channels=1,
-            init_features=init_features,
-            growth_rate=growth_rate,
-            block_config=block_config,
-            bn_size=bn_size,
-            dropout_prob=dropout_prob,
-        )
-        self.features = densenet.features
+        self.features = densenet_features(in_channels, init_features, growth_rate, block_config, bn_size, dropout_prob)
         self.head = HeatmapHead(self.features.norm5.num_features, upsample_mode="nearest")
         initialise_weights(self.head)
 

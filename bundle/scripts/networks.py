@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Optional
 
+import torch
 import torch.nn as nn
 
 from scripts.aasn import AASN
@@ -55,6 +56,7 @@ def build_network(
     variant: str = "aasn",
     pretrained: Optional[str] = None,
     doubled_conv_rule: str = "original",
+    channels_last: bool = True,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a network variant, optionally initialised from a torchvision-format DenseNet-121 state dict.
@@ -65,6 +67,8 @@ def build_network(
             loaded with ``scripts.pretrained.load_torchvision_densenet``; the report of unmatched keys is logged.
         doubled_conv_rule: how the fused transition conv is initialised from the pretrained one
             (``scripts.pretrained.DOUBLED_CONV_RULES``).
+        channels_last: store the conv weights channels-last (NHWC). Convolutions then produce channels-last outputs
+            whatever the input's layout, which oneDNN (CPU) and tensor cores (CUDA) run faster; values are unchanged.
         kwargs: constructor arguments (DenseNet size ``init_features``, ``growth_rate``, ``block_config``,
             ``bn_size``; ``split_block``, ``projection_channels``, ``margin``, ``lse_r`` ... where the variant has them).
             They may not override the arguments that define the variant.
@@ -90,4 +94,6 @@ def build_network(
 
         report = load_torchvision_densenet(network, pretrained, doubled_conv_rule=doubled_conv_rule)
         logger.info("%s initialised from %s: %s", variant, pretrained, report)
+    if channels_last:
+        network = network.to(memory_format=torch.channels_last)
     return network
