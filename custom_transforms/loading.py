@@ -188,7 +188,7 @@ def _mask_bits_stored(arr: np.ndarray, ds) -> np.ndarray:
     return ((low ^ sign) - sign).astype(arr.dtype)
 
 
-def _dicom_to_unit(ds, source: str) -> np.ndarray:
+def _dicom_to_unit(ds, source: str, use_voi: bool = True) -> np.ndarray:
     """Decode the pixels of a radiograph dataset to float32 ``(H, W)`` in ``[0, 1]`` (bright = attenuating)."""
     if "PixelData" not in ds:
         sop = getattr(ds, "SOPClassUID", None)
@@ -228,7 +228,9 @@ def _dicom_to_unit(ds, source: str) -> np.ndarray:
         if intercept != 0.0:
             values += intercept
 
-    if "WindowCenter" in ds and "WindowWidth" in ds and ds.WindowCenter is not None and ds.WindowWidth is not None:
+    if not use_voi:
+        unit = _minmax_to_unit(values, source)
+    elif "WindowCenter" in ds and "WindowWidth" in ds and ds.WindowCenter is not None and ds.WindowWidth is not None:
         width = _first(ds.WindowWidth)
         if width <= 0:
             raise PXRReadError(f"{source}: invalid WindowWidth {ds.WindowWidth!r} (must be > 0)")
@@ -305,10 +307,7 @@ class LoadPXR(Transform):
         return self._from_dataset(ds, path)
 
     def _from_dataset(self, ds, name: str) -> MetaTensor:
-        if self.apply_voi:
-            unit = _dicom_to_unit(ds, name)
-        else:
-            unit = _dicom_to_unit(_without_voi(ds), name)
+        unit = _dicom_to_unit(ds, name, self.apply_voi)
         spacing, spacing_source = dicom_spacing(ds, self.spacing_priority, name)
         meta = {"photometric_interpretation": str(getattr(ds, "PhotometricInterpretation", ""))}
         return _make_image(unit, spacing, spacing_source, name, meta)
@@ -335,14 +334,6 @@ class LoadPXR(Transform):
             warnings.warn(f"{path}: {kind.upper()} images carry no pixel spacing; spacing unknown")
             spacing, spacing_source = None, "none"
         return _make_image(_minmax_to_unit(np.ascontiguousarray(arr), path), spacing, spacing_source, path, {})
-
-
-def _without_voi(ds):
-    copy = ds.copy() if hasattr(ds, "copy") else ds
-    for tag in ("WindowCenter", "WindowWidth", "VOILUTSequence"):
-        if tag in copy:
-            delattr(copy, tag)
-    return copy
 
 
 def _make_image(unit: np.ndarray, spacing, spacing_source: str, name: str, extra: dict) -> MetaTensor:

@@ -114,7 +114,7 @@ def _pixel_centres(roi_size, output_size) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _evaluate_dense(tps, src: np.ndarray, dst: np.ndarray, roi_size, x: np.ndarray, y: np.ndarray, source: str) -> np.ndarray:
+def _evaluate_dense(tps, src: np.ndarray, dst: np.ndarray, roi_size, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """The spline at every (x[j], y[i]), as (len(y), len(x), 2).
 
     Evaluating the spline costs O(pixels x landmarks); instead it is evaluated on a lattice of stride 4 (then 2)
@@ -156,7 +156,7 @@ def tps_sampling_grid(src, dst, roi_size, output_size=None, names=None, check_fo
     src, dst = as_points(src, "src"), as_points(dst, "dst")
     tps = fit_tps(src, dst, (h, w), names, source)
     x, y = _pixel_centres((h, w), (oh, ow))
-    mapped = _evaluate_dense(tps, src, dst, (h, w), x, y, source)
+    mapped = _evaluate_dense(tps, src, dst, (h, w), x, y)
     if check_folding and oh > 1 and ow > 1:
         _check_folding(mapped, x, y, source)
     grid = np.empty((2, oh, ow), dtype=np.float32)

@@ -70,6 +70,12 @@ def test_modality_lut_sequence(tmp_path):
     np.testing.assert_allclose(img[0].numpy(), expected, atol=1e-5)
 
 
+def test_voi_can_be_ignored(tmp_path):
+    path = write_dx(tmp_path / "w.dcm", PIXELS, window=(1500, 1000))
+    np.testing.assert_allclose(load(path, apply_voi=False)[0].numpy(), PIXELS / 4095.0, atol=1e-6)
+    assert not np.allclose(load(path)[0].numpy(), PIXELS / 4095.0, atol=1e-2)
+
+
 def test_linear_window_follows_the_standard():
     # PS3.3 C.11.2.1.2.1 with c = 100, w = 11: output 0 at x <= 94.5, 1 above 104.5, linear in between
     x = np.array([90, 94.5, 95, 99.5, 104, 104.5, 105, 200], dtype=np.float32)
