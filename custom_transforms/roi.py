@@ -168,6 +168,7 @@ class MirroredROId(MapTransform):
         antialias: box-filter when shrinking.
         landmarks_key, fractures_key, mirror_key: input keys.
         allow_missing_keys: skip silently when the image is absent.
+        image_key: alias of ``keys`` (the name used in ``docs/architecture.md``).
     """
 
     def __init__(
@@ -181,8 +182,9 @@ class MirroredROId(MapTransform):
         fractures_key: str = "fractures",
         mirror_key: str = "mirror_matrix",
         allow_missing_keys: bool = False,
+        image_key: str | None = None,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
+        super().__init__(keys if image_key is None else image_key, allow_missing_keys)
         self.cropper = MirroredROI(roi_size, margin, keep_aspect, antialias)
         self.landmarks_key = landmarks_key
         self.fractures_key = fractures_key

@@ -142,7 +142,7 @@ def test_dictionary_transform_outputs():
     lm = place_landmarks(shape, (1.0, 1.0))
     image = MetaTensor(ramp_image(shape), meta={"filename_or_obj": "x.dcm", "spacing_mm": (1.0, 1.0)})
     fit = fit_symmetry_axis(lm)
-    d = MirroredROId(roi_size=ROI_SIZE)({"image": image, "landmarks": lm, "mirror_matrix": fit["mirror_matrix"], "fractures": np.zeros((0, 2))})
+    d = MirroredROId(image_key="image", roi_size=ROI_SIZE)({"image": image, "landmarks": lm, "mirror_matrix": fit["mirror_matrix"], "fractures": np.zeros((0, 2))})
     assert d["roi"].shape == (1, *ROI_SIZE) and d["roi_mirrored"].shape == (1, *ROI_SIZE)
     assert d["roi"].meta["filename_or_obj"] == "x.dcm" and d["roi_size"] == ROI_SIZE
     assert d["roi_fractures"].shape == (0, 2) and d["roi_landmarks_mirrored"].shape == (16, 2)
