@@ -1,0 +1,270 @@
+"""Writing a simulated dataset: DICOM DX images, one annotation JSON per image, and ``datalist.json``.
+
+Layout of a dataset folder (every path inside ``datalist.json`` and the annotation files is
+relative to the dataset folder, so the folder can be moved or copied as a whole)::
+
+    <out>/datalist.json
+    <out>/images/<id>.dcm
+    <out>/annotations/<id>.json      {"image": "images/<id>.dcm", "landmarks": {...}, "fractures": [...],
+                                      "spacing_mm": [row, col], "simulation": {...}}
+
+Reproducibility: image ``i`` is rendered from ``numpy.random.default_rng([seed, i])`` and its
+subject, fracture status and photometric interpretation are fixed by the seed before any rendering,
+so the output does not depend on the number of worker processes. Subjects are spread over the images
+in turn; folds (0-4) are assigned per subject (a subject is never in two folds).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from custom_transforms.conventions import LANDMARK_NAMES
+
+from .anatomy import Anatomy, atlas_anatomy
+from .atlas import AtlasError, default_atlas_dir, list_members, load_member
+from .dicom_writer import write_dx
+from .procedural import procedural_anatomy, subject_ids
+from .render import POSITIVE_FRACTION, render
+
+logger = logging.getLogger(__name__)
+
+NUM_FOLDS = 5
+#: Share of images written as MONOCHROME1 (inverted storage), as some CR/DR consoles do.
+MONOCHROME1_FRACTION = 0.3
+DATALIST_NAME = "datalist.json"
+
+
+@dataclass(frozen=True)
+class _Job:
+    index: int
+    subject: str
+    positive: bool
+    monochrome1: bool
+
+
+def _normalise_size(size) -> tuple[int, int]:
+    if isinstance(size, (int, np.integer)):
+        size = (int(size), int(size))
+    try:
+        h, w = (int(s) for s in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be an int or (H, W), got {size!r}") from None
+    if h < 64 or w < 64:
+        raise ValueError(f"size must be at least 64 x 64 pixels, got {(h, w)}")
+    return h, w
+
+
+def resolve_subjects(anatomy: str, atlas_dir: str | Path | None, subjects: Sequence[str] | None, n: int) -> tuple[list[str], Path | None]:
+    """The subject ids to use and the atlas directory (atlas anatomy only).
+
+    Raises:
+        AtlasError: atlas directory missing or unusable, or an unknown subject id.
+        ValueError: unknown anatomy kind or bad procedural subject id.
+    """
+    if anatomy == "atlas":
+        if atlas_dir is None:
+            atlas_dir = default_atlas_dir()
+            if atlas_dir is None:
+                raise AtlasError("no atlas directory given and the default ../shared/data/pelvis_atlas does not exist; pass atlas_dir")
+        atlas_dir = Path(atlas_dir)
+        members = list_members(atlas_dir)
+        if subjects:
+            unknown = [s for s in subjects if str(s) not in members]
+            if unknown:
+                raise AtlasError(f"{atlas_dir}: unknown subject id(s) {unknown}; available: {', '.join(members)}")
+            return [str(s) for s in subjects], atlas_dir
+        return members, atlas_dir
+    if anatomy == "procedural":
+        if subjects:
+            for s in subjects:
+                if not (str(s).startswith("P") and str(s)[1:].isdigit()):
+                    raise ValueError(f"unknown procedural subject id '{s}'; expected 'P' + digits, e.g. 'P007'")
+            return [str(s) for s in subjects], None
+        # About three images per built-in subject, at least ten subjects (two per fold).
+        return subject_ids(max(10, int(np.ceil(n / 3)))), None
+    raise ValueError(f"anatomy must be 'atlas' or 'procedural', got {anatomy!r}")
+
+
+def plan_jobs(n: int, subjects: Sequence[str], seed: int, positive_fraction: float = POSITIVE_FRACTION) -> list[_Job]:
+    """Subjects, fracture status and storage of every image, fixed by the seed."""
+    rng = np.random.default_rng([seed, 104729])
+    order = list(rng.permutation(len(subjects)))
+    n_pos = int(round(positive_fraction * n))
+    positive = np.zeros(n, dtype=bool)
+    positive[rng.permutation(n)[:n_pos]] = True
+    mono1 = rng.uniform(size=n) < MONOCHROME1_FRACTION
+    return [_Job(i, subjects[order[i % len(subjects)]], bool(positive[i]), bool(mono1[i])) for i in range(n)]
+
+
+def assign_folds(subjects: Sequence[str], seed: int) -> dict[str, int]:
+    """Subject -> fold 0-4: a seeded shuffle of the subjects dealt out in turn."""
+    rng = np.random.default_rng([seed, 15485863])
+    ordered = sorted(set(subjects), key=lambda s: (len(s), s))
+    perm = rng.permutation(len(ordered))
+    return {ordered[j]: k % NUM_FOLDS for k, j in enumerate(perm)}
+
+
+def _anatomy(kind: str, subject: str, atlas_dir: str | None, seed: int) -> Anatomy:
+    if kind == "atlas":
+        return atlas_anatomy(atlas_dir, subject)
+    return procedural_anatomy(subject, seed)
+
+
+def _render_jobs(kind: str, atlas_dir: str | None, jobs: list[_Job], out_dir: str, size, seed: int) -> list[dict]:
+    """Render and write the images of one subject (runs in a worker process)."""
+    out = Path(out_dir)
+    items = []
+    for job in jobs:
+        anatomy = _anatomy(kind, job.subject, atlas_dir, seed)
+        rng = np.random.default_rng([seed, job.index])
+        result = render(anatomy, rng, size, positive=job.positive)
+        stem = f"img{job.index:05d}_{kind}_{job.subject}"
+        image_rel = f"images/{stem}.dcm"
+        ann_rel = f"annotations/{stem}.json"
+        date = f"2020{1 + job.index % 12:02d}{1 + job.index % 28:02d}"
+        camera_sod = result.info["pose"]["sdd_mm"] - result.info["pose"]["oid_mm"]
+        write_dx(
+            out / image_rel,
+            result.pixels,
+            result.spacing_mm,
+            subject=f"{kind}-{job.subject}",
+            uid_seed=(seed, kind, job.index),
+            monochrome1=job.monochrome1,
+            sdd_mm=result.info["pose"]["sdd_mm"],
+            sod_mm=camera_sod,
+            comments=f"Simulated AP pelvis, not a patient. {anatomy.attribution or ''}".strip(),
+            study_date=date,
+        )
+        annotation = {
+            "image": image_rel,
+            "landmarks": {name: [round(float(x), 4), round(float(y), 4)] for name, (x, y) in zip(LANDMARK_NAMES, result.landmarks)},
+            "fractures": [[round(float(x), 4), round(float(y), 4)] for x, y in result.fractures],
+            "spacing_mm": [float(result.spacing_mm[0]), float(result.spacing_mm[1])],
+            "simulation": dict(result.info, monochrome1=job.monochrome1, seed=seed, index=job.index),
+        }
+        (out / ann_rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / ann_rel).write_text(json.dumps(annotation, indent=1))
+        items.append(
+            {
+                "image": image_rel,
+                "annotation": ann_rel,
+                "label": int(len(result.fractures) > 0),
+                "subject": f"{kind}-{job.subject}",
+                "index": job.index,
+            }
+        )
+    return items
+
+
+def generate_dataset(
+    out_dir: str | os.PathLike,
+    n: int,
+    anatomy: str = "procedural",
+    seed: int = 0,
+    atlas_dir: str | os.PathLike | None = None,
+    size: int | Sequence[int] = (1024, 1024),
+    workers: int = 1,
+    subjects: Sequence[str] | None = None,
+    positive_fraction: float = POSITIVE_FRACTION,
+    progress: bool = True,
+) -> str:
+    """Simulate ``n`` AP pelvic radiographs into ``out_dir``; return the path of ``datalist.json``.
+
+    Args:
+        out_dir: dataset folder (created; existing files of the same names are overwritten).
+        n: number of images.
+        anatomy: ``"procedural"`` (built in, no data needed) or ``"atlas"``.
+        seed: the same seed gives byte-identical files.
+        atlas_dir: atlas folder (default ``../shared/data/pelvis_atlas`` next to the repository).
+        size: detector size ``(H, W)`` in pixels (or one int for a square); the detector is 430 mm wide.
+        workers: processes rendering in parallel (one subject per task).
+        subjects: restrict to these subject ids (atlas member ids, or ``P###`` for procedural).
+        positive_fraction: share of images with fractures (default 759/2359, as in the paper).
+        progress: show a progress bar.
+
+    Raises:
+        AtlasError: bad atlas directory, member files or subject id (the message names the file).
+        ValueError: bad arguments.
+    """
+    if int(n) < 1:
+        raise ValueError(f"n must be a positive number of images, got {n}")
+    if not 0.0 <= positive_fraction <= 1.0:
+        raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
+    size = _normalise_size(size)
+    subject_list, atlas_path = resolve_subjects(anatomy, atlas_dir, subjects, int(n))
+    jobs = plan_jobs(int(n), subject_list, int(seed), positive_fraction)
+    folds = assign_folds(subject_list, int(seed))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    by_subject: dict[str, list[_Job]] = defaultdict(list)
+    for job in jobs:
+        by_subject[job.subject].append(job)
+    atlas_str = str(atlas_path) if atlas_path is not None else None
+    if atlas_path is not None:
+        # Fail early, naming the file, if a member used here is malformed.
+        for s in by_subject:
+            load_member(atlas_path, s)
+    items: list[dict] = []
+    bar = _progress(len(jobs), progress)
+    if workers <= 1:
+        for subject, sjobs in by_subject.items():
+            items += _render_jobs(anatomy, atlas_str, sjobs, str(out), size, int(seed))
+            bar.update(len(sjobs))
+    else:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(max_workers=int(workers), mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_render_jobs, anatomy, atlas_str, sjobs, str(out), size, int(seed)): len(sjobs) for sjobs in by_subject.values()}
+            for fut in as_completed(futures):
+                items += fut.result()
+                bar.update(futures[fut])
+    bar.close()
+    items.sort(key=lambda it: it.pop("index"))
+    for it in items:
+        it["fold"] = folds[it["subject"].split("-", 1)[1]]
+    datalist = {
+        "description": f"Simulated AP pelvic radiographs ({anatomy} anatomy), {len(items)} images, seed {seed}",
+        "anatomy": anatomy,
+        "seed": int(seed),
+        "size": list(size),
+        "num_positive": int(sum(it["label"] for it in items)),
+        "paths": "relative to the folder of this file",
+        "attribution": _attribution(anatomy),
+        "training": items,
+    }
+    path = out / DATALIST_NAME
+    path.write_text(json.dumps(datalist, indent=1))
+    return str(path)
+
+
+def _attribution(anatomy: str) -> str | None:
+    if anatomy == "atlas":
+        from .atlas import ATLAS_ATTRIBUTION
+
+        return ATLAS_ATTRIBUTION
+    return None
+
+
+class _NoBar:
+    def update(self, k):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="simulating radiographs", unit="img")
