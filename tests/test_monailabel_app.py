@@ -299,6 +299,9 @@ def test_landmark_infer_returns_16_named_points_inside_the_image_and_their_discs
     assert label.shape == IMAGE_HW
     for value, (x, y) in enumerate(points, start=1):
         assert label[int(round(y)), int(round(x))] == value
+    status, content = _infer(server, LANDMARKS_TASK, "pelvis3", output="image", params={"result_extension": ".png"})
+    assert status == 200 and content[:8] == b"\x89PNG\r\n\x1a\n"
+    np.testing.assert_array_equal(_read_label(content, ".png", tmp_path), label)
 
 
 def test_fracture_infer_returns_a_probability_and_the_thresholded_heatmap(server, tmp_path):
