@@ -5,19 +5,24 @@ ROI size (256 x 512, eval mode, ``forward`` = heatmap only), the AASN / Vanilla 
 on two streams, so about 1.9 is the floor), and each model's FLOP rate (FLOPs from ``torch.utils.flop_counter``:
 convolutions and matmuls, 2 per multiply-add) as a fraction of a measured large fp32 matmul rate (goal >= 70 %).
 
-Each configuration runs ``--warmup`` + ``--repeats`` rounds of (4096^2 matmul, Vanilla forward, AASN forward) back to
-back; the ratio and the matmul fractions are medians over rounds of values taken within one round, so that a burst of
-load from other processes on a shared machine affects numerator and denominator alike.
+The matmul reference is the faster of two large GEMMs: ``torch.mm`` of 4096 x 4096 matrices (BLAS) and the same GEMM
+as a 1x1 convolution (4096 -> 4096 channels over 64 x 64 pixels, channels-last: oneDNN, the library that runs the
+networks' convolutions on CPU).
 
-Formats: ``eager`` (NCHW), ``channels_last`` (model and input NHWC), ``frozen`` (TorchScript, frozen and
-``optimize_for_inference``: conv-BatchNorm folding and oneDNN fusions on CPU).
+Each configuration runs ``--warmup`` + ``--repeats`` rounds of (reference GEMMs, Vanilla forward, AASN forward) back
+to back; the ratio and the matmul fractions are medians over rounds of values taken within one round, so that a burst
+of load from other processes on a shared machine affects numerator and denominator alike. A "best-of" line follows
+with the same figures from each quantity's minimum time (the least disturbed run).
 
-    python benchmarks/bench_network.py                       # CPU, all formats, batch 1 and 8
+Formats: ``nchw`` (contiguous weights and input), ``channels_last`` (what ``build_network`` returns), ``frozen``
+(TorchScript of the channels-last model, frozen and ``optimize_for_inference``: conv-BatchNorm folding, fusions).
+
+    python benchmarks/bench_network.py                              # CPU: all formats, batch 1 and 8
     python benchmarks/bench_network.py --formats channels_last --repeats 5 --json out.json
-    python benchmarks/bench_network.py --device cuda --amp   # GPU: bf16/fp16 autocast timings
-    python benchmarks/bench_network.py --device cuda --amp-check --formats  # AMP training step vs fp32, no timing
+    python benchmarks/bench_network.py --device cuda --amp          # GPU, fp16 autocast
+    python benchmarks/bench_network.py --device cuda --amp-check --formats   # AMP training step vs fp32 only
 
-Keep runs short on shared machines: each configuration runs ``--warmup`` + ``--repeats`` forwards.
+Keep runs short on shared machines.
 """
 
 from __future__ import annotations
@@ -32,34 +37,20 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from scripts.losses import loss_for_variant  # noqa: E402
 from scripts.networks import build_network  # noqa: E402
 
-FORMATS = ("eager", "channels_last", "frozen")
+FORMATS = ("nchw", "channels_last", "frozen")
+MODELS = ("vanilla", "aasn")
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def siamese_input(batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
-    """Random ROIs and a mildly rotated/shifted sampling grid (a realistic TPS stand-in)."""
-    generator = torch.Generator().manual_seed(batch)
-    images = torch.rand(batch, 6, height, width, generator=generator)
-    ys = (2 * torch.arange(height) + 1) / height - 1
-    xs = (2 * torch.arange(width) + 1) / width - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    angle = torch.tensor(0.03)
-    grid = torch.stack([gx * angle.cos() - gy * angle.sin() + 0.02, gx * angle.sin() + gy * angle.cos()])
-    return torch.cat([images, grid[None].expand(batch, 2, height, width)], dim=1).to(device)
-
-
-def matmul_operands(device: torch.device, size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
 
 
 def timed(fn, device: torch.device) -> float:
@@ -70,6 +61,38 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def siamese_input(batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+    """Random ROIs and a mildly rotated, shifted sampling grid (a stand-in for a TPS grid)."""
+    generator = torch.Generator().manual_seed(batch)
+    images = torch.rand(batch, 6, height, width, generator=generator)
+    ys = (2 * torch.arange(height) + 1) / height - 1
+    xs = (2 * torch.arange(width) + 1) / width - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    angle = torch.tensor(0.03)
+    grid = torch.stack([gx * angle.cos() - gy * angle.sin() + 0.02, gx * angle.sin() + gy * angle.cos()])
+    return torch.cat([images, grid[None].expand(batch, 2, height, width)], dim=1).to(device)
+
+
+class ReferenceGemm:
+    """The two large GEMMs of the matmul reference; ``rate()`` times both and returns the faster FLOP/s."""
+
+    def __init__(self, device: torch.device, size: int, dtype: torch.dtype) -> None:
+        self.device, self.flops = device, 2 * size**3
+        self.a = torch.randn(size, size, device=device, dtype=dtype)
+        self.b = torch.randn(size, size, device=device, dtype=dtype)
+        side = int(round(size**0.5))
+        self.x = torch.randn(1, size, side, side, device=device, dtype=dtype).contiguous(
+            memory_format=torch.channels_last
+        )
+        self.w = torch.randn(size, size, 1, 1, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        self.conv_flops = 2 * size * size * side * side
+
+    def rate(self) -> dict[str, float]:
+        mm = self.flops / timed(lambda: torch.mm(self.a, self.b), self.device)
+        conv = self.conv_flops / timed(lambda: F.conv2d(self.x, self.w), self.device)
+        return {"mm": mm, "conv1x1": conv, "best": max(mm, conv)}
+
+
 def count_flops(net: torch.nn.Module, x: torch.Tensor) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -78,33 +101,54 @@ def count_flops(net: torch.nn.Module, x: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def prepare(net: torch.nn.Module, fmt: str, x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
-    if fmt == "channels_last":
-        return net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+def prepare(name: str, fmt: str, device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build_network(name, channels_last=fmt != "nchw").to(device).eval()
     if fmt == "frozen":
-        with torch.inference_mode(False), torch.no_grad():
-            frozen = torch.jit.optimize_for_inference(torch.jit.script(net))
-        return frozen, x
-    return net, x
+        with torch.no_grad():
+            net = torch.jit.optimize_for_inference(torch.jit.script(net))
+    return net
 
 
-def interleaved_rounds(models, inputs, matmul, device, warmup: int, repeats: int, autocast) -> list[dict]:
-    """Rounds of (large matmul, Vanilla forward, AASN forward), back to back.
-
-    On a shared machine the load changes from second to second; ratios taken within a round compare runs made under
-    the same load, and their median is robust to bursts.
-    """
-    a, b = matmul
+def interleaved_rounds(models, x, reference, device, warmup: int, repeats: int, autocast) -> list[dict]:
+    """Rounds of (reference GEMMs, Vanilla forward, AASN forward), back to back."""
     rounds = []
     with torch.inference_mode():
         for i in range(warmup + repeats):
-            times = {"matmul": timed(lambda: torch.mm(a, b), device)}
+            times = {"reference": reference.rate()}
             for name, model in models.items():
                 with autocast():
-                    times[name] = timed(lambda: model(inputs[name]), device)
+                    times[name] = timed(lambda: model(x), device)
             if i >= warmup:
                 rounds.append(times)
     return rounds
+
+
+def summarise(rounds: list[dict], flops: dict[str, int], batch: int) -> dict:
+    row = {"matmul_gflops": statistics.median(r["reference"]["best"] for r in rounds) / 1e9}
+    for name in MODELS:
+        row[f"{name}_s"] = statistics.median(r[name] for r in rounds)
+        row[f"{name}_matmul_fraction"] = statistics.median(
+            flops[name] * batch / r[name] / r["reference"]["best"] for r in rounds
+        )
+    row["ratio"] = statistics.median(r["aasn"] / r["vanilla"] for r in rounds)
+    best_reference = max(r["reference"]["best"] for r in rounds)
+    best = {name: min(r[name] for r in rounds) for name in MODELS}
+    row["best"] = {
+        "matmul_gflops": best_reference / 1e9,
+        "ratio": best["aasn"] / best["vanilla"],
+        **{f"{name}_s": best[name] for name in MODELS},
+        **{f"{name}_matmul_fraction": flops[name] * batch / best[name] / best_reference for name in MODELS},
+    }
+    return row
+
+
+def print_row(label: str, batch: int, row: dict) -> None:
+    print(
+        f"{label:14s} {batch:5d} {row['matmul_gflops']:14.1f} {row['vanilla_s']:10.3f} {row['aasn_s']:10.3f} "
+        f"{row['ratio']:6.2f} {100 * row['vanilla_matmul_fraction']:10.1f}% {100 * row['aasn_matmul_fraction']:8.1f}%",
+        flush=True,
+    )
 
 
 def amp_check(device: torch.device, dtype: torch.dtype, height: int, width: int) -> dict:
@@ -151,11 +195,11 @@ def main() -> None:
     device = torch.device(args.device)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     dtype = amp_dtype if args.amp else torch.float32
+    cpu = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     results: dict = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join(["python", *sys.argv]),
         "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
         "input": [args.height, args.width],
         "dtype": str(dtype),
     }
@@ -165,11 +209,12 @@ def main() -> None:
         print("AMP check:", json.dumps(results["amp_check"], indent=1))
 
     if args.formats:
-        matmul = matmul_operands(device, args.matmul_size, dtype)
-        matmul_flops = 2 * args.matmul_size**3
+        reference = ReferenceGemm(device, args.matmul_size, dtype)
         autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if args.amp else nullcontext
-        nets = {name: build_network(name).to(device).eval() for name in ("vanilla", "aasn")}
-        flops = {name: count_flops(net, siamese_input(1, args.height, args.width, device)) for name, net in nets.items()}
+        probe = {name: build_network(name).to(device).eval() for name in MODELS}
+        one = siamese_input(1, args.height, args.width, device)
+        flops = {name: count_flops(net, one) for name, net in probe.items()}
+        del probe
         results["gflops_per_image"] = {name: f / 1e9 for name, f in flops.items()}
         print("GFLOP per image: " + ", ".join(f"{n} {f / 1e9:.2f}" for n, f in flops.items()))
         print(
@@ -178,48 +223,14 @@ def main() -> None:
         )
         rows = []
         for fmt in args.formats:
+            models = {name: prepare(name, fmt, device) for name in MODELS}
             for batch in args.batches:
                 x = siamese_input(batch, args.height, args.width, device)
-                models, inputs = {}, {}
-                for name, net in nets.items():
-                    models[name], inputs[name] = prepare(net, fmt, x)
-                rounds = interleaved_rounds(models, inputs, matmul, device, args.warmup, args.repeats, autocast)
-                if fmt == "channels_last":
-                    for net in nets.values():
-                        net.to(memory_format=torch.contiguous_format)
-                row = {"format": fmt, "batch": batch, "rounds": rounds}
-                row["matmul_gflops"] = statistics.median(matmul_flops / r["matmul"] / 1e9 for r in rounds)
-                for name in nets:
-                    row[f"{name}_s"] = statistics.median(r[name] for r in rounds)
-                    row[f"{name}_matmul_fraction"] = statistics.median(
-                        (flops[name] * batch / r[name]) / (matmul_flops / r["matmul"]) for r in rounds
-                    )
-                row["ratio"] = statistics.median(r["aasn"] / r["vanilla"] for r in rounds)
-                # best-of (least disturbed) figures: minimum times
-                best = {key: min(r[key] for r in rounds) for key in rounds[0]}
-                row["best"] = {
-                    "vanilla_s": best["vanilla"],
-                    "aasn_s": best["aasn"],
-                    "ratio": best["aasn"] / best["vanilla"],
-                    "matmul_gflops": matmul_flops / best["matmul"] / 1e9,
-                    **{
-                        f"{name}_matmul_fraction": (flops[name] * batch / best[name]) / (matmul_flops / best["matmul"])
-                        for name in nets
-                    },
-                }
+                rounds = interleaved_rounds(models, x, reference, device, args.warmup, args.repeats, autocast)
+                row = {"format": fmt, "batch": batch, **summarise(rounds, flops, batch), "rounds": rounds}
                 rows.append(row)
-                print(
-                    f"{fmt:14s} {batch:5d} {row['matmul_gflops']:14.1f} {row['vanilla_s']:10.3f} {row['aasn_s']:10.3f} "
-                    f"{row['ratio']:6.2f} {100 * row['vanilla_matmul_fraction']:10.1f}% "
-                    f"{100 * row['aasn_matmul_fraction']:8.1f}%",
-                    flush=True,
-                )
-                b = row["best"]
-                print(
-                    f"{'  best-of':14s} {batch:5d} {b['matmul_gflops']:14.1f} {b['vanilla_s']:10.3f} {b['aasn_s']:10.3f} "
-                    f"{b['ratio']:6.2f} {100 * b['vanilla_matmul_fraction']:10.1f}% {100 * b['aasn_matmul_fraction']:8.1f}%",
-                    flush=True,
-                )
+                print_row(fmt, batch, row)
+                print_row("  best-of", batch, row["best"])
         results["rows"] = rows
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

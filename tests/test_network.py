@@ -243,6 +243,19 @@ def test_bad_input_is_rejected():
         build_network("resnet")
     with pytest.raises(ValueError, match="define the variant"):
         build_network("aasn", fusion="none")
+    with pytest.raises(TypeError, match="unknown network arguments \\['growth'\\]"):
+        build_network("aasn", growth=4)
+
+
+def test_shared_network_kwargs_serve_every_variant(caplog):
+    """One network_kwargs (as a bundle config has) builds every variant; arguments of other variants are ignored."""
+    shared = {**TINY, "projection_channels": 8, "split_block": 3, "margin": 0.5, "lse_r": 5.0}
+    with caplog.at_level("INFO", logger="scripts.networks"):
+        for variant in VARIANTS:
+            build_network(variant, **shared)
+    assert "DenseNetCAM does not use ['margin', 'projection_channels', 'split_block']" in caplog.text
+    assert build_network("lse", **shared).lse_r == 5.0
+    assert build_network("liu", **shared).margin == 0.5
 
 
 def test_metatensor_batch_input():

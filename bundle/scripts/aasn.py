@@ -201,8 +201,8 @@ class SiameseFusionTransition(nn.Module):
 
     Norm and ReLU (shared) run on both streams in one batched call; the fusion module combines them; the 1x1 conv has
     ``channel_factor`` times the transition's input channels. The pooling runs before the conv, which is the same
-    function (both linear) at a quarter of the cost, as in :func:`densenet_features`. With ``fusion=None`` this is the plain transition
-    (Vanilla), called with ``mirrored=None``.
+    function (both linear) at a quarter of the cost, as in :func:`densenet_features`. With ``fusion=None`` this is the
+    plain transition (Vanilla), called with ``mirrored=None``.
 
     Args:
         transition: a DenseNet transition whose norm, relu and pool are reused; its conv is replaced when the fusion
@@ -329,8 +329,8 @@ class AASN(SiameseDenseNetBase):
     """Anatomy-Aware Siamese Network and the ablations of the paper's Table 2 (and the CBN / DeepSymNet fusions).
 
     ``forward(x)`` returns heatmap logits (B, 1, H, W) at input resolution (inference, export, inferers).
-    ``forward_with_distance(x)`` returns ``(heatmap logits, distance map d (B, 1, H/s, W/s))`` with s = 2**(split_block + 1)
-    (16 at the default split); variants without contrastive learning return a distance of shape (B, 1, 0, 0).
+    ``forward_with_distance(x)`` returns ``(heatmap logits, distance map d (B, 1, H/s, W/s))`` with
+    s = 2**(split_block + 1) (16 at the default split); variants without contrastive learning return a distance of shape (B, 1, 0, 0).
 
     Args:
         fusion: ``"concat"`` (AASN, FF), ``"none"`` (Vanilla: only the ROI is encoded), ``"gated_concat"`` (CBN),

@@ -23,6 +23,7 @@ The loss column is ``scripts.losses.loss_for_variant(variant)``; the image score
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any, Dict, Optional
 
@@ -52,6 +53,18 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 """Constructor arguments that define each variant (the rest, e.g. the DenseNet size, comes from ``build_network``)."""
 
 
+def _network_class(variant: str) -> type:
+    if variant == "liu":
+        return SymmetryDistanceNet
+    if variant in ("chexnet", "lse"):
+        return DenseNetCAM
+    return AASN
+
+
+def _parameters(cls: type) -> set:
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
 def build_network(
     variant: str = "aasn",
     pretrained: Optional[str] = None,
@@ -70,8 +83,9 @@ def build_network(
         channels_last: store the conv weights channels-last (NHWC). Convolutions then produce channels-last outputs
             whatever the input's layout, which oneDNN (CPU) and tensor cores (CUDA) run faster; values are unchanged.
         kwargs: constructor arguments (DenseNet size ``init_features``, ``growth_rate``, ``block_config``,
-            ``bn_size``; ``split_block``, ``projection_channels``, ``margin``, ``lse_r`` ... where the variant has them).
-            They may not override the arguments that define the variant.
+            ``bn_size``; ``split_block``, ``projection_channels``, ``margin``, ``lse_r`` ...). Arguments of the other
+            variants' networks are ignored (logged), so one ``network_kwargs`` serves every variant; unknown names
+            raise ``TypeError``; the arguments that define the variant cannot be overridden.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown network variant {variant!r}; expected one of {sorted(VARIANTS)}")
@@ -79,16 +93,18 @@ def build_network(
     clash = sorted(set(defining) & set(kwargs))
     if clash:
         raise ValueError(f"build_network({variant!r}): {clash} define the variant and cannot be overridden")
-    if variant == "liu":
-        cls: type = SymmetryDistanceNet
-    elif variant in ("chexnet", "lse"):
-        cls = DenseNetCAM
-    else:
-        cls = AASN
-    try:
-        network = cls(**defining, **kwargs)
-    except TypeError as error:
-        raise TypeError(f"build_network({variant!r}) -> {cls.__name__}: {error}") from error
+    cls = _network_class(variant)
+    accepted = _parameters(cls)
+    known = set().union(*(_parameters(c) for c in (AASN, SymmetryDistanceNet, DenseNetCAM)))
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise TypeError(
+            f"build_network({variant!r}): unknown network arguments {unknown}; expected some of {sorted(known)}"
+        )
+    ignored = sorted(set(kwargs) - accepted)
+    if ignored:  # shared network_kwargs of a bundle config, meaningful for other variants only
+        logger.info("build_network(%r): %s does not use %s", variant, cls.__name__, ignored)
+    network = cls(**defining, **{k: v for k, v in kwargs.items() if k in accepted})
     if pretrained is not None:
         from scripts.pretrained import load_torchvision_densenet
 

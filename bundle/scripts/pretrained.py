@@ -57,7 +57,7 @@ def torchvision_to_monai_key(key: str) -> str:
 
 
 def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
-    """Load a state dict with ``weights_only=True``; a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper is opened."""
+    """Load a state dict with ``weights_only=True``, opening a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper."""
     loaded = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(loaded, Mapping):
         for wrapper in ("state_dict", "model"):
