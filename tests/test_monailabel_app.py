@@ -310,6 +310,7 @@ def test_fracture_infer_returns_a_probability_and_the_thresholded_heatmap(server
     assert 0.0 <= p <= 1.0 and t == 0.5  # the bundle's operating point
     assert result["positive"] == (p >= t)
     assert result["landmark_source"] == "detector"
+    assert result["weights"] == str(server["bundle"] / "models" / "model.pt")
     np.testing.assert_allclose(_points(result["landmarks"]), server["truth"], atol=1.5)
     assert all(peak["probability"] >= t for peak in result["peaks"])
     assert result["max_location"]["probability"] == pytest.approx(p, abs=1e-6)
@@ -381,7 +382,8 @@ def test_training_one_epoch_from_the_final_labels_writes_a_checkpoint(server):
     assert weights.keys() == served.keys()
     assert any(not torch.equal(weights[k], served[k]) for k in weights)  # trained, not copied
     # the fracture task now serves the new weights
-    assert 0.0 <= _infer_json(server, FRACTURE_TASK, "pelvis1")["fracture_probability"] <= 1.0
+    result = _infer_json(server, FRACTURE_TASK, "pelvis1")
+    assert result["weights"] == str(checkpoint_dir / "model.pt") and 0.0 <= result["fracture_probability"] <= 1.0
 
 
 def test_twenty_concurrent_infer_requests_all_succeed(server):

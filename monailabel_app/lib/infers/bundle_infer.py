@@ -147,4 +147,5 @@ class BundleConfigInfer(BasicInferTask):
         path = write_label(label, data.get("label_spacing_mm"), extension)
         result = to_builtin(data.get(self.output_json_key, {}))
         result["label_values"] = dict(self.labels)
+        result["weights"] = self.get_path()
         return path, result
