@@ -28,7 +28,7 @@ from custom_transforms.conventions import MIRROR_PERMUTATION
 from .heatmap_decoding import decode_heatmaps, gaussian_heatmaps
 from .letterbox import LETTERBOX_MATRIX, apply_matrix
 
-__all__ = ["RandLandmarkAffined", "LandmarkHeatmapd", "HeatmapsToMillimetresd", "pixels_to_mm"]
+__all__ = ["RandLandmarkAffined", "warp_affine", "LandmarkHeatmapd", "HeatmapsToMillimetresd", "pixels_to_mm"]
 
 
 def pixels_to_mm(points, spacing_mm) -> np.ndarray:
@@ -125,16 +125,32 @@ class RandLandmarkAffined(RandomizableTransform, MapTransform):
     @staticmethod
     def _warp(img: torch.Tensor, matrix: np.ndarray) -> torch.Tensor:
         data = torch.as_tensor(img).as_subclass(torch.Tensor).float() if isinstance(img, MetaTensor) else torch.as_tensor(img).float()
-        h, w = data.shape[-2:]
-        inverse = torch.as_tensor(np.linalg.inv(matrix), dtype=torch.float32)
-        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-        src_x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
-        src_y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
-        grid = torch.stack(((2 * src_x + 1) / w - 1, (2 * src_y + 1) / h - 1), dim=-1)[None]
-        out = F.grid_sample(data[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+        out = warp_affine(data[None], torch.as_tensor(matrix)[None])[0]
         if isinstance(img, MetaTensor):
             return MetaTensor(out, meta=dict(img.meta))
         return out
+
+
+def warp_affine(images: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Resample ``(B, C, H, W)`` images so that input pixel ``p`` moves to ``matrix @ p`` (bilinear, zeros outside).
+
+    Args:
+        images: ``(B, C, H, W)``.
+        matrices: ``(B, 3, 3)`` input -> output pixel matrices acting on ``[x, y, 1]``.
+    """
+    b, _, h, w = images.shape
+    inverse = torch.linalg.inv(torch.as_tensor(matrices, dtype=torch.float64)).to(device=images.device, dtype=torch.float32)
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32, device=images.device),
+        torch.arange(w, dtype=torch.float32, device=images.device),
+        indexing="ij",
+    )
+    ones = torch.ones_like(xs)
+    pixels = torch.stack((xs, ys, ones), dim=-1).reshape(1, h * w, 3)  # output pixel centres
+    source = pixels @ inverse[:, :2, :].transpose(1, 2)  # (B, h*w, 2) input pixel coordinates
+    # grid_sample, align_corners=False: normalised = (2 * pixel + 1) / size - 1
+    grid = torch.stack(((2 * source[..., 0] + 1) / w - 1, (2 * source[..., 1] + 1) / h - 1), dim=-1).reshape(b, h, w, 2)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class LandmarkHeatmapd(MapTransform):
