@@ -1,14 +1,17 @@
 """The MONAI Label app as a real server: ``monailabel start_server`` in its own virtualenv, driven over HTTP.
 
-The server serves a copy of the bundle with tiny weights, on a studies folder of small DICOM radiographs written
-here. It checks the app's contract, not accuracy:
+The server serves a copy of the bundle with tiny weights, on a studies folder of radiographs simulated by the
+project's simulator (procedural anatomy, DICOM DX) plus a chest film, a blank image and a DICOM without pixels.
+It checks the app's contract, not accuracy:
 
 * the fracture model is a tiny, untrained AASN (random weights): the test checks the probability, the threshold
-  logic and the label image, not their values;
-* the landmark detector's network is :class:`PlantedHeatmaps`, a stand-in returning heatmaps planted at the
-  studies' true landmarks (all pelvis images here share one configuration), so that everything after the network
-  (letterbox inverse, shape prior, label discs, JSON, the fracture task's use of the landmarks) is checked against
-  known points. The server imports it from this file.
+  logic, the label image and the retraining, not their values;
+* the landmark detector's network is :class:`OracleHeatmaps`, a stand-in that knows the studies: for one of the
+  simulated radiographs it returns Gaussian heatmaps at its annotated landmarks, for any other image flat zero
+  heatmaps. So everything after the network (letterbox inverse, shape prior, plausibility check, label discs, JSON,
+  the fracture task's use of the landmarks) is checked against known points, and a chest film is refused by the
+  detector's real plausibility check. The server imports the class from this file. Its stored inputs come from
+  the project's loader under pydicom 3 (this process); the server loads the same files under pydicom 2.4.
 
 Needs ``.venv-monailabel`` (``bash monailabel_app/setup.sh``); skipped without it, except in CI where it fails.
 """
@@ -37,8 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "monailabel_app"
 MONAILABEL = Path(os.environ.get("MONAILABEL_VENV", REPO / ".venv-monailabel")) / "bin" / "monailabel"
 
-IMAGE_HW = (160, 200)  # rows, cols of the test radiographs
-SPACING_MM = 1.6
+NUM_PXRS = 4
+IMAGE_HW = (224, 224)  # rows, cols of the simulated radiographs (square: the simulated detector is)
 DETECTOR_INPUT = (64, 64)
 TINY_AASN = {
     "roi_size": [32, 64],
@@ -52,46 +55,30 @@ SERVER_START_TIMEOUT_S = 240
 TRAIN_TIMEOUT_S = 300
 
 
-class PlantedHeatmaps(torch.nn.Module):
-    """Stand-in landmark network: returns its stored heatmaps (one set, whatever the input image).
+class OracleHeatmaps(torch.nn.Module):
+    """Stand-in landmark network knowing a few radiographs: the stored heatmaps of the stored input the image
+    equals (mean squared difference below ``tolerance``), else zeros (no landmark found).
 
     Args:
+        num_images: stored radiographs.
         num_landmarks: heatmap channels.
         spatial_size: ``(H, W)`` of the detector input.
+        tolerance: largest mean squared difference of a match.
     """
 
-    def __init__(self, num_landmarks: int = 16, spatial_size=DETECTOR_INPUT) -> None:
+    def __init__(self, num_images: int = NUM_PXRS, num_landmarks: int = 16, spatial_size=DETECTOR_INPUT, tolerance: float = 1e-5):
         super().__init__()
-        self.register_buffer("heatmaps", torch.zeros(num_landmarks, *spatial_size))
+        self.register_buffer("inputs", torch.zeros(num_images, 1, *spatial_size))
+        self.register_buffer("heatmaps", torch.zeros(num_images, num_landmarks, *spatial_size))
+        self.tolerance = tolerance
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.heatmaps[None].expand(x.shape[0], -1, -1, -1)
+        distance = ((x[:, None] - self.inputs[None]) ** 2).mean(dim=(2, 3, 4))  # (B, num_images)
+        best = distance.min(dim=1)
+        return self.heatmaps[best.indices] * (best.values <= self.tolerance).float()[:, None, None, None]
 
 
 # --- the deployment: bundle copy, weights, studies --------------------------------------------------------------
-
-
-def _write_studies(studies: Path, truth_px: np.ndarray) -> dict[str, dict]:
-    """Four pelvis radiographs drawn at ``truth_px``, a blank one and a DICOM without pixel data."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from dicom_factory import write_dx, write_non_image
-    from landmark_testdata import render_pelvis
-
-    from custom_transforms.conventions import LANDMARK_INDEX
-
-    rng = np.random.default_rng(1)
-    cases = {}
-    for i in range(4):
-        pixels = (render_pelvis(truth_px * SPACING_MM, IMAGE_HW, SPACING_MM, rng) * 4095).astype(np.uint16)
-        photometric = "MONOCHROME1" if i == 3 else "MONOCHROME2"
-        stored = 4095 - pixels if photometric == "MONOCHROME1" else pixels
-        write_dx(studies / f"pelvis{i}.dcm", stored, photometric=photometric, spacing_mm=(SPACING_MM, SPACING_MM))
-        # fractures of the final labels: a fractured right superior ramus on pelvis0 and pelvis2
-        fractures = [truth_px[LANDMARK_INDEX["pubic_tubercle_r"]] + [-8.0, -2.0]] if i in (0, 2) else []
-        cases[f"pelvis{i}"] = {"fractures": np.asarray(fractures).reshape(-1, 2)}
-    write_dx(studies / "blank.dcm", np.full(IMAGE_HW, 1800, np.uint16), spacing_mm=(SPACING_MM, SPACING_MM))
-    write_non_image(studies / "rtplan.dcm")
-    return cases
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +90,17 @@ def deployment(tmp_path_factory):
         pytest.skip(message)
     sys.path.insert(0, str(REPO / "bundle"))
     sys.path.insert(0, str(REPO / "tests"))
-    from landmark_testdata import random_pelvis, training_shapes
+    import simulation
+    from dicom_factory import write_dx, write_non_image
+    from landmark_testdata import render_chest
+    from scripts.datalist import load_datalist
     from scripts.heatmap_decoding import gaussian_heatmaps
-    from scripts.letterbox import apply_matrix, letterbox_matrix
+    from scripts.landmark_training import build_shape_model
+    from scripts.letterbox import Letterbox, apply_matrix
     from scripts.networks import build_network
-    from scripts.shape_model import StatisticalShapeModel
+
+    from custom_transforms.annotation import read_annotation
+    from custom_transforms.loading import LoadPXR
 
     root = tmp_path_factory.mktemp("monailabel")
     bundle = root / "bundle"
@@ -117,28 +110,45 @@ def deployment(tmp_path_factory):
     models = bundle / "models"
     models.mkdir()
 
-    truth_mm = random_pelvis(np.random.default_rng(7), centre=(IMAGE_HW[1] * SPACING_MM / 2, IMAGE_HW[0] * SPACING_MM / 2 - 8))
-    truth_px = truth_mm / SPACING_MM
-    assert (truth_px > 2).all() and (truth_px < np.array(IMAGE_HW[::-1]) - 2).all()
-
+    datalist = simulation.generate_dataset(root / "sim", NUM_PXRS, anatomy="procedural", seed=3, size=IMAGE_HW,
+                                           positive_fraction=0.5, progress=False)
+    items = load_datalist(datalist)
+    studies = Path(items[0]["image"]).parent
+    cases = {}
+    oracle = OracleHeatmaps()
+    letterbox = Letterbox(DETECTOR_INPUT)
+    for i, item in enumerate(items):
+        annotation = read_annotation(item["annotation"])
+        inside = (annotation["landmarks"] >= -0.5) & (annotation["landmarks"] <= np.array(IMAGE_HW[::-1]) - 0.5)
+        assert inside.all(), f"{item['annotation']}: the simulator put landmarks outside the image"
+        boxed = letterbox(LoadPXR()(item["image"]))
+        oracle.inputs[i] = boxed.as_tensor()
+        points = apply_matrix(annotation["landmarks"], boxed.meta["letterbox_matrix"])
+        oracle.heatmaps[i] = gaussian_heatmaps(torch.as_tensor(points, dtype=torch.float32), DETECTOR_INPUT, 1.5)
+        spacing = LoadPXR()(item["image"]).meta["spacing_mm"]
+        cases[Path(item["image"]).name.split(".")[0]] = {
+            "landmarks": annotation["landmarks"].astype(np.float64),
+            "fractures": annotation["fractures"].astype(np.float64).reshape(-1, 2),
+            "spacing": tuple(float(v) for v in spacing),
+        }
+    torch.save(oracle.state_dict(), models / "landmark_model.pt")
+    build_shape_model(items, models / "landmark_shape_model.json")
     torch.manual_seed(0)
     torch.save(build_network("aasn", **TINY_AASN["network_kwargs"]).state_dict(), models / "model.pt")
-    matrix, _ = letterbox_matrix(IMAGE_HW, DETECTOR_INPUT)
-    planted = PlantedHeatmaps()
-    planted.heatmaps.copy_(gaussian_heatmaps(torch.as_tensor(apply_matrix(truth_px, matrix)), DETECTOR_INPUT, 1.5))
-    torch.save(planted.state_dict(), models / "landmark_model.pt")
-    StatisticalShapeModel.from_shapes(training_shapes(60), noise_mm=1.5).save(models / "landmark_shape_model.json")
+
+    spacing = cases[next(iter(cases))]["spacing"]
+    write_dx(studies / "chest.dcm", (render_chest(IMAGE_HW, spacing[0]) * 4095).astype(np.uint16), spacing_mm=spacing,
+             body_part="CHEST", view="PA")
+    write_dx(studies / "blank.dcm", np.full(IMAGE_HW, 1800, np.uint16), spacing_mm=spacing)
+    write_non_image(studies / "rtplan.dcm")
 
     tiny = root / "tiny.json"
     tiny.write_text(json.dumps(TINY_AASN))
     landmark_tiny = root / "landmark_tiny.json"
     landmark_tiny.write_text(
-        json.dumps({"input_size": list(DETECTOR_INPUT), "network_def": {"_target_": "test_monailabel_app.PlantedHeatmaps"}})
+        json.dumps({"input_size": list(DETECTOR_INPUT), "network_def": {"_target_": "test_monailabel_app.OracleHeatmaps"}})
     )
-    studies = root / "studies"
-    studies.mkdir()
-    cases = _write_studies(studies, truth_px)
-    return {"root": root, "bundle": bundle, "studies": studies, "truth": truth_px, "cases": cases,
+    return {"root": root, "bundle": bundle, "studies": studies, "cases": cases, "ids": sorted(cases),
             "conf": {"bundle": bundle, "config_overrides": tiny, "landmark_config_overrides": landmark_tiny}}
 
 
@@ -280,42 +290,49 @@ def test_info_lists_both_infer_tasks_and_the_trainer(server):
     assert TRAINER in info["trainers"]
     assert info["models"][LANDMARKS_TASK]["dimension"] == 2
     assert info["labels"]["asis_r"] == 1 and info["labels"]["symphysis_inferior"] == 16 and info["labels"]["fracture"] == 17
-    assert {"pelvis0", "pelvis3", "blank"} <= set(json.loads(_request("GET", f"{server['url']}/datastore/?output=all")[1])["objects"])
+    objects = json.loads(_request("GET", f"{server['url']}/datastore/?output=all")[1])["objects"]
+    assert set(server["ids"]) | {"chest", "blank", "rtplan"} == set(objects)
 
 
-def test_landmark_infer_returns_16_named_points_inside_the_image_and_their_discs(server, tmp_path):
-    result = _infer_json(server, LANDMARKS_TASK, "pelvis3")
+@pytest.mark.parametrize("index", [0, 3])
+def test_landmark_infer_returns_16_named_points_inside_the_image_and_their_discs(server, tmp_path, index):
+    image = server["ids"][index]
+    case = server["cases"][image]
+    result = _infer_json(server, LANDMARKS_TASK, image)
     points = _points(result["landmarks"])
     h, w = IMAGE_HW
     assert ((points >= -0.5) & (points <= np.array([w - 0.5, h - 0.5]))).all()
-    # the planted heatmaps sit at the true landmarks: the app maps them back to original pixels
-    np.testing.assert_allclose(points, server["truth"], atol=1.5)
-    assert result["image_size"] == list(IMAGE_HW) and result["spacing_mm"] == pytest.approx([SPACING_MM] * 2)
+    # the oracle's heatmaps sit at the annotated landmarks: the app maps them back to original pixels
+    np.testing.assert_allclose(points, case["landmarks"], atol=1.0)
+    assert result["image_size"] == list(IMAGE_HW) and result["spacing_mm"] == pytest.approx(case["spacing"])
     assert 0.5 < result["plausibility"] <= 1.0
+    assert result["weights"] == str(server["bundle"] / "models" / "landmark_model.pt")
 
-    status, content = _infer(server, LANDMARKS_TASK, "pelvis3", output="image")
+    status, content = _infer(server, LANDMARKS_TASK, image, output="image")
     assert status == 200
     label = _read_label(content, ".nii.gz", tmp_path)
     assert label.shape == IMAGE_HW
     for value, (x, y) in enumerate(points, start=1):
         assert label[int(round(y)), int(round(x))] == value
-    status, content = _infer(server, LANDMARKS_TASK, "pelvis3", output="image", params={"result_extension": ".png"})
+    status, content = _infer(server, LANDMARKS_TASK, image, output="image", params={"result_extension": ".png"})
     assert status == 200 and content[:8] == b"\x89PNG\r\n\x1a\n"
     np.testing.assert_array_equal(_read_label(content, ".png", tmp_path), label)
 
 
 def test_fracture_infer_returns_a_probability_and_the_thresholded_heatmap(server, tmp_path):
-    result = _infer_json(server, FRACTURE_TASK, "pelvis1")
+    image = server["ids"][1]
+    result = _infer_json(server, FRACTURE_TASK, image)
     p, t = result["fracture_probability"], result["threshold"]
     assert 0.0 <= p <= 1.0 and t == 0.5  # the bundle's operating point
     assert result["positive"] == (p >= t)
     assert result["landmark_source"] == "detector"
     assert result["weights"] == str(server["bundle"] / "models" / "model.pt")
-    np.testing.assert_allclose(_points(result["landmarks"]), server["truth"], atol=1.5)
+    np.testing.assert_allclose(_points(result["landmarks"]), server["cases"][image]["landmarks"], atol=1.0)
     assert all(peak["probability"] >= t for peak in result["peaks"])
     assert result["max_location"]["probability"] == pytest.approx(p, abs=1e-6)
+    assert result["max_location"]["x_mm"] == pytest.approx(result["max_location"]["x"] * server["cases"][image]["spacing"][1])
 
-    status, content = _infer(server, FRACTURE_TASK, "pelvis1", output="image")
+    status, content = _infer(server, FRACTURE_TASK, image, output="image")
     assert status == 200
     label = _read_label(content, ".nii.gz", tmp_path)
     assert label.shape == IMAGE_HW and set(np.unique(label)) <= {0, 17}
@@ -329,24 +346,25 @@ def _save_label_image(server, image: str) -> tuple[np.ndarray, np.ndarray, dict]
     from lib.label_map import FRACTURE_VALUE, fracture_points_to_label, landmarks_to_label
     from lib.label_writer import write_label
 
-    corrected = server["truth"] + np.random.default_rng(3).uniform(-2, 2, server["truth"].shape)
-    spacing = (SPACING_MM, SPACING_MM)
-    label = landmarks_to_label(corrected, IMAGE_HW, spacing)
-    label[fracture_points_to_label(server["cases"][image]["fractures"], IMAGE_HW, spacing, 6.0, 4.0) > 0] = FRACTURE_VALUE
-    path = write_label(label, spacing, ".nii.gz")
+    case = server["cases"][image]
+    corrected = case["landmarks"] + np.random.default_rng(3).uniform(-2, 2, case["landmarks"].shape)
+    label = landmarks_to_label(corrected, IMAGE_HW, case["spacing"])
+    label[fracture_points_to_label(case["fractures"], IMAGE_HW, case["spacing"], 6.0, 4.0) > 0] = FRACTURE_VALUE
+    path = write_label(label, case["spacing"], ".nii.gz")
     answer = _put_label(server, image, f"{image}.nii.gz", Path(path).read_bytes())
     os.remove(path)
     return label, corrected, answer
 
 
 def test_saved_label_image_is_stored_and_gives_the_fracture_task_its_landmarks(server, tmp_path):
-    label, corrected, answer = _save_label_image(server, "pelvis0")
-    assert answer["image"] == "pelvis0"
-    stored = server["studies"] / "labels" / "final" / "pelvis0.nii.gz"
+    image = server["ids"][0]
+    label, corrected, answer = _save_label_image(server, image)
+    assert answer["image"] == image
+    stored = server["studies"] / "labels" / "final" / f"{image}.nii.gz"
     assert stored.is_file()
     np.testing.assert_array_equal(_read_label(stored.read_bytes(), ".nii.gz", tmp_path), label)
 
-    result = _infer_json(server, FRACTURE_TASK, "pelvis0")
+    result = _infer_json(server, FRACTURE_TASK, image)
     assert result["landmark_source"] == "final label"
     np.testing.assert_allclose(_points(result["landmarks"]), corrected, atol=0.5)
 
@@ -354,10 +372,11 @@ def test_saved_label_image_is_stored_and_gives_the_fracture_task_its_landmarks(s
 def test_training_one_epoch_from_the_final_labels_writes_a_checkpoint(server):
     from custom_transforms.conventions import LANDMARK_NAMES
 
-    _save_label_image(server, "pelvis0")  # one label image with a fracture, three annotation JSONs
-    for name in ("pelvis1", "pelvis2", "pelvis3"):
-        annotation = {"landmarks": {n: [float(v) for v in p] for n, p in zip(LANDMARK_NAMES, server["truth"])},
-                      "fractures": server["cases"][name]["fractures"].tolist()}
+    ids, cases = server["ids"], server["cases"]
+    _save_label_image(server, ids[0])  # one label image, three annotation JSONs
+    for name in ids[1:]:
+        annotation = {"landmarks": {n: [float(v) for v in p] for n, p in zip(LANDMARK_NAMES, cases[name]["landmarks"])},
+                      "fractures": cases[name]["fractures"].tolist()}
         _put_label(server, name, f"{name}.json", json.dumps(annotation).encode())
     checkpoint_dir = server["bundle"] / "models" / "monailabel"
     started = time.time()
@@ -373,7 +392,9 @@ def test_training_one_epoch_from_the_final_labels_writes_a_checkpoint(server):
         time.sleep(2.0)
     assert task["status"] == "DONE", "\n".join(task.get("details", [])) + "\n" + _tail(server["log"])
     datalist = json.loads((server["studies"] / ".aasn_monailabel" / "datalist.json").read_text())["data"]
-    assert sorted((d["subject"], d["label"]) for d in datalist) == [("pelvis0", 1), ("pelvis1", 0), ("pelvis2", 1), ("pelvis3", 0)]
+    expected = sorted((name, int(len(cases[name]["fractures"]) > 0)) for name in ids)
+    assert sorted((d["subject"], d["label"]) for d in datalist) == expected
+    assert {label for _, label in expected} == {0, 1}
     for name in ("last.pt", "model.pt"):
         path = checkpoint_dir / name
         assert path.is_file() and path.stat().st_mtime >= started, name
@@ -382,33 +403,35 @@ def test_training_one_epoch_from_the_final_labels_writes_a_checkpoint(server):
     assert weights.keys() == served.keys()
     assert any(not torch.equal(weights[k], served[k]) for k in weights)  # trained, not copied
     # the fracture task now serves the new weights
-    result = _infer_json(server, FRACTURE_TASK, "pelvis1")
+    result = _infer_json(server, FRACTURE_TASK, ids[1])
     assert result["weights"] == str(checkpoint_dir / "model.pt") and 0.0 <= result["fracture_probability"] <= 1.0
 
 
 def test_twenty_concurrent_infer_requests_all_succeed(server):
-    jobs = [(LANDMARKS_TASK if i % 2 else FRACTURE_TASK, f"pelvis{i % 4}") for i in range(20)]
+    jobs = [(LANDMARKS_TASK if i % 2 else FRACTURE_TASK, server["ids"][i % NUM_PXRS]) for i in range(20)]
     with ThreadPoolExecutor(max_workers=20) as pool:
         answers = list(pool.map(lambda job: _infer(server, *job), jobs))
     for (task, image), (status, body) in zip(jobs, answers):
         assert status == 200, f"{task} on {image}: HTTP {status} {body[:300]!r}"
         result = json.loads(body)
-        assert ("landmarks" in result) and (task == LANDMARKS_TASK or "fracture_probability" in result)
+        assert len(result["landmarks"]) == 16 and (task == LANDMARKS_TASK or 0 <= result["fracture_probability"] <= 1)
 
 
 def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server):
     status, body = _infer(server, LANDMARKS_TASK, "no_such_image")
     assert status == 404 and "no_such_image" in json.loads(body)["detail"]
 
-    status, body = _infer(server, "no_such_task", "pelvis1")
+    status, body = _infer(server, "no_such_task", server["ids"][0])
     assert status == 404 and "no_such_task" in json.loads(body)["detail"]
 
-    for task in (LANDMARKS_TASK, FRACTURE_TASK):  # a radiograph without contrast is no pelvis
-        status, body = _infer(server, task, "blank")
-        assert status == 422, body
-        assert "does not look like an AP pelvic radiograph" in json.loads(body)["detail"]
+    for task in (LANDMARKS_TASK, FRACTURE_TASK):
+        for image in ("chest", "blank"):  # the detector finds no pelvis; a film without contrast shows none
+            status, body = _infer(server, task, image)
+            assert status == 422, body
+            detail = json.loads(body)["detail"]
+            assert f"{image}.dcm: does not look like an AP pelvic radiograph" in detail and "NotAPelvisError" in detail
 
     status, body = _infer(server, LANDMARKS_TASK, "rtplan")  # DICOM without pixel data
     assert status == 422 and "no Pixel Data" in json.loads(body)["detail"]
 
-    assert len(_infer_json(server, LANDMARKS_TASK, "pelvis2")["landmarks"]) == 16
+    assert len(_infer_json(server, LANDMARKS_TASK, server["ids"][2])["landmarks"]) == 16
