@@ -124,3 +124,27 @@ def test_demo_dataset_is_generated_once_with_a_log_line(tmp_path, monkeypatch, c
     assert len(calls) == 1
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ensure_demo_dataset(tmp_path / "other", tmp_path / "other" / "datalist.json", generate=False)
+
+
+def test_limit_image_size_moves_points_and_spacing_with_the_image():
+    from scripts.downsample import LimitImageSized
+
+    h, w, spot = 300, 200, (120.0, 210.0)
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    blob = torch.exp(-((xx - spot[0]) ** 2 + (yy - spot[1]) ** 2) / (2 * 6.0**2))[None]
+    image = MetaTensor(blob, meta={"spacing_mm": (0.5, 0.4), "filename_or_obj": "big.dcm"})
+    data = {"image": image, "landmarks": np.array([spot]), "fractures": torch.tensor([[10.0, 20.0]])}
+    out = LimitImageSized(max_size=100)(data)
+    small = out["image"]
+    assert small.shape == (1, 100, 67) and out["image"].meta["filename_or_obj"] == "big.dcm"
+    fy, fx = 300 / 100, 200 / 67
+    assert out["image"].meta["spacing_mm"] == pytest.approx((0.5 * fy, 0.4 * fx))
+    x, y = out["landmarks"][0]
+    # the same physical position: (x + 0.5) * spacing is invariant (pixel-centre convention)
+    assert (x + 0.5) * 0.4 * fx == pytest.approx((spot[0] + 0.5) * 0.4)
+    assert (y + 0.5) * 0.5 * fy == pytest.approx((spot[1] + 0.5) * 0.5)
+    r, c = np.unravel_index(int(torch.argmax(small[0])), small.shape[1:])
+    assert abs(c - x) <= 0.6 and abs(r - y) <= 0.6  # the blob is where its point went
+    assert isinstance(out["fractures"], torch.Tensor)
+    unchanged = LimitImageSized(max_size=400)(data)
+    assert unchanged["image"] is image
