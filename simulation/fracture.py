@@ -4,11 +4,13 @@ Sites (per side): superior pubic ramus, inferior (ischiopubic) ramus, parasymphy
 ischium. A site is located from the landmarks and snapped to the centre of the bone's cross-section
 (the centroid of the surface vertices in a thin slab across the bone there).
 
-A fracture is a plane through that centre (normal along the bone's axis, tilted at random by up to
-35 deg, so that the beam meets the break at varying obliquity) and a disc of the plane covering the
-cross-section:
+A fracture is a plane through that centre and a disc of the plane covering the cross-section. The
+plane runs across the bone (normal = the bone's axis projected on the coronal plane, turned within it
+by up to 30 deg) and nearly contains the AP direction (out-of-plane obliquity up to 8 deg for
+hairlines, 25 deg for displaced fractures; a break the beam crosses very obliquely is smeared into
+invisibility on a real film too):
 
-- hairline (non-displaced): bone removed within ``gap/2`` of the plane, gap 0.2-0.9 mm, no shift;
+- hairline (non-displaced): bone removed within ``gap/2`` of the plane, gap 0.3-0.9 mm, no shift;
 - displaced: gap 1-3.5 mm, and the fragment on one side shifted by 1.5-6 mm and rotated by up to
   8 deg about the break, the motion fading out over 10-16 mm from the plane (the bone beyond is
   held by the rest of the ring).
@@ -145,12 +147,18 @@ def sample_fracture(anatomy, site: str, side: str, rng: np.random.Generator) -> 
     else:
         return None
     centre, cross_radius = snapped
-    # Tilt the plane: random axis perpendicular to the bone, up to 35 deg.
-    e2, e3 = _perpendicular_basis(axis)
-    phi = rng.uniform(0, 2 * np.pi)
-    tilt = np.deg2rad(rng.uniform(0, 35))
-    normal = _unit(np.cos(tilt) * axis + np.sin(tilt) * (np.cos(phi) * e2 + np.sin(phi) * e3))
     displaced = rng.uniform() < DISPLACED_FRACTION
+    # Fracture lines seen on AP films run across the bone at varying angles; the plane is made to contain
+    # the AP direction up to a small obliquity (a break the beam meets obliquely is smeared out and
+    # would be invisible on the film as well): normal = the bone's axis in the coronal plane, turned in
+    # that plane by up to 30 deg, then tilted out of it by up to 8 deg (hairline) or 25 deg (displaced).
+    ap = np.array([0.0, 1.0, 0.0])
+    coronal_axis = axis - (axis @ ap) * ap
+    coronal_axis = _unit(coronal_axis if np.linalg.norm(coronal_axis) > 0.2 else np.array([1.0, 0.0, 0.0]))
+    turn = np.deg2rad(rng.uniform(-30, 30))
+    in_plane = _unit(np.cos(turn) * coronal_axis + np.sin(turn) * np.cross(ap, coronal_axis))
+    oblique = np.deg2rad(rng.uniform(0, 25 if displaced else 8)) * rng.choice([-1.0, 1.0])
+    normal = _unit(np.cos(oblique) * in_plane + np.sin(oblique) * ap)
     f2, f3 = _perpendicular_basis(normal)
     if displaced:
         gap = rng.uniform(1.0, 3.5)
@@ -162,7 +170,7 @@ def sample_fracture(anatomy, site: str, side: str, rng: np.random.Generator) -> 
         rot_axis = np.cos(b) * f2 + np.sin(b) * f3
         falloff = rng.uniform(10.0, 16.0)
     else:
-        gap = rng.uniform(0.2, 0.9)
+        gap = rng.uniform(0.3, 0.9)
         shift = np.zeros(3)
         rotation, rot_axis, falloff = 0.0, f2, 0.0
     return Fracture(

@@ -6,7 +6,8 @@ displaces: cortical bone 0.036, cancellous bone 0.007 (trabecular texture modula
 fluence ``exp(-A)`` gets scatter (a broad blur of the primary, scatter-to-primary ratio with an
 anti-scatter grid), detector blur, Poisson quantum noise at a random exposure, the logarithm, a
 frequency processing (dynamic-range compression + unsharp masking, as every DR/CR console applies),
-and a window into 12 bits (0..4095, bone bright).
+and a window into 12 bits (0..4095, bone bright) that puts the soft tissue and dense bone at random
+display levels.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ EXPOSURE_RANGES = {
     "trabecular_contrast": (0.08, 0.2),
     "range_compression": (0.3, 0.7),
     "unsharp_amount": (0.3, 1.0),
-    "gamma": (0.8, 1.25),
-    "window_low_percentile": (0.5, 3.0),
-    "window_high_percentile": (99.0, 99.9),
+    "gamma": (0.85, 1.2),
+    # Display level of the soft tissue and of dense bone (0 = black, 1 = white).
+    "soft_tissue_level": (0.22, 0.42),
+    "bone_level": (0.82, 0.95),
 }
 
 
@@ -46,8 +48,8 @@ class Exposure:
     range_compression: float = 0.5
     unsharp_amount: float = 0.6
     gamma: float = 1.0
-    window_low_percentile: float = 1.0
-    window_high_percentile: float = 99.5
+    soft_tissue_level: float = 0.32
+    bone_level: float = 0.9
 
     @staticmethod
     def sample(rng: np.random.Generator) -> "Exposure":
@@ -76,12 +78,16 @@ def _lowpass(img: np.ndarray, sigma_px: float) -> np.ndarray:
     return np.pad(out, ((0, pad_h), (0, pad_w)), mode="edge")
 
 
-def form_image(attenuation: np.ndarray, body_mask: np.ndarray, pixel_mm: float, exposure: Exposure, rng: np.random.Generator) -> np.ndarray:
+def form_image(
+    attenuation: np.ndarray, body_mask: np.ndarray, bone_mask: np.ndarray, pixel_mm: float, exposure: Exposure, rng: np.random.Generator
+) -> np.ndarray:
     """Processed radiograph, uint16 in 0..4095 (high = more attenuation = displayed bright).
 
     Args:
         attenuation: line integral of mu per pixel (dimensionless), everything included.
-        body_mask: pixels whose ray passes through the patient (the window is taken there).
+        body_mask: pixels whose ray passes through the patient.
+        bone_mask: pixels whose ray passes through bone (the window maps soft tissue and bone to
+            the exposure's display levels, as a console's automatic windowing does).
         pixel_mm: detector pixel size (mm).
         exposure: acquisition and processing parameters.
         rng: random generator (quantum noise).
@@ -104,9 +110,13 @@ def form_image(attenuation: np.ndarray, body_mask: np.ndarray, pixel_mm: float, 
     ref = np.median(log[body_mask]) if body_mask.any() else 0.0
     processed = log - exposure.range_compression * (low - ref) * body_mask_soft(body_mask, pixel_mm)
     processed = processed + exposure.unsharp_amount * (processed - ndimage.gaussian_filter(processed, 3.0 / pixel_mm))
-    vals = processed[body_mask] if body_mask.any() else processed.ravel()
-    lo, hi = np.percentile(vals, [exposure.window_low_percentile, exposure.window_high_percentile])
-    unit = np.clip((processed - lo) / max(hi - lo, 1e-6), 0.0, 1.0) ** exposure.gamma
+    soft = body_mask & ~bone_mask
+    soft_vals = processed[soft] if soft.any() else processed.ravel()
+    bone_vals = processed[bone_mask] if bone_mask.any() else processed.ravel()
+    v_soft = np.median(soft_vals)
+    v_bone = max(np.percentile(bone_vals, 95), v_soft + 1e-3)
+    unit = exposure.soft_tissue_level + (processed - v_soft) / (v_bone - v_soft) * (exposure.bone_level - exposure.soft_tissue_level)
+    unit = np.clip(unit, 0.0, 1.0) ** exposure.gamma
     return np.round(unit * MAX_VALUE).astype(np.uint16)
 
 

@@ -155,7 +155,7 @@ def render(
         attenuation -= MU_SOFT * np.minimum(gas, lean)
         fb, kinds = foreign_bodies((h, w), pixel, region, rng)
         attenuation += fb
-    pixels = form_image(attenuation, body_mask, pixel, exposure, rng)
+    pixels = form_image(attenuation, body_mask, (cortical + cancellous) > 2.0, pixel, exposure, rng)
 
     info = {
         "subject": anatomy.subject,

@@ -95,13 +95,13 @@ def bowel_gas(shape: tuple[int, int], pixel_mm: float, region: dict, rng: np.ran
     mx, sy, cy, hw = (region[k] / f for k in ("midline_x", "symphysis_y", "crest_y", "half_width_px"))
     gas = np.zeros((hs, ws))
     yy, xx = np.mgrid[0:hs, 0:ws].astype(np.float64)
-    for _ in range(int(rng.integers(0, 4))):
+    for _ in range(int(rng.choice([0, 1, 2, 3], p=[0.35, 0.35, 0.2, 0.1]))):
         # A colon segment: a smooth random walk of a tube 25-50 mm wide (discs along a dense path).
-        p = np.array([mx + rng.uniform(-1.1, 1.1) * hw, rng.uniform(cy - 0.3 * (sy - cy), sy - 0.2 * (sy - cy))])
+        p = np.array([mx + rng.uniform(-0.9, 0.9) * hw, rng.uniform(cy, sy - 0.2 * (sy - cy))])
         heading = rng.uniform(0, 2 * np.pi)
         radius = 0.5 * rng.uniform(25, 50) * mm
-        depth = float(rng.uniform(10, 35))
-        for _k in range(int(rng.integers(20, 60))):
+        depth = float(rng.uniform(8, 25))
+        for _k in range(int(rng.integers(12, 40))):
             heading += rng.normal(0, 0.12)
             p = p + 0.35 * radius * np.array([np.cos(heading), np.sin(heading)])
             lo_x, hi_x = int(max(p[0] - radius - 1, 0)), int(min(p[0] + radius + 2, ws))

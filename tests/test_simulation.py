@@ -59,6 +59,20 @@ def subject():
     return procedural_anatomy("P001", seed=0)
 
 
+def assert_landmarks_on_bone(res) -> None:
+    """Paired landmarks (surface vertices, possibly on a silhouette) within 1.5 mm of projected bone;
+    the midline symphysis points in the joint: pubic bone within 10 mm on both sides of the same row."""
+    pixel = res.spacing_mm[1] / res.info["magnification"]  # mm at the pelvis
+    for name, xy in zip(LANDMARK_NAMES, res.landmarks):
+        if name.startswith("symphysis"):
+            x, y = int(round(xy[0])), int(round(xy[1]))
+            reach = int(np.ceil(10.0 / pixel))
+            rows = res.bone_path_mm[max(y - 1, 0) : y + 2]
+            assert rows[:, max(x - reach, 0) : x + 1].max() > 0.5 and rows[:, x : x + reach + 1].max() > 0.5, f"{name} not between the pubic bones"
+        else:
+            assert _near(res.bone_path_mm, xy, int(np.ceil(1.5 / pixel))) > 0.5, f"{name} not on bone"
+
+
 def _near(img: np.ndarray, xy, radius: int = 1) -> float:
     x, y = int(round(xy[0])), int(round(xy[1]))
     return float(img[max(y - radius, 0) : y + radius + 1, max(x - radius, 0) : x + radius + 1].max())
@@ -69,11 +83,7 @@ def test_landmarks_project_inside_the_image_and_on_bone(subject):
         res = render(subject, np.random.default_rng(seed), SIZE, positive=False)
         h, w = SIZE
         assert np.all((res.landmarks >= -0.5) & (res.landmarks <= np.array([w, h]) - 0.5))
-        pixel = res.spacing_mm[1] / res.info["magnification"]  # mm at the pelvis
-        for name, xy in zip(LANDMARK_NAMES, res.landmarks):
-            # Surface vertices may sit on a silhouette; the symphysis points lie in the ~4 mm joint space.
-            reach_mm = 3.5 if name.startswith("symphysis") else 1.5
-            assert _near(res.bone_path_mm, xy, int(np.ceil(reach_mm / pixel))) > 0.5, f"{name} not on bone"
+        assert_landmarks_on_bone(res)
         # Patient right on the viewer's left, superior up.
         li = LANDMARK_INDEX
         assert res.landmarks[li["asis_r"], 0] < res.landmarks[li["asis_l"], 0]
