@@ -10,13 +10,17 @@ here a heatmap network with a statistical shape prior plays that role):
 4. the peaks are converted to mm and the statistical shape model is fitted robustly
    (:mod:`.shape_model`): landmarks whose peak is below ``min_confidence`` and those the model
    finds to be outliers are replaced by the model's prediction; the rest are kept as detected;
-5. ``confidence`` of each landmark = the heatmap's maximum within one pixel of its final position (a
-   Gaussian target has peak 1, so about 1 for a clear detection, about 0 where the network saw nothing);
-6. ``plausibility`` of the image = median peak value x share of landmarks consistent with the shape
-   model (none is when the fitted configuration's size in mm is far from the model's). Below ``plausibility_threshold`` the image is not taken to be an AP pelvic radiograph and
+5. ``plausibility`` of the image = median peak value x share of landmarks consistent with the shape
+   model (none is when the fitted configuration's size in mm is far from the model's). Below
+   ``plausibility_threshold`` the image is not taken to be an AP pelvic radiograph and
    :class:`NotAPelvisError` is raised (a chest film, an extremity, a lateral view, a blank image).
    An image without contrast (intensity standard deviation below ``min_contrast``: blank or saturated)
-   has plausibility 0 and is refused whatever the threshold.
+   has plausibility 0 and is refused whatever the threshold;
+6. optionally (``refiner``), each landmark is refined in a patch at a finer resolution
+   (:mod:`.landmark_refinement`) and the shape prior is applied again to the refined positions;
+7. ``confidence`` of each landmark = the last stage's heatmap maximum within one pixel of its final
+   position (a Gaussian target has peak 1, so about 1 for a clear detection, about 0 where the network
+   saw nothing, e.g. where the shape model had to supply the position).
 
 When the image has no spacing, an isotropic spacing is estimated from the size of the detected
 configuration relative to the shape model's mean size (only for the shape fit's tolerances).
@@ -37,6 +41,7 @@ from monai.transforms import MapTransform, Transform
 from custom_transforms.conventions import LANDMARK_NAMES
 
 from .heatmap_decoding import decode_heatmaps, heatmap_value_near
+from .landmark_refinement import LandmarkRefiner
 from .letterbox import Letterbox, apply_matrix
 from .shape_model import StatisticalShapeModel
 
@@ -135,6 +140,8 @@ class LandmarkDetector(Transform):
         smooth_sigma: Gaussian smoothing (pixels) before the sub-pixel refinement.
         device: where the network runs (default: where its parameters are).
         names: landmark names, in the network's channel order.
+        refiner: optional second stage refining each landmark in a patch at a finer resolution
+            (:class:`~.landmark_refinement.LandmarkRefiner`), followed by the shape prior again.
     """
 
     def __init__(
@@ -149,9 +156,11 @@ class LandmarkDetector(Transform):
         smooth_sigma: float = 0.0,
         device: str | torch.device | None = None,
         names: Sequence[str] = LANDMARK_NAMES,
+        refiner: LandmarkRefiner | None = None,
     ) -> None:
         self.network = network.eval()
         self.shape_model = shape_model
+        self.refiner = refiner
         self.letterbox = Letterbox(input_size)
         self.min_confidence = float(min_confidence)
         self.plausibility_threshold = float(plausibility_threshold)
@@ -188,50 +197,61 @@ class LandmarkDetector(Transform):
         """
         if spacing_mm is None and isinstance(image, MetaTensor):
             spacing_mm = image.meta.get("spacing_mm")
+        n = len(self.names)
         maps, matrix = self.heatmaps(image)
         coords_in, peaks = decode_heatmaps(maps, self.smooth_sigma)
-        inverse = np.linalg.inv(matrix)
-        peak_points = apply_matrix(coords_in.numpy(), inverse)
+        peak_points = apply_matrix(coords_in.numpy(), np.linalg.inv(matrix))
         peaks_np = peaks.numpy().astype(np.float64)
-        n = len(self.names)
-        landmarks = peak_points.copy()
-        corrected = np.zeros(n, dtype=bool)
-        consistent = np.ones(n, dtype=bool)
+        valid = peaks_np >= self.min_confidence
         spacing_estimated = False
-        if self.shape_model is not None:
-            valid = peaks_np >= self.min_confidence
-            if spacing_mm is None:
-                spacing_mm, spacing_estimated = self._estimate_spacing(peak_points, valid), True
-            spacing = np.asarray(spacing_mm, dtype=np.float64).reshape(-1)
-            to_mm = np.array([spacing[1], spacing[0]])
-            try:
-                fit = self.shape_model.fit(peak_points * to_mm, valid)
-            except ValueError:  # too few confident peaks, or all at one spot: nothing is consistent
-                consistent = np.zeros(n, dtype=bool)
-            else:
-                landmarks = np.where(fit.replaced[:, None], fit.points / to_mm, peak_points)
-                corrected = fit.replaced
-                size_ratio = fit.scale / self.shape_model.mean_size_mm
-                size_ok = self.size_range[0] <= size_ratio <= self.size_range[1]
-                consistent = fit.inliers if size_ok else np.zeros(n, dtype=bool)
+        if spacing_mm is None and self.shape_model is not None:
+            spacing_mm, spacing_estimated = self._estimate_spacing(peak_points, valid), True
+        to_mm = None if spacing_mm is None else np.asarray(spacing_mm, dtype=np.float64).reshape(-1)[::-1].copy()
+
+        # stage 1: whole-image peaks, shape prior, plausibility
+        landmarks, corrected, consistent, fitted = self._shape_prior(peak_points, valid, to_mm)
+        raw_points = peak_points
         confidence = heatmap_value_near(maps, torch.as_tensor(apply_matrix(landmarks, matrix), dtype=torch.float32))
-        confidence = confidence.clamp(0, 1).numpy()
         plausibility = float(np.median(np.clip(peaks_np, 0, 1)) * consistent.mean())
+
+        # stage 2: local refinement of the (corrected) coarse positions, then the shape prior again
+        if self.refiner is not None and fitted:
+            refined, refined_peaks, own_maps, to_patch = self.refiner(image, landmarks)
+            raw_points = refined
+            landmarks, corrected, _, _ = self._shape_prior(refined, refined_peaks >= self.min_confidence, to_mm)
+            patch_points = np.stack([apply_matrix(p, m) for p, m in zip(landmarks, to_patch)])
+            confidence = heatmap_value_near(own_maps, torch.as_tensor(patch_points, dtype=torch.float32))
+
         contrast = float(torch.as_tensor(image).float().std())
         if contrast < self.min_contrast:
             plausibility = 0.0
         return LandmarkDetection(
             landmarks=landmarks.astype(np.float32),
-            confidence=confidence.astype(np.float32),
+            confidence=confidence.clamp(0, 1).numpy().astype(np.float32),
             plausibility=plausibility,
             peaks=peaks_np.astype(np.float32),
-            heatmap_landmarks=peak_points.astype(np.float32),
+            heatmap_landmarks=raw_points.astype(np.float32),
             corrected=corrected,
             shape_consistent=consistent,
             names=self.names,
             spacing_estimated=spacing_estimated,
             contrast=contrast,
         )
+
+    def _shape_prior(self, points: np.ndarray, valid: np.ndarray, to_mm: np.ndarray | None):
+        """(landmarks, corrected, shape-consistent, whether the model could be fitted) for pixel ``points``."""
+        n = len(points)
+        if self.shape_model is None:
+            return points.copy(), np.zeros(n, dtype=bool), np.ones(n, dtype=bool), True
+        try:
+            fit = self.shape_model.fit(points * to_mm, valid)
+        except ValueError:  # too few confident peaks, or all at one spot: nothing is consistent
+            return points.copy(), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), False
+        landmarks = np.where(fit.replaced[:, None], fit.points / to_mm, points)
+        size_ratio = fit.scale / self.shape_model.mean_size_mm
+        size_ok = self.size_range[0] <= size_ratio <= self.size_range[1]
+        consistent = fit.inliers if size_ok else np.zeros(n, dtype=bool)
+        return landmarks, fit.replaced.copy(), consistent, True
 
     def _estimate_spacing(self, points: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
         use = points[valid] if valid.sum() >= 3 else points

@@ -131,26 +131,32 @@ class RandLandmarkAffined(RandomizableTransform, MapTransform):
         return out
 
 
-def warp_affine(images: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
-    """Resample ``(B, C, H, W)`` images so that input pixel ``p`` moves to ``matrix @ p`` (bilinear, zeros outside).
+def warp_affine(images: torch.Tensor, matrices: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
+    """Resample images so that input pixel ``p`` lands on output pixel ``matrix @ p`` (bilinear, zeros outside).
 
     Args:
-        images: ``(B, C, H, W)``.
-        matrices: ``(B, 3, 3)`` input -> output pixel matrices acting on ``[x, y, 1]``.
+        images: ``(B, C, H, W)``; ``B = 1`` is shared by all matrices.
+        matrices: ``(K, 3, 3)`` input -> output pixel matrices acting on ``[x, y, 1]`` (``K = B`` or ``B = 1``).
+        output_size: ``(h, w)`` of the outputs (default: the input's).
+
+    Returns:
+        ``(K, C, h, w)``.
     """
-    b, _, h, w = images.shape
+    _, c, h_in, w_in = images.shape
+    h, w = (h_in, w_in) if output_size is None else (int(output_size[0]), int(output_size[1]))
+    k = len(matrices)
     inverse = torch.linalg.inv(torch.as_tensor(matrices, dtype=torch.float64)).to(device=images.device, dtype=torch.float32)
     ys, xs = torch.meshgrid(
         torch.arange(h, dtype=torch.float32, device=images.device),
         torch.arange(w, dtype=torch.float32, device=images.device),
         indexing="ij",
     )
-    ones = torch.ones_like(xs)
-    pixels = torch.stack((xs, ys, ones), dim=-1).reshape(1, h * w, 3)  # output pixel centres
-    source = pixels @ inverse[:, :2, :].transpose(1, 2)  # (B, h*w, 2) input pixel coordinates
+    pixels = torch.stack((xs, ys, torch.ones_like(xs)), dim=-1).reshape(1, h * w, 3)  # output pixel centres
+    source = pixels @ inverse[:, :2, :].transpose(1, 2)  # (K, h*w, 2) input pixel coordinates
     # grid_sample, align_corners=False: normalised = (2 * pixel + 1) / size - 1
-    grid = torch.stack(((2 * source[..., 0] + 1) / w - 1, (2 * source[..., 1] + 1) / h - 1), dim=-1).reshape(b, h, w, 2)
-    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = torch.stack(((2 * source[..., 0] + 1) / w_in - 1, (2 * source[..., 1] + 1) / h_in - 1), dim=-1)
+    images = images.float().expand(k, c, h_in, w_in) if images.shape[0] == 1 else images.float()
+    return F.grid_sample(images, grid.reshape(k, h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class LandmarkHeatmapd(MapTransform):
