@@ -23,17 +23,19 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
 
 import numpy as np
 from fastapi import HTTPException
+from monailabel.config import settings
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.exception import MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
-from monailabel.config import settings
+from monailabel.tasks.activelearning.first import First
+from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.generic import name_to_device
 
 from lib.bundle_configs import BundleConfigs
@@ -98,10 +100,8 @@ class AASNPelvisApp(MONAILabelApp):
     def init_trainers(self) -> dict[str, TrainTask]:
         return {TRAIN_TASK: AASNTrain(self.bundle_configs, self.work_dir)}
 
-    def init_strategies(self) -> dict[str, Any]:
-        from monailabel.tasks.activelearning.first import First
-        from monailabel.tasks.activelearning.random import Random
-
+    def init_strategies(self) -> dict[str, Strategy]:
+        """How a viewer's "next sample" picks an unlabelled radiograph."""
         return {"random": Random(), "first": First()}
 
     def infer(self, request, datastore=None):
@@ -141,6 +141,8 @@ class AASNPelvisApp(MONAILabelApp):
         if request.get("landmarks") is not None:
             request["landmark_source"] = "request"
             return request
+        if not isinstance(image, str):
+            raise HTTPException(422, "The fracture task needs an image id or file (or landmarks in the params).")
         path = image if os.path.exists(image) else store.get_image_uri(image)
         label = "" if path == image else store.get_label_uri(image, DefaultLabelTag.FINAL)
         if label and self.use_final_landmarks:
