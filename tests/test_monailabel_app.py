@@ -146,7 +146,8 @@ def deployment(tmp_path_factory):
     tiny.write_text(json.dumps(TINY_AASN))
     landmark_tiny = root / "landmark_tiny.json"
     landmark_tiny.write_text(
-        json.dumps({"input_size": list(DETECTOR_INPUT), "network_def": {"_target_": "test_monailabel_app.OracleHeatmaps"}})
+        json.dumps({"input_size": list(DETECTOR_INPUT), "network_def": {"_target_": "test_monailabel_app.OracleHeatmaps"},
+                    "use_refiner": False})
     )
     return {"root": root, "bundle": bundle, "studies": studies, "cases": cases, "ids": sorted(cases),
             "conf": {"bundle": bundle, "config_overrides": tiny, "landmark_config_overrides": landmark_tiny}}

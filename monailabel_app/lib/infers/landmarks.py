@@ -15,6 +15,7 @@ app returns as HTTP 422 with the detector's message.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,10 @@ class LandmarkInfer(BundleConfigInfer):
     def __init__(self, configs: BundleConfigs, radius_mm: float = LANDMARK_RADIUS_MM, config_name: str = "landmark_inference.json"):
         parser = configs.parser(config_name, landmark=True)
         self.network_path = parser.get_parsed_content("network_path")
-        self.shape_model_path = parser.get_parsed_content("shape_model_path")
+        # every file the detector loads: heatmap network, shape model and, when used, the refinement network
+        self.required_files = [self.network_path, parser.get_parsed_content("shape_model_path")]
+        if "use_refiner" in parser and parser.get_parsed_content("use_refiner"):
+            self.required_files.append(parser.get_parsed_content("refine_network_path"))
         super().__init__(
             configs,
             config_name,
@@ -51,9 +55,7 @@ class LandmarkInfer(BundleConfigInfer):
         self.radius_mm = float(radius_mm)
 
     def is_valid(self) -> bool:
-        import os
-
-        return os.path.isfile(self.network_path) and os.path.isfile(self.shape_model_path)
+        return all(os.path.isfile(path) for path in self.required_files)
 
     def build(self, parser: ConfigParser, weights: str, device: torch.device) -> dict[str, Any]:
         from scripts.landmark_detector import DetectLandmarksd
