@@ -40,12 +40,19 @@ def to_builtin(value: Any) -> Any:
     return value
 
 
+def as_numpy(value: Any) -> np.ndarray:
+    """An array (tensor, MetaTensor or array-like) as numpy, without a detour through Python lists."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
 def spacing_of(image) -> tuple[float, float] | None:
     """The ``(row, col)`` mm spacing on a loaded image's meta-data (None when unknown)."""
     spacing = getattr(image, "meta", {}).get("spacing_mm")
     if spacing is None:
         return None
-    values = np.asarray(to_builtin(spacing), dtype=np.float64).reshape(-1)
+    values = as_numpy(spacing).astype(np.float64).reshape(-1)
     return (float(values[0]), float(values[1]))
 
 

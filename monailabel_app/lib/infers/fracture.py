@@ -28,7 +28,7 @@ from monai.transforms import Compose
 from custom_transforms.backprojection import ROIToOriginald
 from custom_transforms.conventions import LANDMARK_NAMES
 from lib.bundle_configs import BundleConfigs
-from lib.infers.bundle_infer import BundleConfigInfer, spacing_of, to_builtin
+from lib.infers.bundle_infer import BundleConfigInfer, as_numpy, spacing_of
 from lib.label_map import FRACTURE_LABEL, FRACTURE_VALUE, heatmap_to_label
 
 logger = logging.getLogger(__name__)
@@ -113,9 +113,9 @@ class _FractureResult:
         threshold = self.parts["threshold"]
         image = d["image"]
         spacing = spacing_of(image)
-        roi_heatmap = np.asarray(to_builtin(d[PRED]), dtype=np.float64).reshape(d[PRED].shape[-2:])
-        matrix = np.asarray(to_builtin(d["roi_to_original"]), dtype=np.float64)
-        score = float(np.asarray(to_builtin(d["score"])).reshape(-1)[0]) if "score" in d else float(roi_heatmap.max())
+        roi_heatmap = as_numpy(d[PRED]).astype(np.float64).reshape(d[PRED].shape[-2:])
+        matrix = as_numpy(d["roi_to_original"]).astype(np.float64)
+        score = float(as_numpy(d["score"]).reshape(-1)[0]) if "score" in d else float(roi_heatmap.max())
 
         def located(xy_roi: np.ndarray) -> list[dict[str, float]]:
             xy = self.parts["roi_to_original_points"](xy_roi, matrix)
@@ -131,8 +131,8 @@ class _FractureResult:
 
         peaks = located(self.parts["find_peaks"](roi_heatmap, threshold))
         r, c = np.unravel_index(int(np.argmax(roi_heatmap)), roi_heatmap.shape)
-        landmarks = np.asarray(to_builtin(d["landmarks"]), dtype=np.float64).reshape(-1, 2)
-        d[self.label_key] = heatmap_to_label(np.asarray(to_builtin(d[PRED_ORIGINAL])), threshold)
+        landmarks = as_numpy(d["landmarks"]).astype(np.float64).reshape(-1, 2)
+        d[self.label_key] = heatmap_to_label(as_numpy(d[PRED_ORIGINAL]), threshold)
         d["label_spacing_mm"] = spacing
         d[self.json_key] = {
             "fracture_probability": score,

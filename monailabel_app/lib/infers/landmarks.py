@@ -24,7 +24,7 @@ from monai.bundle import ConfigParser
 
 from custom_transforms.conventions import LANDMARK_NAMES
 from lib.bundle_configs import BundleConfigs
-from lib.infers.bundle_infer import BundleConfigInfer, KeepRequestKeys, spacing_of, to_builtin
+from lib.infers.bundle_infer import BundleConfigInfer, KeepRequestKeys, as_numpy, spacing_of, to_builtin
 from lib.label_map import LANDMARK_RADIUS_MM, LANDMARK_RADIUS_PX, LANDMARK_VALUES, landmarks_to_label
 
 
@@ -111,11 +111,11 @@ class _LandmarkResult:
         d = dict(data)
         image = d["image"]
         spacing = spacing_of(image)
-        landmarks = np.asarray(to_builtin(d["landmarks"]), dtype=np.float64).reshape(-1, 2)
+        landmarks = as_numpy(d["landmarks"]).astype(np.float64).reshape(-1, 2)
         d[self.label_key] = landmarks_to_label(landmarks, image.shape[-2:], spacing, self.radius_mm, LANDMARK_RADIUS_PX)
         d["label_spacing_mm"] = spacing
         report = to_builtin(d.get("landmark_detection", {}))
-        confidence = np.asarray(to_builtin(d.get("landmark_confidence", [np.nan] * len(LANDMARK_NAMES)))).reshape(-1)
+        confidence = as_numpy(d.get("landmark_confidence", [np.nan] * len(LANDMARK_NAMES))).astype(np.float64).reshape(-1)
         d[self.json_key] = {
             "landmarks": {n: [float(x), float(y)] for n, (x, y) in zip(LANDMARK_NAMES, landmarks)},
             "confidence": {n: float(c) for n, c in zip(LANDMARK_NAMES, confidence)},
