@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
-from monai.transforms import Compose
+from monai.transforms import CopyItemsd
 
 from custom_transforms.backprojection import ROIToOriginald
 from custom_transforms.conventions import LANDMARK_NAMES
@@ -85,21 +85,21 @@ class FractureInfer(BundleConfigInfer):
         parts = self.components(data)
         return [
             parts["postprocessing"],
-            Compose([_CopyKey(PRED, PRED_ORIGINAL), ROIToOriginald(keys=PRED_ORIGINAL)]),
+            _HeatmapOnRadiograph(),
             _FractureResult(parts, self.output_label_key, self.output_json_key),
         ]
 
 
-class _CopyKey:
-    """``d[dst] = d[src]`` (the ROI heatmap is kept for the peaks, its copy goes to the original grid)."""
+class _HeatmapOnRadiograph:
+    """``pred_original`` = the ROI heatmap ``pred`` put back on the radiograph's grid (the project's
+    ``ROIToOriginald``), unless the bundle's post-processing already made it; ``pred`` is kept for the peaks."""
 
-    def __init__(self, src: str, dst: str) -> None:
-        self.src, self.dst = src, dst
+    def __init__(self) -> None:
+        self.copy = CopyItemsd(keys=PRED, names=PRED_ORIGINAL)
+        self.to_original = ROIToOriginald(keys=PRED_ORIGINAL)
 
     def __call__(self, data):
-        d = dict(data)
-        d[self.dst] = d[self.src]
-        return d
+        return data if PRED_ORIGINAL in data else self.to_original(self.copy(data))
 
 
 class _FractureResult:
