@@ -5,7 +5,8 @@ A thin subclass of MONAI Label's ``BundleTrainTask``: MONAI Label runs the bundl
 
 * turns the datastore's final labels into the bundle's datalist (``image``, ``annotation``, image-level ``label``
   = any fracture point, ``subject`` = image id, a stable ``fold``), written to ``<work_dir>/datalist.json``;
-* splits it into training and validation by ``val_split``, per class so that both reach validation when they can;
+* splits it into training and validation by ``val_split``, per class so that both reach validation when they can
+  (``val_split`` -1: the bundle's own subject-grouped validation share, ``scripts.datalist.split_fold``);
 * points the run at its own checkpoint folder ``<bundle>/models/monailabel/`` (``last.pt`` every epoch,
   ``model.pt`` at each new best validation AUC), starts from the weights the app serves (``pretrained``) instead of
   resuming, validates every ``val_interval`` epochs, and reads the app's config override files.
@@ -138,8 +139,12 @@ class AASNTrain(BundleTrainTask):
 
     def _partition_datalist(self, datalist, request, shuffle=False):
         val_split = float(request.get("val_split", 0.2))
-        if val_split < 0:
-            return datalist, None  # the bundle's fold split of the written datalist validates
+        if val_split < 0:  # the bundle's own subject-grouped validation share; no test fold is held out here
+            from scripts.datalist import split_fold
+
+            parts = split_fold(datalist, int(self.bundle_config.get_parsed_content("fold")))
+            logger.info(f"Bundle split: training on {len(parts['training']) + len(parts['test'])}, validating on {len(parts['validation'])}")
+            return parts["training"] + parts["test"], parts["validation"]
         train, val = [], []
         for cls in (1, 0):
             group = sorted((d for d in datalist if d["label"] == cls), key=lambda d: hashlib.sha1(d["subject"].encode()).hexdigest())
