@@ -119,49 +119,50 @@ def _anatomy(kind: str, subject: str, atlas_dir: str | None, seed: int) -> Anato
     return procedural_anatomy(subject, seed)
 
 
+def write_example(out: Path, stem: str, result, subject: str, kind: str, uid_seed: tuple, monochrome1: bool, attribution: str | None, extra: dict) -> tuple[str, str]:
+    """Write one rendered radiograph as ``images/<stem>.dcm`` + ``annotations/<stem>.json``; return both
+    paths relative to ``out``."""
+    image_rel = f"images/{stem}.dcm"
+    ann_rel = f"annotations/{stem}.json"
+    index = int(extra.get("index", 0))
+    pose = result.info["pose"]
+    write_dx(
+        out / image_rel,
+        result.pixels,
+        result.spacing_mm,
+        subject=subject,
+        uid_seed=uid_seed,
+        monochrome1=monochrome1,
+        sdd_mm=pose["sdd_mm"],
+        sod_mm=pose["sdd_mm"] - pose["oid_mm"],
+        comments=f"Simulated AP pelvis, not a patient. {attribution or ''}".strip(),
+        study_date=f"2020{1 + index % 12:02d}{1 + index % 28:02d}",
+    )
+    annotation = {
+        "image": image_rel,
+        "landmarks": {name: [round(float(x), 4), round(float(y), 4)] for name, (x, y) in zip(LANDMARK_NAMES, result.landmarks)},
+        "fractures": [[round(float(x), 4), round(float(y), 4)] for x, y in result.fractures],
+        "spacing_mm": [float(result.spacing_mm[0]), float(result.spacing_mm[1])],
+        "simulation": dict(result.info, monochrome1=monochrome1, **extra),
+    }
+    (out / ann_rel).parent.mkdir(parents=True, exist_ok=True)
+    (out / ann_rel).write_text(json.dumps(annotation, indent=1))
+    return image_rel, ann_rel
+
+
 def _render_jobs(kind: str, atlas_dir: str | None, jobs: list[_Job], out_dir: str, size, seed: int) -> list[dict]:
     """Render and write the images of one subject (runs in a worker process)."""
     out = Path(out_dir)
     items = []
     for job in jobs:
         anatomy = _anatomy(kind, job.subject, atlas_dir, seed)
-        rng = np.random.default_rng([seed, job.index])
-        result = render(anatomy, rng, size, positive=job.positive)
+        result = render(anatomy, np.random.default_rng([seed, job.index]), size, positive=job.positive)
         stem = f"img{job.index:05d}_{kind}_{job.subject}"
-        image_rel = f"images/{stem}.dcm"
-        ann_rel = f"annotations/{stem}.json"
-        date = f"2020{1 + job.index % 12:02d}{1 + job.index % 28:02d}"
-        camera_sod = result.info["pose"]["sdd_mm"] - result.info["pose"]["oid_mm"]
-        write_dx(
-            out / image_rel,
-            result.pixels,
-            result.spacing_mm,
-            subject=f"{kind}-{job.subject}",
-            uid_seed=(seed, kind, job.index),
-            monochrome1=job.monochrome1,
-            sdd_mm=result.info["pose"]["sdd_mm"],
-            sod_mm=camera_sod,
-            comments=f"Simulated AP pelvis, not a patient. {anatomy.attribution or ''}".strip(),
-            study_date=date,
+        subject = f"{kind}-{job.subject}"
+        image_rel, ann_rel = write_example(
+            out, stem, result, subject, kind, (seed, kind, job.index), job.monochrome1, anatomy.attribution, {"seed": seed, "index": job.index}
         )
-        annotation = {
-            "image": image_rel,
-            "landmarks": {name: [round(float(x), 4), round(float(y), 4)] for name, (x, y) in zip(LANDMARK_NAMES, result.landmarks)},
-            "fractures": [[round(float(x), 4), round(float(y), 4)] for x, y in result.fractures],
-            "spacing_mm": [float(result.spacing_mm[0]), float(result.spacing_mm[1])],
-            "simulation": dict(result.info, monochrome1=job.monochrome1, seed=seed, index=job.index),
-        }
-        (out / ann_rel).parent.mkdir(parents=True, exist_ok=True)
-        (out / ann_rel).write_text(json.dumps(annotation, indent=1))
-        items.append(
-            {
-                "image": image_rel,
-                "annotation": ann_rel,
-                "label": int(len(result.fractures) > 0),
-                "subject": f"{kind}-{job.subject}",
-                "index": job.index,
-            }
-        )
+        items.append({"image": image_rel, "annotation": ann_rel, "label": int(len(result.fractures) > 0), "subject": subject, "index": job.index})
     return items
 
 

@@ -43,7 +43,7 @@ def _frame():
 
 
 @lru_cache(maxsize=1)
-def canonical_right_femur(step: float = 1.8) -> tuple[Mesh, Mesh]:
+def canonical_right_femur(step: float = 2.2) -> tuple[Mesh, Mesh]:
     """Outer and inner (medullary / cancellous) surfaces of the canonical right femur."""
     base, neck_dir, shaft_dir = _frame()
     lateral = np.array([-1.0, 0.0, 0.0])

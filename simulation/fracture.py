@@ -15,8 +15,8 @@ invisibility on a real film too):
   8 deg about the break, the motion fading out over 10-16 mm from the plane (the bone beyond is
   held by the rest of the ring).
 
-Cutting happens in a local voxel patch around the break (0.2 mm voxels for hairlines, 0.35 mm for
-displaced ones) built from the same closed surfaces (winding numbers along the patch's axis), with
+Cutting happens in a local voxel patch around the break (0.2 mm voxels for hairlines, 0.45 mm for
+displaced ones, whose gaps are at least 1 mm) built from the same closed surfaces (winding numbers along the patch's axis), with
 partial-volume weights for sub-voxel gaps; the projector adds the patch's *change* (fractured minus
 intact) to the exact surface projection, splatting each changed voxel along its own cone-beam ray.
 The label is the projected centre of the cortical break: the centroid of the cortical voxels the
@@ -256,7 +256,7 @@ def fracture_patch_projection(anatomy, frac: Fracture, matrix: np.ndarray, camer
     e2, e3 = _perpendicular_basis(n)
     axes = np.stack([n, e2, e3])
     displaced = frac.kind == "displaced"
-    step = 0.35 if displaced else 0.2
+    step = 0.45 if displaced else 0.2
     half_n = (frac.falloff_mm + frac.gap_mm + 2.0) if displaced else (frac.gap_mm / 2 + 1.0)
     half_p = frac.radius_mm + (np.linalg.norm(frac.shift_mm) + 3.0 if displaced else 1.0)
     n0 = int(np.ceil(2 * half_n / step)) + 1
@@ -267,9 +267,9 @@ def fracture_patch_projection(anatomy, frac: Fracture, matrix: np.ndarray, camer
     s = origin @ n - frac.centre @ n + np.arange(n0) * step  # signed distance of each slice to the plane
     u = -half_p + np.arange(n12) * step
     radial = np.sqrt(u[:, None] ** 2 + u[None, :] ** 2)
-    in_disc = np.clip((frac.radius_mm - radial) / step + 0.5, 0.0, 1.0)  # (n1, n2)
+    in_disc = np.clip((frac.radius_mm - radial) / step + 0.5, 0.0, 1.0).astype(np.float32)  # (n1, n2)
     # Partial-volume gap: fraction of each voxel outside the slab |s| < gap/2.
-    keep = np.clip((np.abs(s) - frac.gap_mm / 2) / step + 0.5, 0.0, 1.0)  # (n0,)
+    keep = np.clip((np.abs(s) - frac.gap_mm / 2) / step + 0.5, 0.0, 1.0).astype(np.float32)  # (n0,)
     cut = 1.0 - (1.0 - keep[:, None, None]) * in_disc[None]
     # Label: centroid of the cortex the cut removes.
     cortex = outer - inner

@@ -122,20 +122,18 @@ def close_holes(mesh: Mesh) -> Mesh:
     boundary edges (small holes left by segmentation) would otherwise give streaks.
     """
     f = mesh.faces
+    n = len(mesh.vertices) + 1
     directed = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    key = directed[:, 0] * (len(mesh.vertices) + 1) + directed[:, 1]
-    rkey = directed[:, 1] * (len(mesh.vertices) + 1) + directed[:, 0]
-    # A directed edge without its reverse is on a hole's border (multiset difference handles
-    # non-manifold edges used three times).
-    k_vals, k_counts = np.unique(key, return_counts=True)
-    r_vals, r_counts = np.unique(rkey, return_counts=True)
-    r_map = dict(zip(r_vals.tolist(), r_counts.tolist()))
+    keys, counts = np.unique(directed[:, 0] * n + directed[:, 1], return_counts=True)
+    reverse = (keys % n) * n + keys // n
+    pos = np.clip(np.searchsorted(keys, reverse), 0, len(keys) - 1)
+    reverse_counts = np.where(keys[pos] == reverse, counts[pos], 0)
+    # A directed edge used more often than its reverse is on a hole's border (multiset difference
+    # also handles non-manifold edges used three times).
+    extra = counts - reverse_counts
     border: list[tuple[int, int]] = []
-    lookup = dict(zip(key.tolist(), map(tuple, directed.tolist())))
-    for kv, kc in zip(k_vals.tolist(), k_counts.tolist()):
-        extra = kc - r_map.get(kv, 0)
-        for _ in range(max(extra, 0)):
-            border.append(lookup[kv])
+    for k, e in zip(keys[extra > 0].tolist(), extra[extra > 0].tolist()):
+        border += [(k // n, k % n)] * e
     if not border:
         return mesh
     # Chain border edges a->b into loops; the filling triangles run b->a so the result is closed.

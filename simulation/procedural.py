@@ -29,7 +29,7 @@ from .mesh import Mesh
 #: Acetabulum centre of the right template hip (the left is its mirror) and cup radius (mm).
 ACETABULUM = np.array([-95.0, 0.0, 0.0])
 CUP_RADIUS = 25.0
-TEMPLATE_STEP_MM = 1.8
+TEMPLATE_STEP_MM = 2.4
 
 #: Ranges of the subject deformation (uniform).
 SUBJECT_RANGES = {
@@ -58,15 +58,17 @@ def _right_hip_sdf(p: np.ndarray) -> np.ndarray:
     q = p - origin
     u = q @ u_dir
     w = q[..., 2]
-    v = q @ n_dir - 0.0035 * u**2 + 0.002 * w**2
+    v = q @ n_dir - 0.0022 * u**2 + 0.0015 * w**2
     # Fan outline: an ellipse (the crest) cut by the greater sciatic notch, merging into the body below.
     ell = (np.sqrt((u / 86.0) ** 2 + ((w - 46.0) / 72.0) ** 2) - 1.0) * 72.0
     notch = 45.0 - np.sqrt((u + 80.0) ** 2 + (w + 15.0) ** 2)  # greater sciatic notch (posterior)
     front = 40.0 - np.sqrt((u - 70.0) ** 2 + (w + 20.0) ** 2)  # between the anterior spines and the cup
     border = np.maximum(np.maximum(ell, notch), front)
-    outline = np.maximum(border, -w - 40.0)
+    outline = np.maximum(border, -w - 55.0)
     edge = -border  # distance inside the crest / notch borders
     thickness = 3.5 + 9.0 * np.exp(-np.clip(edge, 0, None) / 7.0) + 26.0 * np.exp(-np.clip(w + 5.0, 0, None) / 20.0)
+    # The plate thins out where it sinks into the acetabular mass, so it leaves no edge there.
+    thickness = thickness * np.clip((w + 55.0) / 30.0, 0.0, 1.0)
     buttress = 16.0 * np.exp(-(((u + 70.0) / 22.0) ** 2) - (((w - 35.0) / 40.0) ** 2))  # sacro-iliac pillar
     wing = np.maximum(np.abs(v) - 0.5 * (thickness + buttress), outline)
     # Pubis and ischium.
@@ -93,27 +95,28 @@ def _right_hip_sdf(p: np.ndarray) -> np.ndarray:
 
 
 def _sacrum_sdf(p: np.ndarray) -> np.ndarray:
-    # Centre line from the S1 endplate down and forwards to the tip (concave anteriorly).
-    t = np.linspace(0.0, 1.0, 9)
-    # S1 to S3, as in the atlas: the endplate at the level of the iliac crests' lower third.
-    centre = np.stack([np.zeros_like(t), 58.0 + 26.0 * t - 10.0 * t**2, 95.0 - 80.0 * t], axis=1)
-    half_width = 56.0 - 30.0 * t
-    half_depth = 22.0 - 10.0 * t
-    d = None
-    for i in range(len(t) - 1):
-        # Elliptic cross-section: squeeze x so that a round capsule becomes half_width wide.
-        k = half_depth[i] / half_width[i]
-        q = p.copy()
-        q[..., 0] = q[..., 0] * k
-        di = sdf.capsule(q, centre[i], centre[i + 1], half_depth[i], half_depth[i + 1])
-        d = di if d is None else sdf.smooth_union(d, di, 4.0)
-    # Sacral foramina: four pairs of holes through the plate (roughly along y).
-    for j, tj in enumerate((0.2, 0.42, 0.62, 0.82)):
-        c = np.interp(tj, t, centre[:, 2])
-        y = np.interp(tj, t, centre[:, 1])
+    """S1-S3 as in the atlas: a curved plate whose AP outline is a rounded trapezoid (alae at the top,
+    narrowing downwards), thick at the S1 body, with four pairs of anterior foramina."""
+    x, y, z = p[..., 0], p[..., 1], p[..., 2]
+    top, bottom = 97.0, 12.0
+    t = np.clip((top - z) / (top - bottom), 0.0, 1.0)  # 0 at the S1 endplate, 1 at the lower end
+    half_width = 56.0 - 36.0 * t**0.8
+    # Outline: |x| < half_width(z), bottom < z < top (+ a rounded promontory on the S1 body), rounded by 6 mm.
+    promontory = top + 6.0 * np.clip(1.0 - (x / 22.0) ** 2, 0.0, None)
+    d2 = np.maximum.reduce([np.abs(x) - half_width, z - promontory, bottom - z])
+    mid_y = 50.0 + 30.0 * t - 8.0 * t**2  # concave anteriorly, the lower end further back
+    body = 40.0 - 24.0 * t  # AP thickness in the middle
+    ala = 24.0 - 12.0 * t  # and at the lateral parts
+    thickness = ala + (body - ala) * np.exp(-((x / 20.0) ** 2))
+    d = np.maximum(d2, np.abs(y - mid_y) - 0.5 * thickness)
+    d = d - 3.0  # rounding
+    for j, tj in enumerate((0.18, 0.42, 0.64, 0.85)):
+        zc = top - tj * (top - bottom)
         for sx in (-1.0, 1.0):
-            x = sx * (20.0 - 6.0 * tj)
-            hole = sdf.capsule(p, (x, y - 40.0, c), (x, y + 40.0, c), 5.0 - 0.6 * j)
+            xc = sx * (21.0 - 7.0 * tj)
+            r = 5.2 - 0.8 * j
+            hole = np.sqrt((x - xc) ** 2 + ((z - zc) / 0.85) ** 2) - r
+            hole = np.maximum(hole, y - (50.0 + 30.0 * tj) - 10.0)  # anterior foramina only: through the front half
             d = sdf.subtract(d, hole)
     return d
 
@@ -142,7 +145,7 @@ def _nearest_vertex(mesh: Mesh, target: np.ndarray, prefer: np.ndarray | None = 
 def template() -> dict:
     """Template meshes (right hip, left hip = mirror, sacrum; outer and inner) and landmark vertices."""
     step = TEMPLATE_STEP_MM
-    p, origin = sdf.grid((-165, -115, -120), (0.0, 115, 160), step)
+    p, origin = sdf.grid((-190, -125, -120), (0.0, 120, 165), step)
     hip = _right_hip_sdf(p)
     hip_outer = sdf.mesh_level(hip, origin, step, 0.0)
     hip_inner = sdf.mesh_level(hip, origin, step, -PELVIS_CORTEX_MM)

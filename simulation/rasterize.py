@@ -69,8 +69,7 @@ def rasterize_fragments(uv, depth, faces, shape, perspective: bool = True, max_c
     depth = np.asarray(depth, dtype=np.float64)
     attr = 1.0 / depth if perspective else depth
     faces = np.asarray(faces, dtype=np.int64)
-    i0, i1, i2 = faces[:, 0], faces[:, 1], faces[:, 2]
-    p0, p1, p2 = uv[i0], uv[i1], uv[i2]
+    p0, p1, p2 = uv[faces[:, 0]], uv[faces[:, 1]], uv[faces[:, 2]]
     area = (p1[:, 0] - p0[:, 0]) * (p2[:, 1] - p0[:, 1]) - (p1[:, 1] - p0[:, 1]) * (p2[:, 0] - p0[:, 0])
     lo = np.ceil(np.minimum(np.minimum(p0, p1), p2)).astype(np.int64)
     hi = np.floor(np.maximum(np.maximum(p0, p1), p2)).astype(np.int64)
@@ -82,55 +81,59 @@ def rasterize_fragments(uv, depth, faces, shape, perspective: bool = True, max_c
     idx = np.nonzero((nx > 0) & (ny > 0) & (area != 0))[0]
     if len(idx) == 0:
         return
-    n_cand = (nx * ny)[idx]
-    bounds = np.searchsorted(np.cumsum(n_cand), np.arange(max_candidates, n_cand.sum() + max_candidates, max_candidates))
-    start = 0
-    for stop in np.unique(np.minimum(bounds + 1, len(idx))):
-        sel = idx[start:stop]
-        start = stop
-        if len(sel):
-            out = _rasterize_chunk(sel, faces, uv, attr, area, lo, nx, ny, w, perspective)
-            if out is not None:
-                yield out
-
-
-def _rasterize_chunk(sel, faces, uv, attr, area, lo, nx, ny, w, perspective):
-    n = nx[sel] * ny[sel]
-    tri = np.repeat(np.arange(len(sel)), n)
-    offs = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-    f = sel[tri]
-    px = (lo[f, 0] + offs % nx[f]).astype(np.float64)
-    py = (lo[f, 1] + offs // nx[f]).astype(np.float64)
-    sgn = np.sign(area[f])
-    bary = []
+    faces, area, lo, nx, ny = faces[idx], area[idx], lo[idx], nx[idx], ny[idx]
+    sgn = np.sign(area)
+    # Edge functions as per-triangle coefficients e = a*x + b*y + c, each computed from the edge's
+    # canonical (lower index first) vertex order so both triangles of an edge get bit-identical values.
+    coef = []
     for k in range(3):
-        a_idx = faces[f, (k + 1) % 3]
-        b_idx = faces[f, (k + 2) % 3]
-        flip = a_idx > b_idx
-        ca = np.where(flip, b_idx, a_idx)
-        cb = np.where(flip, a_idx, b_idx)
-        a = uv[ca]
-        b = uv[cb]
+        ia, ib = faces[:, (k + 1) % 3], faces[:, (k + 2) % 3]
+        flip = ia > ib
+        a = uv[np.where(flip, ib, ia)]
+        b = uv[np.where(flip, ia, ib)]
         dx = b[:, 0] - a[:, 0]
         dy = b[:, 1] - a[:, 1]
-        e = dx * (py - a[:, 1]) - dy * (px - a[:, 0])
         # Orient as the triangle's edge (k+1 -> k+2), then as the triangle's facing: inside <=> e > 0.
         orient = np.where(flip, -1.0, 1.0) * sgn
-        e = e * orient
         # Ties (pixel centre exactly on an edge or vertex) are decided as if the pixel centre were
         # moved by (eps, eps^2): the same symbolic perturbation for every triangle, so each tied
         # pixel is covered exactly once by the surface's front (and once by its back).
         tie_wins = (-orient * dy > 0) | ((dy == 0) & (orient * dx > 0))
-        bary.append((e, tie_wins))
-    inside = np.ones(len(f), dtype=bool)
-    for e, tie_wins in bary:
-        inside &= (e > 0) | ((e == 0) & tie_wins)
+        coef.append((-dy, dx, dy * a[:, 0] - dx * a[:, 1], orient, tie_wins))
+    # The interpolated attribute is affine in (x, y) on a planar triangle: attr = ax*x + ay*y + a0.
+    q0, q1, q2 = attr[faces[:, 0]], attr[faces[:, 1]], attr[faces[:, 2]]
+    ax = ((q1 - q0) * (p2[idx, 1] - p0[idx, 1]) - (q2 - q0) * (p1[idx, 1] - p0[idx, 1])) / area
+    ay = ((q2 - q0) * (p1[idx, 0] - p0[idx, 0]) - (q1 - q0) * (p2[idx, 0] - p0[idx, 0])) / area
+    a0 = q0 - ax * p0[idx, 0] - ay * p0[idx, 1]
+    n_cand = nx * ny
+    bounds = np.searchsorted(np.cumsum(n_cand), np.arange(max_candidates, n_cand.sum() + max_candidates, max_candidates))
+    start = 0
+    for stop in np.unique(np.minimum(bounds + 1, len(idx))):
+        if stop > start:
+            out = _rasterize_chunk(slice(start, stop), coef, (ax, ay, a0), sgn, lo, nx, ny, w, perspective)
+            if out is not None:
+                yield out
+        start = stop
+
+
+def _rasterize_chunk(sel, coef, plane, sgn, lo, nx, ny, w, perspective):
+    n = nx[sel] * ny[sel]
+    tri = np.repeat(np.arange(sel.start, sel.stop), n)
+    offs = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    nxf = nx[tri]
+    px_i = lo[tri, 0] + offs % nxf
+    py_i = lo[tri, 1] + offs // nxf
+    px = px_i.astype(np.float64)
+    py = py_i.astype(np.float64)
+    inside = None
+    for a, b, c, orient, tie_wins in coef:
+        e = (a[tri] * px + b[tri] * py + c[tri]) * orient[tri]
+        ok = (e > 0) | ((e == 0) & tie_wins[tri])
+        inside = ok if inside is None else inside & ok
     if not inside.any():
         return None
-    abs_area = np.abs(area[f][inside])
-    l0, l1, l2 = (b[0][inside] / abs_area for b in bary)
-    fi = faces[f[inside]]
-    value = l0 * attr[fi[:, 0]] + l1 * attr[fi[:, 1]] + l2 * attr[fi[:, 2]]
+    t = tri[inside]
+    px, py = px[inside], py[inside]
+    value = plane[0][t] * px + plane[1][t] * py + plane[2][t]
     d = 1.0 / value if perspective else value
-    pix = py[inside].astype(np.int64) * w + px[inside].astype(np.int64)
-    return pix, sgn[inside], d
+    return py_i[inside] * w + px_i[inside], sgn[t], d

@@ -84,7 +84,16 @@ def render(
     """
     h, w = int(size[0]), int(size[1])
     pixel = DETECTOR_WIDTH_MM / w
-    pose = pose or Pose.sample(rng)
+    if pose is None:
+        # A radiographer frames the whole pelvis: redraw poses that would cut landmarks off.
+        for _ in range(50):
+            pose = Pose.sample(rng)
+            uv = pose.camera((h, w), (pixel, pixel)).project(apply(pose.matrix(anatomy.centre), anatomy.landmarks))
+            margin = 0.03 * np.array([w, h])
+            if np.all((uv >= margin) & (uv <= np.array([w, h]) - 1 - margin)):
+                break
+        else:
+            raise ValueError(f"a {h} x {w} detector of {DETECTOR_WIDTH_MM:.0f} mm width cannot frame subject {anatomy.subject}'s landmarks")
     camera = pose.camera((h, w), (pixel, pixel))
     matrix = pose.matrix(anatomy.centre)
     secant = camera.secant()
