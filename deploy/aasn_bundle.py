@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BundleInference", "ImageResult", "find_bundle_root"]
+__all__ = ["BundleInference", "ImageResult", "annotation_sidecar", "find_bundle_root"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,22 @@ SCRATCH_KEYS = ("heatmap_nifti", "overlay_png")
 
 def _is_bundle(folder: Path) -> bool:
     return (folder / INFERENCE_CONFIG).is_file()
+
+
+def annotation_sidecar(path: str | os.PathLike) -> Path | None:
+    """The annotation JSON the bundle would use for an image: ``<name>.json`` beside ``<name>[.dcm]``, if any."""
+    path = Path(path)
+    suffix = next((s for s in (".dcm", ".dicom") if path.name.lower().endswith(s)), None)
+    name = path.name[: -len(suffix)] if suffix else path.stem  # as the bundle's datalist names annotations
+    sidecar = path.with_name(f"{name}.json")
+    return sidecar if sidecar.is_file() else None
+
+
+def _link_or_copy(source: Path, link: Path) -> None:
+    try:
+        link.symlink_to(source.resolve())
+    except OSError:
+        shutil.copyfile(source, link)
 
 
 def find_bundle_root(model_path: str | os.PathLike) -> tuple[Path, Path | None]:
@@ -172,17 +188,22 @@ class BundleInference:
         return workflow
 
     def _link_inputs(self, paths: list[str], folder: Path) -> dict[str, str]:
-        """Give each input a unique name (``image_NNNN.dcm``) so that the bundle's per-image folders never clash."""
+        """Give each input a unique name (``image_NNNN.dcm``) so that the bundle's per-image folders never clash.
+
+        An annotation sidecar of an input (``<name>.json`` beside ``<name>.dcm``, the bundle's own rule) is
+        linked beside it under the new name, so the bundle uses its landmarks exactly as when run on the folder.
+        """
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         links = {}
         for index, path in enumerate(paths):
             link = folder / f"image_{index:04d}.dcm"
-            try:
-                link.symlink_to(Path(path).resolve())
-            except OSError:
-                shutil.copyfile(path, link)
+            _link_or_copy(Path(path), link)
+            sidecar = annotation_sidecar(path)
+            if sidecar is not None:
+                logger.info("Using the landmarks of %s for %s", sidecar, path)
+                _link_or_copy(sidecar, link.with_suffix(".json"))
             links[path] = str(link)
         return links
 

@@ -23,6 +23,9 @@ __all__ = ["CheckedDICOMDataLoaderOperator", "dicom_file_problem"]
 
 logger = logging.getLogger(__name__)
 
+#: Annotation sidecars (``<image>.json``, landmarks for the bundle) live beside the images; they are not
+#: DICOM and are not reported as bad files.
+SIDECAR_SUFFIXES = (".json",)
 #: Attributes without which an instance cannot be placed in a study and series, nor referenced.
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
@@ -95,6 +98,9 @@ class CheckedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
     def _load_data(self, files: list[str]):
         usable = []
         for file in sorted(files):
+            if str(file).lower().endswith(SIDECAR_SUFFIXES):
+                logger.info("Not a DICOM instance, left to the bundle: %s", file)
+                continue
             problem = dicom_file_problem(file)
             if problem is None:
                 usable.append(file)

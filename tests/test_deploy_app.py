@@ -1,0 +1,257 @@
+"""Acceptance of the MONAI Deploy app: a simulated DICOM study in, DICOM SR + SC + JSON out, run as a real process.
+
+The study holds a pelvic DX (the radiograph to analyse), a chest CR and an RT Structure Set (distractors) and
+a corrupt file. The app's SR must carry the probability that the bundle's own inference
+(``python -m monai.bundle run --config_file configs/inference.json``) gives for the same image.
+The bundle is a copy of ``bundle/`` with a tiny network (seeded random weights written by the test).
+
+Runs where the MONAI Deploy App SDK is installed: ``bash deploy/setup.sh`` then
+``.venv-deploy/bin/python -m pytest tests/test_deploy*.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import UID
+
+pytest.importorskip("monai.deploy", reason="needs the MONAI Deploy App SDK: bash deploy/setup.sh, then .venv-deploy")
+
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "deploy"))
+sys.path.insert(0, str(REPO / "bundle"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import deploy_dicom_factory as factory  # noqa: E402
+from aasn_bundle import BundleInference, find_bundle_root  # noqa: E402
+from scripts.networks import build_network  # noqa: E402
+from landmark_testdata import random_pelvis, render_chest, render_pelvis  # noqa: E402
+from synthetic_pelvis import write_annotation  # noqa: E402
+
+APP = REPO / "deploy" / "app.py"
+TINY = {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1], "bn_size": 2}
+ROI_SIZE = [64, 128]
+SPACING_MM = 0.8
+IMAGE_SHAPE = (320, 400)  # (H, W) of the pelvic DX
+PROBABILITY = "122157"  # DCM Probability
+IDENTITY_KEYWORDS = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID", "StudyDate",
+    "StudyTime", "AccessionNumber", "ReferringPhysicianName",
+)
+APP_TIMEOUT_S = 600
+
+
+def make_test_bundle(root: Path) -> Path:
+    """A copy of the project's bundle with a tiny AASN and seeded random weights in ``models/model.pt``."""
+    bundle = root / "bundle"
+    shutil.copytree(REPO / "bundle" / "configs", bundle / "configs")
+    shutil.copytree(REPO / "bundle" / "scripts", bundle / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    (bundle / "models").mkdir()
+    config_file = bundle / "configs" / "inference.json"
+    config = json.loads(config_file.read_text())
+    config["network_kwargs"] = TINY
+    config["roi_size"] = ROI_SIZE
+    config_file.write_text(json.dumps(config, indent=4))
+    torch.manual_seed(0)
+    network = build_network("aasn", **TINY)
+    with torch.no_grad():  # away from the zero-initialised head, so that probabilities vary over the image
+        for parameter in network.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    torch.save(network.state_dict(), bundle / "models" / "model.pt")
+    return bundle
+
+
+def pelvic_case() -> tuple[np.ndarray, np.ndarray]:
+    """A toy AP pelvis radiograph (12-bit) and its 16 landmarks in pixels."""
+    landmarks_mm = random_pelvis(np.random.default_rng(7), centre=(160.0, 110.0))
+    image = render_pelvis(landmarks_mm, IMAGE_SHAPE, SPACING_MM, rng=np.random.default_rng(8))
+    return np.rint(image * 4095).astype(np.uint16), landmarks_mm / SPACING_MM
+
+
+def write_study(folder: Path, with_pelvis: bool = True) -> dict[str, pydicom.Dataset]:
+    """A study with a pelvic DX (optional), a chest CR, an RT Structure Set and two corrupt files."""
+    study = factory.new_study_uid()
+    chest = np.rint(render_chest((200, 160), 2.0) * 4095).astype(np.uint16)
+    instances = {
+        "chest": factory.radiograph_dataset(chest, study, modality="CR", body_part="CHEST", view="PA", series_number=2),
+        "rt": factory.rt_structure_set_dataset(study),
+    }
+    if with_pelvis:
+        pixels, landmarks = pelvic_case()
+        instances["pelvis"] = factory.radiograph_dataset(pixels, study, spacing_mm=(SPACING_MM, SPACING_MM))
+    for name, ds in instances.items():
+        factory.save(ds, folder / name / f"{name}.dcm")
+    if with_pelvis:  # landmarks beside the image, as the bundle's inference reads them
+        write_annotation(folder / "pelvis" / "pelvis.json", landmarks)
+    factory.write_corrupt_files(folder / "corrupt")
+    return instances
+
+
+def run_app(args: list[str], env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    python = os.environ.get("AASN_DEPLOY_PYTHON", sys.executable)
+    start = time.perf_counter()
+    result = subprocess.run(
+        [python, str(APP), *args], capture_output=True, text=True, timeout=APP_TIMEOUT_S,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    return result, time.perf_counter() - start
+
+
+def bundle_inference(bundle: Path, image: Path, output_dir: Path) -> dict:
+    """The bundle's own inference on one image, through its documented command; returns its report."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(bundle), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "monai.bundle", "run",
+            "--config_file", str(bundle / "configs" / "inference.json"),
+            "--meta_file", str(bundle / "configs" / "metadata.json"),
+            "--bundle_root", str(bundle), "--input", str(image), "--output_dir", str(output_dir),
+        ],
+        cwd=bundle, env=env, capture_output=True, text=True, timeout=APP_TIMEOUT_S,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (report,) = [json.loads(p.read_text()) for p in output_dir.glob("*/report.json")]
+    return report
+
+
+def content_items(ds, value_type: str, concept_code: str | None = None) -> list:
+    found = []
+    for item in ds.get("ContentSequence", []):
+        names = item.get("ConceptNameCodeSequence", [])
+        if item.ValueType == value_type and (concept_code is None or (names and names[0].CodeValue == concept_code)):
+            found.append(item)
+        found.extend(content_items(item, value_type, concept_code))
+    return found
+
+
+def assert_valid_uids(ds: pydicom.Dataset) -> None:
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        assert UID(ds.get(keyword)).is_valid, keyword
+    assert ds.file_meta.MediaStorageSOPClassUID == ds.SOPClassUID
+    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert UID(ds.file_meta.TransferSyntaxUID).is_transfer_syntax
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return make_test_bundle(tmp_path_factory.mktemp("deploy_bundle"))
+
+
+def test_app_reports_the_pelvic_radiograph_of_a_study_as_the_bundle_does(bundle, tmp_path):
+    inputs, outputs = tmp_path / "study", tmp_path / "out"
+    study = write_study(inputs)
+    pelvis = study["pelvis"]
+    result, seconds = run_app(["-i", str(inputs), "-o", str(outputs), "-m", str(bundle)])
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    print(f"app end-to-end (process start to exit, one study): {seconds:.1f} s")
+
+    for corrupt in ("not_dicom.dcm", "truncated.dcm"):  # skipped with a warning naming the file
+        assert any(corrupt in line and "Skipping" in line for line in log.splitlines()), corrupt
+
+    written = sorted(p.name for p in outputs.iterdir())
+    uid = pelvis.SOPInstanceUID
+    assert written == sorted(["aasn_summary.json", f"sr_{uid}.dcm", f"sc_{uid}.dcm"])
+    sr = pydicom.dcmread(outputs / f"sr_{uid}.dcm")
+    sc = pydicom.dcmread(outputs / f"sc_{uid}.dcm")
+    input_uids = {str(u) for ds in study.values() for u in (ds.SOPInstanceUID, ds.SeriesInstanceUID)}
+    for ds, sop_class in ((sr, "1.2.840.10008.5.1.4.1.1.88.33"), (sc, "1.2.840.10008.5.1.4.1.1.7")):
+        assert ds.SOPClassUID == sop_class
+        assert_valid_uids(ds)
+        for keyword in IDENTITY_KEYWORDS:
+            assert ds.get(keyword) == pelvis.get(keyword), keyword
+        assert {str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID)}.isdisjoint(input_uids)  # new series
+    assert sr.SeriesInstanceUID != sc.SeriesInstanceUID
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence
+    assert [e.ReferencedSOPInstanceUID for e in evidence] == [uid]
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == uid
+    assert (sc.Rows, sc.Columns) == (pelvis.Rows, pelvis.Columns)
+
+    reference = bundle_inference(bundle, inputs / "pelvis" / "pelvis.dcm", tmp_path / "bundle_out")
+    sr_probability = float(content_items(sr, "NUM", PROBABILITY)[0].MeasuredValueSequence[0].NumericValue)
+    assert sr_probability == pytest.approx(reference["fracture_probability"], abs=1e-4)
+    assert len(content_items(sr, "SCOORD")) == len(reference["peaks"])
+
+    summary = json.loads((outputs / "aasn_summary.json").read_text())
+    assert summary["status"] == "ok"
+    (entry,) = summary["results"]  # the distractors were not analysed
+    assert entry["sop_instance_uid"] == uid
+    assert entry["fracture_probability"] == pytest.approx(reference["fracture_probability"], abs=1e-6)
+    assert sorted(Path(s["file"]).name for s in summary["skipped_files"]) == ["not_dicom.dcm", "truncated.dcm"]
+    for distractor in ("chest", "rt"):
+        assert str(study[distractor].SOPInstanceUID) not in log.split("Analysing", 1)[-1].split("\n", 1)[0]
+
+
+def test_app_without_a_pelvic_radiograph_writes_an_empty_summary(bundle, tmp_path):
+    inputs, outputs = tmp_path / "study", tmp_path / "out"
+    write_study(inputs, with_pelvis=False)
+    # the packaged app's way: paths from the HOLOSCAN_* environment variables, no options
+    env = {"HOLOSCAN_INPUT_PATH": str(inputs), "HOLOSCAN_OUTPUT_PATH": str(outputs), "HOLOSCAN_MODEL_PATH": str(bundle)}
+    result, _ = run_app([], env=env)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    assert "No AP pelvic radiograph" in log
+    assert sorted(p.name for p in outputs.iterdir()) == ["aasn_summary.json"]
+    summary = json.loads((outputs / "aasn_summary.json").read_text())
+    assert summary["status"] == "no_pelvic_radiograph" and summary["results"] == []
+
+
+def test_torchscript_model_gives_the_checkpoint_probabilities(bundle, tmp_path):
+    """``-m bundle/models/model.ts`` (from ``monai.bundle ckpt_export``) runs the same pipeline with that network."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(bundle), os.environ.get("PYTHONPATH", "")])}
+    ts_file = bundle / "models" / "model.ts"
+    export = subprocess.run(
+        [
+            sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def",
+            "--filepath", str(ts_file), "--ckpt_file", str(bundle / "models" / "model.pt"),
+            "--meta_file", str(bundle / "configs" / "metadata.json"),
+            "--config_file", str(bundle / "configs" / "inference.json"), "--bundle_root", str(bundle),
+        ],
+        cwd=bundle, env=env, capture_output=True, text=True, timeout=APP_TIMEOUT_S,
+    )  # fmt: skip
+    assert export.returncode == 0, export.stdout[-3000:] + export.stderr[-3000:]
+    study = write_study(tmp_path / "study")
+    image = tmp_path / "study" / "pelvis" / "pelvis.dcm"
+    assert study["pelvis"].Rows == IMAGE_SHAPE[0]
+    root, torchscript = find_bundle_root(ts_file)
+    assert (root, torchscript) == (bundle.resolve(), ts_file.resolve())
+    scripted = BundleInference(root, torchscript=torchscript).run([str(image)])[str(image)]
+    checkpoint = BundleInference(bundle).run([str(image)])[str(image)]
+    assert scripted.error is None and checkpoint.error is None
+    assert scripted.report["fracture_probability"] == pytest.approx(checkpoint.report["fracture_probability"], abs=1e-4)
+    np.testing.assert_allclose(scripted.heatmap, checkpoint.heatmap, atol=1e-4)
+    assert checkpoint.heatmap.shape == checkpoint.image.shape == IMAGE_SHAPE
+
+
+def test_model_path_errors_name_the_path_and_what_was_expected(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find_bundle_root(tmp_path / "missing")
+    lonely = tmp_path / "model.ts"
+    lonely.write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="no bundle around it"):
+        find_bundle_root(lonely)
+    with pytest.raises(FileNotFoundError, match="expected a MONAI bundle"):
+        find_bundle_root(tmp_path)
+
+
+def test_app_yaml_has_what_the_packager_reads():
+    """``holoscan package --config deploy/app.yaml`` requires ``application: title`` and ``resources``."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "deploy" / "app.yaml").read_text())
+    assert config["application"]["title"] and config["application"]["version"]
+    assert config["application"]["input-formats"] == ["file"] and config["application"]["output-formats"] == ["file"]
+    assert {"cpu", "gpu", "memory"} <= set(config["resources"])
+    assert (REPO / "deploy" / "__main__.py").is_file() and (REPO / "deploy" / "requirements.txt").is_file()
+    assert "monai-deploy-app-sdk==4.0.0" in (REPO / "deploy" / "requirements.txt").read_text().splitlines()
