@@ -255,3 +255,15 @@ def test_app_yaml_has_what_the_packager_reads():
     assert {"cpu", "gpu", "memory"} <= set(config["resources"])
     assert (REPO / "deploy" / "__main__.py").is_file() and (REPO / "deploy" / "requirements.txt").is_file()
     assert "monai-deploy-app-sdk==4.0.0" in (REPO / "deploy" / "requirements.txt").read_text().splitlines()
+
+
+def test_an_image_the_bundle_cannot_analyse_does_not_stop_the_others(bundle, tmp_path):
+    study = write_study(tmp_path / "study")
+    good = tmp_path / "study" / "pelvis" / "pelvis.dcm"
+    blank = factory.save(  # no landmarks and nothing to detect them on
+        factory.radiograph_dataset(np.full(IMAGE_SHAPE, 1000, np.uint16), study["pelvis"].StudyInstanceUID),
+        tmp_path / "blank.dcm",
+    )
+    results = BundleInference(bundle).run([str(blank), str(good)])
+    assert results[str(good)].error is None and 0.0 <= results[str(good)].report["fracture_probability"] <= 1.0
+    assert results[str(blank)].error and results[str(blank)].report == {} and results[str(blank)].heatmap is None
