@@ -29,6 +29,12 @@ def main(argv=None) -> int:
     p.add_argument("--columns", type=int, default=6)
     p.add_argument("--tile", type=int, default=320)
     p.add_argument("--limit", type=int, default=36)
+    lm = sub.add_parser("landmarks", help="picture of the 16 landmarks on clean bone projections")
+    lm.add_argument("--anatomy", choices=["atlas", "procedural"], default="atlas")
+    lm.add_argument("--atlas-dir", default=None)
+    lm.add_argument("--subjects", default=None, help="comma-separated subject ids")
+    lm.add_argument("--out", required=True, help="PNG file")
+    lm.add_argument("--size", type=int, default=560)
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":
@@ -50,10 +56,19 @@ def main(argv=None) -> int:
                 progress=not args.no_progress,
             )
             print(path)
-        else:
+        elif args.command == "preview":
             from .preview import contact_sheet
 
             print(contact_sheet(args.dataset, args.out, args.columns, args.tile, args.limit))
+        else:
+            from .dataset import _anatomy, resolve_subjects
+            from .preview import landmark_sheet
+
+            wanted = [s.strip() for s in args.subjects.split(",") if s.strip()] if args.subjects else None
+            ids, atlas_dir = resolve_subjects(args.anatomy, args.atlas_dir, wanted, 6)
+            ids = ids if wanted else ids[:6]
+            anatomies = [_anatomy(args.anatomy, s, str(atlas_dir) if atlas_dir else None, 0) for s in ids]
+            print(landmark_sheet(anatomies, args.out, args.size))
     except (AtlasError, MeshError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

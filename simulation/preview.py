@@ -77,3 +77,55 @@ def contact_sheet(dataset_dir: str | Path, out: str | Path, columns: int = 6, ti
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out
+
+
+def landmark_sheet(anatomies, out: str | Path, size: int = 560, columns: int = 3) -> Path:
+    """Clean bone-only AP projections (neutral pose, no soft tissue or noise) with the 16 landmarks labelled.
+
+    Args:
+        anatomies: :class:`~simulation.anatomy.Anatomy` objects to draw.
+        out: PNG file.
+        size: tile size in pixels.
+        columns: tiles per row.
+    """
+    from .camera import Pose, apply
+    from .femur import LegPose, femur_meshes
+    from .projector import path_length
+
+    tiles = []
+    pose = Pose()
+    for anatomy in anatomies:
+        cam = pose.camera((size, size), (370.0 / size, 370.0 / size))
+        m = pose.matrix(anatomy.centre + np.array([0.0, 0.0, -15.0]))
+        sec = cam.secant()
+        img = np.zeros((size, size))
+        for bone in anatomy.bones.values():
+            img += 1.6 * path_length(bone.outer, m, cam, sec) - 1.2 * path_length(bone.inner, m, cam, sec)
+        for side in ("r", "l"):
+            o, i = femur_meshes(anatomy.acetabulum_centre(side), anatomy.acetabulum_radius[side], side, LegPose())
+            img += 0.6 * (1.6 * path_length(o, m, cam, sec) - 1.2 * path_length(i, m, cam, sec))
+        img = np.clip(img / np.percentile(img, 99.7), 0, 1) ** 0.8
+        im = Image.fromarray((img * 255).astype(np.uint8)).convert("RGB")
+        d = ImageDraw.Draw(im)
+        uv = cam.project(apply(m, anatomy.landmarks))
+        for name, (x, y) in zip(LANDMARK_NAMES, uv):
+            col = COLOURS[name[-1]] if name[-2:] in ("_r", "_l") else COLOURS["m"]
+            d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=col)
+            short = name.replace("obturator_", "obt_").replace("symphysis_", "sym_").replace("acetabulum_center", "acetab")
+            short = short.replace("ischial_tuberosity", "isch_tub").replace("pubic_tubercle", "pub_tub").replace("sciatic_notch", "sciatic")
+            tx = x - 6 - 6 * len(short) if name.endswith("_r") else x + 6
+            d.text((tx, y - 6), short, fill=col)
+        d.text((4, 4), f"{anatomy.source} {anatomy.subject}", fill=(255, 255, 255))
+        tiles.append(im)
+    rows = (len(tiles) + columns - 1) // columns
+    attribution = next((a.attribution for a in anatomies if a.attribution), None)
+    footer = 16 if attribution else 0
+    sheet = Image.new("RGB", (columns * size, rows * size + footer))
+    for k, t in enumerate(tiles):
+        sheet.paste(t, ((k % columns) * size, (k // columns) * size))
+    if attribution:
+        ImageDraw.Draw(sheet).text((4, rows * size + 2), attribution[:260], fill=(200, 200, 200))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out

@@ -240,3 +240,14 @@ def test_bad_arguments_error_clearly(tmp_path, capsys):
         generate_dataset(tmp_path, 0)
     assert cli(["preview", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.png")]) == 2
     assert "datalist.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_parallel_workers_write_the_same_files(tmp_path):
+    """Reproducibility does not depend on scheduling: 2 worker processes == 1 process."""
+    one = Path(generate_dataset(tmp_path / "one", 4, anatomy="procedural", seed=11, size=(64, 64), progress=False, subjects=["P000", "P001"]))
+    two = Path(generate_dataset(tmp_path / "two", 4, anatomy="procedural", seed=11, size=(64, 64), progress=False, subjects=["P000", "P001"], workers=2))
+    files = sorted(p.relative_to(one.parent) for p in one.parent.rglob("*") if p.is_file())
+    assert len(files) == 9
+    for rel in files:
+        assert (one.parent / rel).read_bytes() == (two.parent / rel).read_bytes(), rel
