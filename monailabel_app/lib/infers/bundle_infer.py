@@ -144,9 +144,6 @@ class BundleConfigInfer(BasicInferTask):
     def pre_transforms(self, data=None) -> Sequence[Callable]:
         return [KeepRequestKeys(self.components(data)["preprocessing"])]
 
-    def inferer(self, data=None):
-        return self.components(data)["inferer"]
-
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[str, dict[str, Any]]:
         """Write ``data[output_label_key]`` (the label image) and return it with the result JSON."""
         extension = extension or data.get("result_extension") or DEFAULT_LABEL_EXTENSION
