@@ -13,6 +13,7 @@ from .anatomy import Anatomy, Bone, atlas_anatomy
 from .atlas import ATLAS_ATTRIBUTION, AtlasError, default_atlas_dir, list_members
 from .camera import POSE_RANGES, ConeBeamCamera, Pose
 from .dataset import generate_dataset
+from .distractor import write_distractor
 from .mesh import MeshError
 from .procedural import procedural_anatomy
 from .render import SimulatedRadiograph, render
@@ -33,4 +34,5 @@ __all__ = [
     "list_members",
     "procedural_anatomy",
     "render",
+    "write_distractor",
 ]

@@ -18,6 +18,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
+CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 
 
 #: Namespace of this simulator's name-based (version 5) UUIDs.
@@ -40,6 +41,9 @@ def write_dx(
     sod_mm: float | None = None,
     comments: str = "",
     study_date: str = "20200101",
+    modality: str = "DX",
+    body_part: str = "PELVIS",
+    view_position: str = "AP",
 ) -> Path:
     """Write ``pixels`` (uint16, 0..4095, bone bright) as a DX DICOM file.
 
@@ -53,19 +57,25 @@ def write_dx(
         sdd_mm, sod_mm: source-detector and source-isocentre distances.
         comments: ImageComments (attribution of the anatomy).
         study_date: fake date ``YYYYMMDD``.
+        modality: ``"DX"`` (DX For Presentation storage) or ``"CR"`` (CR storage), for distractor images.
+        body_part: BodyPartExamined.
+        view_position: ViewPosition.
     """
     path = Path(path)
     if pixels.dtype != np.uint16 or pixels.ndim != 2 or int(pixels.max(initial=0)) > 4095:
         raise ValueError("pixels must be a 2D uint16 array with values in 0..4095")
+    if modality not in ("DX", "CR"):
+        raise ValueError(f"modality must be 'DX' or 'CR', got {modality!r}")
+    sop_class = DX_FOR_PRESENTATION if modality == "DX" else CR_IMAGE_STORAGE
     sop_uid = make_uid("sop", *uid_seed)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DX_FOR_PRESENTATION
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = pydicom.Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID = DX_FOR_PRESENTATION
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
     ds.StudyInstanceUID = make_uid("study", uid_seed[0], subject)
     ds.SeriesInstanceUID = make_uid("series", *uid_seed)
@@ -84,13 +94,14 @@ def write_dx(
     ds.StudyID = "SIM"
     ds.SeriesNumber = 1
     ds.InstanceNumber = int(uid_seed[-1]) + 1 if str(uid_seed[-1]).isdigit() else 1
-    ds.Modality = "DX"
+    ds.Modality = modality
     ds.Manufacturer = "AASN pelvic-fracture radiograph simulator"
-    ds.BodyPartExamined = "PELVIS"
-    ds.ViewPosition = "AP"
+    ds.BodyPartExamined = body_part
+    ds.ViewPosition = view_position
     ds.PatientOrientation = ["L", "F"]  # rows run to the patient's left, columns to the feet
     ds.ImageLaterality = "U"
-    ds.PresentationIntentType = "FOR PRESENTATION"
+    if modality == "DX":
+        ds.PresentationIntentType = "FOR PRESENTATION"
     ds.ImageType = ["DERIVED", "PRIMARY"]
     ds.BurnedInAnnotation = "NO"
     ds.DetectorType = "DIRECT"

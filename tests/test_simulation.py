@@ -251,3 +251,23 @@ def test_parallel_workers_write_the_same_files(tmp_path):
     assert len(files) == 9
     for rel in files:
         assert (one.parent / rel).read_bytes() == (two.parent / rel).read_bytes(), rel
+
+
+def test_distractor_films_load_and_say_what_they_are(tmp_path):
+    import pydicom
+
+    from simulation.distractor import write_distractor
+
+    chest = write_distractor(tmp_path / "chest.dcm", "chest", 128, seed=1)
+    blank = write_distractor(tmp_path / "blank.dcm", "blank", 96, seed=1, monochrome1=True)
+    ds = pydicom.dcmread(chest)
+    assert (ds.Modality, ds.BodyPartExamined, ds.ViewPosition) == ("CR", "CHEST", "PA")
+    for path, shape in ((chest, (1, 128, 128)), (blank, (1, 96, 96))):
+        img = LoadPXRd(keys="image")({"image": str(path)})["image"]
+        assert tuple(img.shape) == shape
+    # The chest film has lungs (dark) and bone (bright) side by side; the blank one is flat.
+    chest_img = LoadPXRd(keys="image")({"image": str(chest)})["image"][0].numpy()
+    assert np.percentile(chest_img, 95) - np.percentile(chest_img, 20) > 0.3
+    assert write_distractor(tmp_path / "again.dcm", "chest", 128, seed=1).read_bytes() == chest.read_bytes()
+    with pytest.raises(ValueError, match="kind must be one of"):
+        write_distractor(tmp_path / "x.dcm", "knee")
