@@ -40,7 +40,7 @@ class Anatomy:
     Args:
         subject: subject id (atlas member id, or ``P###`` for procedural subjects).
         source: ``"atlas"`` or ``"procedural"``.
-        bones: pelvic bones by name (``hip_r``, ``hip_l``, ``sacrum``).
+        bones: bones by name: ``hip_r``, ``hip_l``, ``sacrum`` and the added ``l5``, ``l4``, ``coccyx``.
         landmarks: ``(16, 3)`` LPS mm, in :data:`~custom_transforms.conventions.LANDMARK_NAMES` order.
         acetabulum_radius: ``{"r": mm, "l": mm}``, radius of the sphere fitted to each acetabulum.
         ramus_corridors: ``{"r"/"l": Mesh}`` superior-ramus corridors (atlas only, may be empty).
@@ -66,6 +66,14 @@ class Anatomy:
         return mid + np.array([0.0, 0.0, 25.0])
 
 
+def add_spine(bones: dict[str, Bone]) -> None:
+    """Add L5, L4 and the sacral tip with the coccyx, placed on the subject's sacrum (see :mod:`simulation.spine`)."""
+    from .spine import spine_meshes
+
+    for name, (outer, inner) in spine_meshes(bones["sacrum"].outer).items():
+        bones[name] = Bone(name, outer, inner)
+
+
 def atlas_anatomy(atlas_dir: str | Path, subject: str) -> Anatomy:
     """The anatomy of one atlas member (read, closed, cortex computed; cached per process)."""
     return _atlas_anatomy_cached(str(Path(atlas_dir).resolve()), str(subject))
@@ -75,6 +83,7 @@ def atlas_anatomy(atlas_dir: str | Path, subject: str) -> Anatomy:
 def _atlas_anatomy_cached(atlas_dir: str, subject: str) -> Anatomy:
     member = load_member(atlas_dir, subject)
     bones = {name: Bone(name, mesh, inner_surface(mesh, PELVIS_CORTEX_MM)) for name, mesh in member.bones.items()}
+    add_spine(bones)
     radii = {side: acetabulum_radius(member.raw_vertices, side) for side in ("r", "l")}
     return Anatomy(
         subject=subject,

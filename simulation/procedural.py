@@ -23,7 +23,7 @@ import numpy as np
 from custom_transforms.conventions import LANDMARK_NAMES
 
 from . import sdf
-from .anatomy import PELVIS_CORTEX_MM, Anatomy, Bone
+from .anatomy import PELVIS_CORTEX_MM, Anatomy, Bone, add_spine
 from .mesh import Mesh
 
 #: Acetabulum centre of the right template hip (the left is its mirror) and cup radius (mm).
@@ -217,6 +217,7 @@ def _procedural_cached(subject: str, seed: int) -> Anatomy:
     for name, side in (("hip_r", "r"), ("hip_l", "l"), ("sacrum", "s")):
         outer, inner = tpl[name]
         bones[name] = Bone(name, Mesh(deform(outer.vertices, side), outer.faces), Mesh(deform(inner.vertices, side), inner.faces))
+    add_spine(bones)
     landmarks = np.zeros((len(LANDMARK_NAMES), 3))
     lv = tpl["landmark_vertices"]
     for i, name in enumerate(LANDMARK_NAMES):
