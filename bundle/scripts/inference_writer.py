@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from ignite.engine import Engine, Events
 
 from custom_transforms import ROIToOriginal
@@ -144,7 +145,8 @@ class FractureReportWriter:
         else:
             roi_size = item.get(self.roi_size_key)
             roi_size = None if roi_size is None else [int(v) for v in to_numpy(roi_size).ravel()]
-            original = ROIToOriginal()(item[self.pred_key], to_numpy(item[self.roi_to_original_key]), image.shape[-2:], roi_size)
+            pred = torch.as_tensor(to_numpy(item[self.pred_key]))  # on the CPU, wherever the network ran
+            original = ROIToOriginal()(pred, to_numpy(item[self.roi_to_original_key]), image.shape[-2:], roi_size)
         original = to_numpy(original).astype(np.float32)
         original = original[0] if original.ndim == 3 else original
         score = float(to_numpy(item[self.score_key]).ravel()[0]) if self.score_key in item else float(roi_heatmap.max())

@@ -59,11 +59,14 @@ def plot_froc(curve: FROCCurve, path: str | os.PathLike, marks: Sequence[float] 
     fig, ax = plt.subplots(figsize=(5, 4.5))
     fp = np.clip(curve.fp_ratio, 1e-5, 1.0)
     ax.step(fp, curve.recall, where="post", lw=2, label="AASN")
+    lines = []
     for m in marks:
         r = curve.recall_at(m)
         ax.axvline(m, ls=":", c="grey", lw=1)
         ax.plot([m], [r], "o", c="C3")
-        ax.annotate(f"{100 * r:.1f}% @ {100 * m:g}% FP", (m, r), textcoords="offset points", xytext=(4, -12), fontsize=8)
+        lines.append(f"recall {100 * r:.1f} % at {100 * m:g} % FP")
+    ax.text(0.03, 0.97, "\n".join(lines), transform=ax.transAxes, va="top", fontsize=9,
+            bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8})
     ax.set_xscale("log")
     ax.set(
         xlabel="false-positive area ratio (mean per image)", ylabel="fracture recall",
@@ -146,11 +149,19 @@ def save_overlay(
     gray = _gray(image)
     heatmap = np.asarray(heatmap, dtype=np.float32)
     h, w = gray.shape
+    # The figure is ~660 px wide: box-average larger images first (matplotlib's per-pixel alpha resampling of a
+    # 5-megapixel radiograph costs seconds); extent keeps the axes in original pixels for the peaks.
+    f = max(1, -(-max(h, w) // 800))
+    if f > 1:
+        hc, wc = h // f * f, w // f * f
+        gray = gray[:hc, :wc].reshape(hc // f, f, wc // f, f).mean(axis=(1, 3))
+        heatmap = heatmap[:hc, :wc].reshape(hc // f, f, wc // f, f).mean(axis=(1, 3))
+    extent = (-0.5, (gray.shape[1] * f) - 0.5, (gray.shape[0] * f) - 0.5, -0.5)
     fig, ax = plt.subplots(figsize=(6, 6 * h / w + 0.4))
-    ax.imshow(gray, cmap="gray")
+    ax.imshow(gray, cmap="gray", extent=extent)
     floor = 0.5 * threshold if threshold is not None else 0.1
     alpha = np.clip((heatmap - floor) / max(1.0 - floor, 1e-6), 0, 1) * 0.6
-    ax.imshow(heatmap, cmap="jet", vmin=0, vmax=1, alpha=alpha)
+    ax.imshow(heatmap, cmap="jet", vmin=0, vmax=1, alpha=alpha, extent=extent)
     if peaks is not None and len(peaks):
         peaks = np.asarray(peaks).reshape(-1, 2)
         ax.scatter(peaks[:, 0], peaks[:, 1], marker="+", s=120, c="white", linewidths=1.5)
