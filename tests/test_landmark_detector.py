@@ -71,6 +71,8 @@ def _heatmaps(points_px: np.ndarray, matrix: np.ndarray, sigma: float = 1.5) -> 
 
 
 def _detector(heatmaps, shape_model, **kwargs) -> LandmarkDetector:
+    """Detector whose network returns ``heatmaps`` as regressed Gaussians (activation ``"none"``)."""
+    kwargs.setdefault("activation", "none")
     return LandmarkDetector(PlantedHeatmaps(heatmaps), shape_model, input_size=INPUT_SIZE, **kwargs)
 
 
@@ -84,6 +86,20 @@ def test_landmarks_come_back_in_original_pixels(case, shape_model):
     np.testing.assert_allclose(detection.confidence, detection.peaks)
     assert detection.confidence.min() > 0.9
     assert detection.plausibility == pytest.approx(np.median(detection.peaks))
+
+
+def test_spatial_softmax_logits_give_probability_confidences(case, shape_model):
+    image, truth, matrix = case
+    sigma = 1.5
+    logits = torch.log(_heatmaps(truth, matrix, sigma).clamp_min(1e-30))  # softmax = normalised Gaussian
+    detection = _detector(logits, shape_model, activation="spatial_softmax", confidence_radius=3)(image)
+    np.testing.assert_allclose(detection.landmarks, truth, atol=0.02)
+    # probability within 3 px of a sigma 1.5 px Gaussian (a 7 x 7 window): about 0.95 or more
+    assert detection.confidence.min() > 0.9 and detection.plausibility > 0.9
+    flat = _detector(torch.zeros(16, *INPUT_SIZE), shape_model, activation="spatial_softmax")
+    assert flat.detect(image).confidence.max() < 0.01  # uniform: 49 of 9216 pixels
+    with pytest.raises(NotAPelvisError):
+        flat(image)
 
 
 def test_one_wrong_peak_is_corrected_by_the_shape_prior(case, shape_model):
@@ -185,7 +201,7 @@ def test_real_network_shapes_and_weight_loading(tmp_path, case, shape_model):
     torch.save(network.state_dict(), path)
     loaded = load_network_weights(UNet(2, 1, 16, channels=(4, 8), strides=(2,), num_res_units=0), path)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), network.state_dict().values()))
-    detection = LandmarkDetector(loaded, shape_model, input_size=(32, 48)).detect(image)
+    detection = LandmarkDetector(loaded, shape_model, input_size=(32, 48)).detect(image)  # spatial softmax
     assert detection.landmarks.shape == (16, 2) and 0 <= detection.plausibility <= 1
     with pytest.raises(FileNotFoundError, match="landmark_train.json"):
         load_network_weights(network, tmp_path / "missing.pt")

@@ -13,8 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 from scripts.heatmap_decoding import (  # noqa: E402
     decode_heatmaps,
     gaussian_heatmaps,
+    heatmap_confidence,
     heatmap_value_near,
     sample_heatmaps,
+    spatial_softmax,
 )
 
 # non-integer peaks, inside and on the border of a 40 x 64 map
@@ -74,3 +76,18 @@ def test_heatmap_value_near_reads_the_peak_not_an_interpolation():
     assert torch.allclose(values, maps.flatten(1).max(1).values)
     far = heatmap_value_near(maps, PLANTED[:3] + torch.tensor([6.0, 0.0]))
     assert far.max() < 1e-3
+
+
+def test_spatial_softmax_confidence_is_probability_within_radius():
+    logits = torch.zeros(2, 20, 30)
+    logits[0, 5, 7] = 50.0  # all the mass on one pixel
+    probabilities = spatial_softmax(logits)
+    assert torch.allclose(probabilities.sum((-2, -1)), torch.ones(2))
+    values = heatmap_confidence(probabilities, torch.tensor([[8.0, 6.0], [8.0, 6.0]]), "spatial_softmax", radius=1)
+    assert values[0] == pytest.approx(1.0, abs=1e-6)  # within 1 px of (7, 5)
+    assert values[1] == pytest.approx(9 / 600)  # uniform over 600 pixels, 3 x 3 window
+    assert heatmap_confidence(probabilities, torch.tensor([[10.0, 6.0], [0.0, 0.0]]), "spatial_softmax", radius=1)[0] < 1e-6
+    # at the corner, the window's outside part counts as zero
+    assert heatmap_confidence(probabilities, torch.tensor([[0.0, 0.0], [0.0, 0.0]]), "spatial_softmax", radius=1)[1] == pytest.approx(4 / 600)
+    with pytest.raises(ValueError, match="activation"):
+        heatmap_confidence(probabilities, torch.zeros(2, 2), "sigmoid")

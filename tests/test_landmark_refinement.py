@@ -90,7 +90,7 @@ def test_validation_patches_are_deterministic_and_give_mm():
     assert item["image"].meta["patch_landmark"] == 5
     assert item["image"].meta["patch_mm_per_pixel"] == pytest.approx((1.0, 0.5))  # (row, col) of a local pixel
     pred = gaussian_heatmaps(torch.as_tensor(item["label"] + [[1.0, 2.0]]).expand(16, 2), (32, 32), 1.5)
-    out = PatchHeatmapsToMillimetresd()({"image": item["image"], "pred": pred, "label": item["label"]})
+    out = PatchHeatmapsToMillimetresd(activation="none")({"image": item["image"], "pred": pred, "label": item["label"]})
     np.testing.assert_allclose((out["pred"] - out["label"]).numpy(), [[0.5, 2.0]], atol=1e-3)  # 1 col, 2 rows
 
 
@@ -106,7 +106,7 @@ def test_refiner_recovers_blob_centres_from_coarse_positions():
     truth = np.array([[60.0 + 90 * (i % 4), 60.0 + 90 * (i // 4)] for i in range(16)]) + rng.uniform(-5, 5, (16, 2))
     image = torch.from_numpy(_blobs((420, 420), truth, sigma=3.0))[None]
     coarse = truth + rng.uniform(-8, 8, (16, 2))
-    refined, peaks, own, to_patch = LandmarkRefiner(OwnImageNet(), long_side=210, patch_size=32)(image, coarse)
+    refined, peaks, own, to_patch = LandmarkRefiner(OwnImageNet(), long_side=210, patch_size=32, activation="none")(image, coarse)
     np.testing.assert_allclose(refined, truth, atol=0.15)  # original pixels, found at half resolution
     assert own.shape == (16, 32, 32) and to_patch.shape == (16, 3, 3) and peaks.min() > 0.7
 
@@ -125,10 +125,9 @@ def test_detector_with_refiner_corrects_coarse_errors():
         def forward(self, x):
             return planted[None]
 
-    coarse_only = LandmarkDetector(Planted(), shape_model, input_size=input_size).detect(image)
-    refined = LandmarkDetector(
-        Planted(), shape_model, input_size=input_size, refiner=LandmarkRefiner(OwnImageNet(), long_side=400, patch_size=24)
-    ).detect(image)
+    coarse_only = LandmarkDetector(Planted(), shape_model, input_size=input_size, activation="none").detect(image)
+    refiner = LandmarkRefiner(OwnImageNet(), long_side=400, patch_size=24, activation="none")
+    refined = LandmarkDetector(Planted(), shape_model, input_size=input_size, refiner=refiner, activation="none").detect(image)
     assert np.linalg.norm(coarse_only.landmarks - truth, axis=1).mean() > 2.0
     np.testing.assert_allclose(refined.landmarks, truth, atol=0.3)
     assert refined.confidence.min() > 0.7 and not refined.corrected.any()  # blobs blurred by the resizing

@@ -28,6 +28,10 @@ TINY = {
     "input_size": [32, 32],
     "network_def#channels": [4, 8],
     "network_def#strides": [2],
+    "refine_long_side": 64,
+    "refine_patch_size": 16,
+    "refine_network_def#channels": [4, 8],
+    "refine_network_def#strides": [2],
     "batch_size": 4,
     "num_workers": 0,
     "show_progress": False,
@@ -57,6 +61,7 @@ def trained(tmp_path_factory):
 def test_training_writes_weights_and_shape_model(trained):
     models = trained["bundle_root"] / "models"
     assert (models / "landmark_model.pt").is_file() and (models / "landmark_last.pt").is_file()
+    assert (models / "landmark_refine_model.pt").is_file() and (models / "landmark_refine_last.pt").is_file()
     shape = json.loads((models / "landmark_shape_model.json").read_text())
     assert np.asarray(shape["mean"]).shape == (16, 2)
     assert 1 <= len(shape["variances"]) and shape["mean_size_mm"] > 50  # mm, a pelvis-sized configuration
@@ -74,7 +79,7 @@ def test_evaluation_writes_mre_and_sdr(trained):
         output_dir=str(out),
         nonpelvic_per_kind=1,
         device="cpu",
-        **{k: v for k, v in TINY.items() if k.startswith(("input_size", "network_def"))},
+        **{k: v for k, v in TINY.items() if k.startswith(("input_size", "network_def", "refine_"))},
     )
     metrics = json.loads((out / "landmark_metrics.json").read_text())
     assert metrics["images"] == 4 and metrics["fold"] == 0  # fold 0 of 20 images: 2 subjects x 2
@@ -107,7 +112,7 @@ def test_inference_without_annotations_reports_every_image(trained, tmp_path):
         output_dir=str(out),
         plausibility_threshold=0.0,
         device="cpu",
-        **{k: v for k, v in TINY.items() if k.startswith(("input_size", "network_def"))},
+        **{k: v for k, v in TINY.items() if k.startswith(("input_size", "network_def", "refine_"))},
     )
     summary = {Path(s["image"]).name: s["status"] for s in json.loads((out / "landmarks_summary.json").read_text())}
     assert summary == {"pelvis.png": "ok", "blank.png": "not_a_pelvis", "broken.dcm": "unreadable"}

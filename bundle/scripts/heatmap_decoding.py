@@ -4,6 +4,11 @@ A landmark at ``[x, y]`` (pixels, x = column, y = row, origin at the centre of t
 in ``custom_transforms.conventions``) is encoded as ``exp(-|p - [x, y]|^2 / (2 sigma^2))`` sampled at
 the pixel centres ``p``, so its peak value is 1.
 
+A network may output such heatmaps directly (trained by regression) or *logits* whose softmax over the
+image (:func:`spatial_softmax`, trained by cross-entropy against the normalised Gaussian) is a
+probability map of the landmark's position; decoding works on either (the log of a softmax is the
+logits up to a constant).
+
 Decoding takes the arg-max pixel and refines it with one Newton step on the *logarithm* of the
 heatmap over its 3 x 3 neighbourhood (central differences; at the border the stencil moves inwards). The log of a Gaussian is a quadratic, so
 for a Gaussian peak the step lands on the true centre exactly, whatever the sigma; for a network's
@@ -19,7 +24,16 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["gaussian_heatmaps", "decode_heatmaps", "sample_heatmaps", "heatmap_value_near"]
+__all__ = [
+    "gaussian_heatmaps",
+    "spatial_softmax",
+    "decode_heatmaps",
+    "sample_heatmaps",
+    "heatmap_value_near",
+    "HEATMAP_ACTIVATIONS",
+    "activate_heatmaps",
+    "heatmap_confidence",
+]
 
 #: heatmap values are floored here before taking logs (a network may output zeros or negatives).
 _LOG_FLOOR = 1e-10
@@ -149,20 +163,31 @@ def sample_heatmaps(heatmaps: torch.Tensor, points: torch.Tensor) -> torch.Tenso
     return values[0] if unbatched else values
 
 
-def heatmap_value_near(heatmaps: torch.Tensor, points: torch.Tensor, radius: int = 1) -> torch.Tensor:
-    """Maximum of heatmap ``i`` over the ``(2 radius + 1)^2`` pixels around point ``i`` (nearest pixel).
+def spatial_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax of each ``(H, W)`` map over its pixels: ``(..., H, W)`` probabilities summing to 1 per map."""
+    logits = torch.as_tensor(logits).float()
+    shape = logits.shape
+    return torch.softmax(logits.reshape(*shape[:-2], -1), dim=-1).reshape(shape)
 
-    At a decoded peak this is the peak value itself (bilinear sampling between pixels would
-    underestimate a narrow peak); away from any peak it is the heatmap's local level.
+
+def heatmap_value_near(heatmaps: torch.Tensor, points: torch.Tensor, radius: int = 1, reduce: str = "max") -> torch.Tensor:
+    """Maximum (or sum) of heatmap ``i`` over the ``(2 radius + 1)^2`` pixels around point ``i`` (nearest pixel).
+
+    With ``reduce="max"`` at a decoded peak this is the peak value itself (bilinear sampling between
+    pixels would underestimate a narrow peak); with ``reduce="sum"`` on a probability map it is the
+    probability that the landmark lies within ``radius`` pixels.
 
     Args:
         heatmaps: ``(N, H, W)`` or ``(B, N, H, W)``.
         points: ``(N, 2)`` or ``(B, N, 2)`` ``[x, y]`` pixel coordinates (clamped into the map).
         radius: half-size of the window in pixels.
+        reduce: ``"max"`` or ``"sum"`` (pixels outside the map count as 0).
 
     Returns:
         ``(N,)`` or ``(B, N)`` values.
     """
+    if reduce not in ("max", "sum"):
+        raise ValueError(f"reduce must be 'max' or 'sum', got {reduce!r}.")
     heatmaps = torch.as_tensor(heatmaps).float()
     points = torch.as_tensor(points, dtype=torch.float32, device=heatmaps.device)
     unbatched = heatmaps.ndim == 3
@@ -170,8 +195,40 @@ def heatmap_value_near(heatmaps: torch.Tensor, points: torch.Tensor, radius: int
     pts = points.unsqueeze(0) if unbatched else points
     b, n, h, w = maps.shape
     size = 2 * int(radius) + 1
-    pooled = F.max_pool2d(maps.reshape(b * n, 1, h, w), size, stride=1, padding=int(radius)).reshape(b, n, h * w)
+    flat = maps.reshape(b * n, 1, h, w)
+    if reduce == "max":
+        pooled = F.max_pool2d(flat, size, stride=1, padding=int(radius))
+    else:
+        pooled = F.avg_pool2d(flat, size, stride=1, padding=int(radius), count_include_pad=True) * size**2
+    pooled = pooled.reshape(b, n, h * w)
     col = pts[..., 0].round().long().clamp(0, w - 1)
     row = pts[..., 1].round().long().clamp(0, h - 1)
     values = pooled.gather(-1, (row * w + col).unsqueeze(-1)).squeeze(-1)
     return values[0] if unbatched else values
+
+
+#: How a network's output maps become heatmaps: ``"none"`` (regressed Gaussians, peak about 1) or
+#: ``"spatial_softmax"`` (logits; the softmax over the pixels is a probability map).
+HEATMAP_ACTIVATIONS: tuple[str, ...] = ("none", "spatial_softmax")
+
+
+def activate_heatmaps(outputs: torch.Tensor, activation: str) -> torch.Tensor:
+    """Heatmaps from network outputs ``(..., H, W)`` for the given activation (see :data:`HEATMAP_ACTIVATIONS`)."""
+    if activation == "spatial_softmax":
+        return spatial_softmax(outputs)
+    if activation == "none":
+        return torch.as_tensor(outputs).float()
+    raise ValueError(f"heatmap activation must be one of {HEATMAP_ACTIVATIONS}, got {activation!r}.")
+
+
+def heatmap_confidence(heatmaps: torch.Tensor, points: torch.Tensor, activation: str, radius: int = 3) -> torch.Tensor:
+    """Confidence in ``[0, 1]`` of landmark ``i`` at point ``i`` of activated heatmap ``i``.
+
+    ``"none"``: the heatmap maximum within one pixel (a regressed Gaussian peaks at about 1).
+    ``"spatial_softmax"``: the probability that the landmark lies within ``radius`` pixels.
+    """
+    if activation == "spatial_softmax":
+        return heatmap_value_near(heatmaps, points, radius, reduce="sum").clamp(0, 1)
+    if activation == "none":
+        return heatmap_value_near(heatmaps, points, 1, reduce="max").clamp(0, 1)
+    raise ValueError(f"heatmap activation must be one of {HEATMAP_ACTIVATIONS}, got {activation!r}.")

@@ -10,7 +10,7 @@ here a heatmap network with a statistical shape prior plays that role):
 4. the peaks are converted to mm and the statistical shape model is fitted robustly
    (:mod:`.shape_model`): landmarks whose peak is below ``min_confidence`` and those the model
    finds to be outliers are replaced by the model's prediction; the rest are kept as detected;
-5. ``plausibility`` of the image = median peak value x share of landmarks consistent with the shape
+5. ``plausibility`` of the image = median peak confidence x share of landmarks consistent with the shape
    model (none is when the fitted configuration's size in mm is far from the model's). Below
    ``plausibility_threshold`` the image is not taken to be an AP pelvic radiograph and
    :class:`NotAPelvisError` is raised (a chest film, an extremity, a lateral view, a blank image).
@@ -18,9 +18,12 @@ here a heatmap network with a statistical shape prior plays that role):
    has plausibility 0 and is refused whatever the threshold;
 6. optionally (``refiner``), each landmark is refined in a patch at a finer resolution
    (:mod:`.landmark_refinement`) and the shape prior is applied again to the refined positions;
-7. ``confidence`` of each landmark = the last stage's heatmap maximum within one pixel of its final
-   position (a Gaussian target has peak 1, so about 1 for a clear detection, about 0 where the network
-   saw nothing, e.g. where the shape model had to supply the position).
+7. ``confidence`` of each landmark, read from the last stage's heatmap at its final position: for a
+   network trained with a spatial softmax (the default) the probability that the landmark lies within
+   ``confidence_radius`` pixels; for regressed Gaussian heatmaps the heatmap maximum within one pixel
+   (a target peaks at 1). About 1 for a clear detection, about 0 where the network saw nothing (e.g.
+   where the shape model had to supply the position). The peak confidences play the same role in the
+   plausibility.
 
 When the image has no spacing, an isotropic spacing is estimated from the size of the detected
 configuration relative to the shape model's mean size (only for the shape fit's tolerances).
@@ -40,7 +43,7 @@ from monai.transforms import MapTransform, Transform
 
 from custom_transforms.conventions import LANDMARK_NAMES
 
-from .heatmap_decoding import decode_heatmaps, heatmap_value_near
+from .heatmap_decoding import activate_heatmaps, decode_heatmaps, heatmap_confidence
 from .landmark_refinement import LandmarkRefiner
 from .letterbox import Letterbox, apply_matrix
 from .shape_model import StatisticalShapeModel
@@ -67,8 +70,8 @@ class LandmarkDetection:
         landmarks: ``(N, 2)`` float32 ``[x, y]`` in original pixels (after the shape prior).
         confidence: ``(N,)`` heatmap value at each final landmark (maximum within one input pixel), in ``[0, 1]``.
         plausibility: image-level score in ``[0, 1]``.
-        peaks: ``(N,)`` heatmap maxima (before the shape prior).
-        heatmap_landmarks: ``(N, 2)`` the decoded peaks in original pixels (before the shape prior).
+        peaks: ``(N,)`` confidence of each whole-image heatmap peak (before the shape prior).
+        heatmap_landmarks: ``(N, 2)`` the last stage's decoded peaks in original pixels (before the shape prior).
         corrected: ``(N,)`` bool, landmarks replaced by the shape model (outliers or weak peaks).
         shape_consistent: ``(N,)`` bool, detections within tolerance of the fitted shape model.
         names: the landmark names.
@@ -142,6 +145,10 @@ class LandmarkDetector(Transform):
         names: landmark names, in the network's channel order.
         refiner: optional second stage refining each landmark in a patch at a finer resolution
             (:class:`~.landmark_refinement.LandmarkRefiner`), followed by the shape prior again.
+        activation: the network's output: ``"spatial_softmax"`` (logits, trained by cross-entropy) or
+            ``"none"`` (regressed Gaussian heatmaps); see :mod:`.heatmap_decoding`.
+        confidence_radius: for ``"spatial_softmax"``, the confidence of a landmark is the probability
+            within this many input pixels of it.
     """
 
     def __init__(
@@ -157,8 +164,13 @@ class LandmarkDetector(Transform):
         device: str | torch.device | None = None,
         names: Sequence[str] = LANDMARK_NAMES,
         refiner: LandmarkRefiner | None = None,
+        activation: str = "spatial_softmax",
+        confidence_radius: int = 3,
     ) -> None:
         self.network = network.eval()
+        self.activation = activation
+        self.confidence_radius = int(confidence_radius)
+        activate_heatmaps(torch.zeros(1, 3, 3), activation)  # validates the name
         self.shape_model = shape_model
         self.refiner = refiner
         self.letterbox = Letterbox(input_size)
@@ -177,13 +189,13 @@ class LandmarkDetector(Transform):
 
     @torch.no_grad()
     def heatmaps(self, image: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        """Network heatmaps ``(N, H_in, W_in)`` of the letterboxed image and its original -> input matrix."""
+        """Activated heatmaps ``(N, H_in, W_in)`` of the letterboxed image and its original -> input matrix."""
         if image.ndim != 3 or image.shape[0] != 1:
             raise ValueError(f"the detector expects a (1, H, W) radiograph, got shape {tuple(image.shape)}.")
         boxed = self.letterbox(image)
         matrix = boxed.meta["letterbox_matrix"]
         x = boxed.as_tensor()[None].to(self.device)
-        maps = self.network(x)[0].float().cpu()
+        maps = activate_heatmaps(self.network(x)[0].float().cpu(), self.activation)
         if maps.shape[0] != len(self.names):
             raise ValueError(f"the network gave {maps.shape[0]} heatmaps, expected {len(self.names)}.")
         return maps, matrix
@@ -199,9 +211,9 @@ class LandmarkDetector(Transform):
             spacing_mm = image.meta.get("spacing_mm")
         n = len(self.names)
         maps, matrix = self.heatmaps(image)
-        coords_in, peaks = decode_heatmaps(maps, self.smooth_sigma)
+        coords_in, _ = decode_heatmaps(maps, self.smooth_sigma)
         peak_points = apply_matrix(coords_in.numpy(), np.linalg.inv(matrix))
-        peaks_np = peaks.numpy().astype(np.float64)
+        peaks_np = self._confidence(maps, coords_in).numpy().astype(np.float64)
         valid = peaks_np >= self.min_confidence
         spacing_estimated = False
         if spacing_mm is None and self.shape_model is not None:
@@ -211,7 +223,7 @@ class LandmarkDetector(Transform):
         # stage 1: whole-image peaks, shape prior, plausibility
         landmarks, corrected, consistent, fitted = self._shape_prior(peak_points, valid, to_mm)
         raw_points = peak_points
-        confidence = heatmap_value_near(maps, torch.as_tensor(apply_matrix(landmarks, matrix), dtype=torch.float32))
+        confidence = self._confidence(maps, torch.as_tensor(apply_matrix(landmarks, matrix), dtype=torch.float32))
         plausibility = float(np.median(np.clip(peaks_np, 0, 1)) * consistent.mean())
 
         # stage 2: local refinement of the (corrected) coarse positions, then the shape prior again
@@ -220,8 +232,11 @@ class LandmarkDetector(Transform):
             raw_points = refined
             landmarks, corrected, _, _ = self._shape_prior(refined, refined_peaks >= self.min_confidence, to_mm)
             patch_points = np.stack([apply_matrix(p, m) for p, m in zip(landmarks, to_patch)])
-            confidence = heatmap_value_near(own_maps, torch.as_tensor(patch_points, dtype=torch.float32))
+            confidence = self.refiner.confidence(own_maps, torch.as_tensor(patch_points, dtype=torch.float32))
 
+        # a position the shape model extrapolated may fall outside the film: keep it on the image
+        h, w = image.shape[-2:]
+        landmarks = np.clip(landmarks, -0.5, [w - 0.5, h - 0.5])
         contrast = float(torch.as_tensor(image).float().std())
         if contrast < self.min_contrast:
             plausibility = 0.0
@@ -237,6 +252,9 @@ class LandmarkDetector(Transform):
             spacing_estimated=spacing_estimated,
             contrast=contrast,
         )
+
+    def _confidence(self, maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        return heatmap_confidence(maps, points, self.activation, self.confidence_radius)
 
     def _shape_prior(self, points: np.ndarray, valid: np.ndarray, to_mm: np.ndarray | None):
         """(landmarks, corrected, shape-consistent, whether the model could be fitted) for pixel ``points``."""

@@ -29,7 +29,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable
 
-from .heatmap_decoding import decode_heatmaps, gaussian_heatmaps
+from .heatmap_decoding import activate_heatmaps, decode_heatmaps, gaussian_heatmaps, heatmap_confidence
 from .letterbox import Letterbox, apply_matrix, letterbox_matrix
 from .landmark_transforms import warp_affine
 
@@ -245,12 +245,20 @@ class PatchHeatmapsToMillimetresd(MapTransform):
     Args:
         keys: ``(pred_key, label_key)``: ``(N, P, P)`` heatmaps and the ``(1, 2)`` true patch point.
         image_key: the patch image carrying ``patch_landmark`` and ``patch_mm_per_pixel`` meta.
+        activation: the network's output activation (see :mod:`.heatmap_decoding`).
         allow_missing_keys: do not raise if a key is absent.
     """
 
-    def __init__(self, keys: KeysCollection = ("pred", "label"), image_key: str = "image", allow_missing_keys: bool = False):
+    def __init__(
+        self,
+        keys: KeysCollection = ("pred", "label"),
+        image_key: str = "image",
+        activation: str = "spatial_softmax",
+        allow_missing_keys: bool = False,
+    ):
         super().__init__(keys, allow_missing_keys)
         self.image_key = image_key
+        self.activation = activation
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -259,7 +267,10 @@ class PatchHeatmapsToMillimetresd(MapTransform):
         mm = np.asarray([float(torch.as_tensor(v).reshape(-1)[0]) for v in meta["patch_mm_per_pixel"]])
         for key in self.key_iterator(d):
             value = torch.as_tensor(d[key]).detach().cpu()
-            points = decode_heatmaps(value[index : index + 1])[0].numpy() if value.ndim == 3 else value.numpy().reshape(-1, 2)
+            if value.ndim == 3:
+                points = decode_heatmaps(activate_heatmaps(value[index : index + 1], self.activation))[0].numpy()
+            else:
+                points = value.numpy().reshape(-1, 2)
             d[key] = torch.as_tensor(points * mm[::-1], dtype=torch.float32)  # x by the column size, y by the row size
         return d
 
@@ -272,10 +283,22 @@ class LandmarkRefiner:
         long_side: local resolution (pixels of the longer image side) it was trained at.
         patch_size: patch side in pixels.
         device: where the network runs (default: where its parameters are).
+        activation: the network's output, ``"spatial_softmax"`` or ``"none"`` (see :mod:`.heatmap_decoding`).
+        confidence_radius: patch pixels for the ``"spatial_softmax"`` confidence.
     """
 
-    def __init__(self, network: torch.nn.Module, long_side: int = 640, patch_size: int = 64, device=None) -> None:
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        long_side: int = 640,
+        patch_size: int = 64,
+        device=None,
+        activation: str = "spatial_softmax",
+        confidence_radius: int = 3,
+    ) -> None:
         self.network = network.eval()
+        self.activation = activation
+        self.confidence_radius = int(confidence_radius)
         self.long_side = int(long_side)
         self.patch_size = int(patch_size)
         if device is None:
@@ -292,8 +315,8 @@ class LandmarkRefiner:
             points: ``(N, 2)`` coarse positions in original pixels.
 
         Returns:
-            ``refined`` ``(N, 2)`` original ``[x, y]``; ``peaks`` ``(N,)`` each landmark's peak in its own
-            patch; ``heatmaps`` ``(N, P, P)`` channel ``i`` of patch ``i``; ``to_patch`` ``(N, 3, 3)``
+            ``refined`` ``(N, 2)`` original ``[x, y]``; ``peaks`` ``(N,)`` the confidence of each landmark's
+            peak in its own patch; ``heatmaps`` ``(N, P, P)`` channel ``i`` of patch ``i``; ``to_patch`` ``(N, 3, 3)``
             original -> patch matrices.
         """
         size = local_size(image.shape[-2:], self.long_side)
@@ -301,10 +324,15 @@ class LandmarkRefiner:
         to_local, _ = letterbox_matrix(image.shape[-2:], size)
         matrices = patch_matrices(apply_matrix(points, to_local), self.patch_size)
         patches = warp_affine(local.as_tensor()[None], torch.as_tensor(matrices), (self.patch_size, self.patch_size))
-        maps = self.network(patches.to(self.device)).float().cpu()
+        outputs = self.network(patches.to(self.device)).float().cpu()
         n = len(points)
-        own = maps[torch.arange(n), torch.arange(n)]  # channel i of patch i: (N, P, P)
-        coords, peaks = decode_heatmaps(own[:, None])
+        own = activate_heatmaps(outputs[torch.arange(n), torch.arange(n)], self.activation)  # channel i of patch i
+        coords, _ = decode_heatmaps(own[:, None])
+        peaks = self.confidence(own, coords.reshape(n, 2))
         to_patch = matrices @ to_local
         refined = np.stack([apply_matrix(c.reshape(2), np.linalg.inv(m)) for c, m in zip(coords.numpy(), to_patch)])
         return refined, peaks.numpy().reshape(n), own, to_patch
+
+    def confidence(self, heatmaps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Confidence of landmark ``i`` at patch point ``i`` of its own activated heatmap ``(N, P, P)``."""
+        return heatmap_confidence(heatmaps, points, self.activation, self.confidence_radius)

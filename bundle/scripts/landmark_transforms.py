@@ -25,7 +25,7 @@ from monai.transforms import MapTransform, RandomizableTransform
 
 from custom_transforms.conventions import MIRROR_PERMUTATION
 
-from .heatmap_decoding import decode_heatmaps, gaussian_heatmaps
+from .heatmap_decoding import activate_heatmaps, decode_heatmaps, gaussian_heatmaps
 from .letterbox import LETTERBOX_MATRIX, apply_matrix
 
 __all__ = ["RandLandmarkAffined", "warp_affine", "LandmarkHeatmapd", "HeatmapsToMillimetresd", "pixels_to_mm"]
@@ -202,6 +202,7 @@ class HeatmapsToMillimetresd(MapTransform):
         keys: ``(pred_key, label_key)``: heatmaps ``(N, H, W)`` and true letterbox landmarks ``(N, 2)``.
         image_key: the letterboxed image whose meta holds ``letterbox_matrix`` and ``spacing_mm``.
         smooth_sigma: passed to :func:`decode_heatmaps`.
+        activation: the network's output activation (see :mod:`.heatmap_decoding`).
         default_spacing_mm: used when the image has no spacing (then errors are in pixels).
         allow_missing_keys: do not raise if a key is absent.
     """
@@ -211,11 +212,13 @@ class HeatmapsToMillimetresd(MapTransform):
         keys: KeysCollection = ("pred", "label"),
         image_key: str = "image",
         smooth_sigma: float = 0.0,
+        activation: str = "spatial_softmax",
         default_spacing_mm: Sequence[float] = (1.0, 1.0),
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.image_key = image_key
+        self.activation = activation
         self.smooth_sigma = float(smooth_sigma)
         self.default_spacing_mm = tuple(float(s) for s in default_spacing_mm)
 
@@ -227,6 +230,9 @@ class HeatmapsToMillimetresd(MapTransform):
         spacing = self.default_spacing_mm if spacing is None else np.asarray(spacing, dtype=np.float64).reshape(-1)
         for key in self.key_iterator(d):
             value = torch.as_tensor(d[key]).detach().cpu()
-            points = decode_heatmaps(value, self.smooth_sigma)[0].numpy() if value.ndim == 3 else value.numpy()
+            if value.ndim == 3:
+                points = decode_heatmaps(activate_heatmaps(value, self.activation), self.smooth_sigma)[0].numpy()
+            else:
+                points = value.numpy()
             d[key] = torch.as_tensor(pixels_to_mm(apply_matrix(points, inverse), spacing), dtype=torch.float32)
         return d
