@@ -1,0 +1,133 @@
+"""The benchmarks' machinery: statistics against hand-computed values, the tables, and tiny runs of both scripts."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "bundle"))
+
+import bench_accuracy  # noqa: E402
+
+
+def test_mean_std_skips_missing_values():
+    mean, std = bench_accuracy.mean_std([0.5, 0.7, float("nan"), None])
+    assert mean == pytest.approx(0.6)
+    assert std == pytest.approx(math.sqrt(0.02))  # sample std of (0.5, 0.7)
+    assert bench_accuracy.mean_std([0.3]) == (0.3, 0.0)
+    assert all(math.isnan(v) for v in bench_accuracy.mean_std([float("nan")]))
+
+
+def test_bootstrap_auc_interval():
+    labels, scores = [0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9]  # AUC = 3/4 (pairs: 0.4>0.1, 0.9>0.1, 0.9>0.6; 0.4<0.6)
+    # one resampling unit: every resample is the whole set, so the interval is the point AUC
+    assert bench_accuracy.bootstrap_auc_ci(labels, scores, groups=["a"] * 4, n_boot=50) == pytest.approx((0.75, 0.75))
+    assert bench_accuracy.bootstrap_auc_ci([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], n_boot=200) == (1.0, 1.0)
+    assert bench_accuracy.bootstrap_auc_ci([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1], n_boot=200) == (0.0, 0.0)
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 200)
+    scores = labels + rng.normal(0, 1.0, 200)
+    from scripts.metrics import classification_metrics
+
+    auc = classification_metrics(scores, labels)["auc"]
+    low, high = bench_accuracy.bootstrap_auc_ci(labels, scores, n_boot=300, seed=3)
+    assert low < auc < high and high - low < 0.25
+    # subjects of 20 identical-score images: resampling subjects gives a wider interval than resampling images
+    groups = np.repeat(np.arange(10), 20)
+    labels_g, scores_g = np.repeat(labels[:10], 20), np.repeat(scores[:10], 20)
+    wide = bench_accuracy.bootstrap_auc_ci(labels_g, scores_g, groups=groups, n_boot=300)
+    narrow = bench_accuracy.bootstrap_auc_ci(labels_g, scores_g, n_boot=300)
+    assert wide[1] - wide[0] > narrow[1] - narrow[0]
+    with pytest.raises(ValueError, match="3 labels but 2 scores"):
+        bench_accuracy.bootstrap_auc_ci([0, 1, 1], [0.1, 0.2])
+
+
+def test_run_overrides_cache_only_without_augmentation(tmp_path):
+    reduced = bench_accuracy.run_overrides(bench_accuracy.SCALES["reduced"], "aasn", 2, tmp_path / "run",
+                                           tmp_path / "data" / "datalist.json", tmp_path / "cache", seed=0)
+    assert reduced["variant"] == "aasn" and reduced["fold"] == 2 and reduced["generate_demo_data"] is False
+    assert reduced["train#dataset"]["_target_"] == "PersistentDataset"
+    assert "'validation'" in reduced["validate#dataset"]["data"]
+    assert "landmark_jitter" not in reduced["train#random_transforms"]
+    paper = bench_accuracy.run_overrides(bench_accuracy.SCALES["paper"], "vanilla", 0, tmp_path / "run",
+                                         tmp_path / "data" / "datalist.json", None, seed=0)
+    assert not any("#" in k for k in paper)  # the bundle's own augmentation and CacheDataset
+    assert paper["roi_size"] == [256, 512] and paper["network_kwargs"] == {}
+
+
+def _summary_row(auc, recall, folds=(0, 1)):
+    return {
+        "folds": list(folds),
+        **{m: {"mean": v, "std": 0.01} for m, v in zip(bench_accuracy.METRICS, (auc, 0.8, recall, recall))},
+        "pooled": {"auc": auc, "ap": 0.8, "auc_ci95": (auc - 0.05, auc + 0.05)},
+    }
+
+
+def test_markdown_table_hides_localisation_of_image_level_methods():
+    summary = {"chexnet": _summary_row(0.9, 0.4), "aasn": _summary_row(0.95, 0.7)}
+    table = bench_accuracy.markdown_table(summary, ("chexnet", "liu", "aasn"))
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert "40.00" not in rows["CheXNet*"] and "90.00 ± 1.00" in rows["CheXNet*"]
+    assert "70.00 ± 1.00" in rows["AASN"] and "95.00 [90.00, 100.00]" in rows["AASN"] and "97.71 / 77.87" in rows["AASN"]
+    assert "not run" in rows["Liu et al."]
+
+
+def _tiny_dataset(folder: Path, n: int) -> Path:
+    from simulation.dataset import generate_dataset
+
+    return Path(generate_dataset(folder, n, anatomy="procedural", seed=3, size=160, progress=False))
+
+
+def test_accuracy_benchmark_tiny_run(tmp_path):
+    data = tmp_path / "data"
+    _tiny_dataset(data, 15)
+    results = tmp_path / "results"
+    argv = ["--data", str(data), "--work", str(tmp_path / "work"), "--results", str(results), "--methods", "vanilla",
+            "--folds", "1", "--epochs", "1", "--roi", "32", "64", "--n-boot", "20"]
+    summary = bench_accuracy.main(argv)
+    record = json.loads((results / "accuracy_reduced.json").read_text())
+    cases = bench_accuracy.read_cases(tmp_path / "work" / "runs" / "vanilla" / "fold1" / "eval" / "per_case.csv")
+    test_items = [i for i in json.loads((data / "datalist.json").read_text())["training"] if i["fold"] == 1]
+    assert len(cases) == len(test_items) - len(record["data"]["refused"])  # the test fold, evaluated once
+    assert summary["vanilla"]["folds"] == [1] and summary["vanilla"]["pooled"]["num_images"] == len(cases)
+    assert record["scale"]["roi_size"] == [32, 64] and record["scale"]["max_epochs"] == 1
+    assert record["data"]["simulated"]["num_images"] == 15 and record["environment"]["versions"]["monai"]
+    text = (results / "accuracy_reduced.md").read_text()
+    assert "## Table 1" in text and "## Table 2" in text and "| Vanilla DenseNet | 1 |" in text
+    assert (results / "accuracy_reduced_curves.png").stat().st_size > 0
+    # a rerun resumes: the finished run is read back, not retrained
+    stamp = (tmp_path / "work" / "runs" / "vanilla" / "fold1" / "eval" / "metrics.json").stat().st_mtime
+    bench_accuracy.main(argv + ["--report-only"])
+    assert (tmp_path / "work" / "runs" / "vanilla" / "fold1" / "eval" / "metrics.json").stat().st_mtime == stamp
+
+
+def test_end_to_end_benchmark_tiny_run(tmp_path):
+    import bench_end_to_end
+
+    datalist = _tiny_dataset(tmp_path / "case", 1)
+    item = json.loads(datalist.read_text())["training"][0]
+    image = tmp_path / "case" / item["image"]
+    (image.with_suffix(".json")).write_text((tmp_path / "case" / item["annotation"]).read_text())
+    results = tmp_path / "results"
+    record = bench_end_to_end.main(
+        ["--case", str(image), "--runs", "1", "--threads", "1", "--roi", "32", "64", "--repeats", "1",
+         "--matmul-size", "64", "--train-images", "10", "--work", str(tmp_path / "work"), "--results", str(results)]
+    )
+    latency = record["latency"]
+    assert set(bench_end_to_end.STAGES) <= set(latency["median_s"]) and latency["median_s"]["total"] > 0
+    assert latency["median_s"]["total"] == pytest.approx(sum(latency["median_s"][s] for s in bench_end_to_end.STAGES), rel=0.5)
+    assert latency["dominant_stage"] in bench_end_to_end.STAGES
+    report = json.loads(next((tmp_path / "work" / "reports").glob("*/report.json")).read_text())
+    assert 0.0 <= report["fracture_probability"] <= 1.0
+    assert record["network"]["ratio"] > 0 and record["network"]["gflops_per_image"]["aasn"] > record["network"]["gflops_per_image"]["vanilla"]
+    assert set(record["training"]["settings"]) == set(bench_end_to_end.TRAIN_SETTINGS)
+    assert all(r["samples_per_s"] > 0 for r in record["training"]["settings"].values())
+    text = (results / "end_to_end.md").read_text()
+    assert "| network |" in text and "AASN / Vanilla forward ratio" in text and "| full cache |" in text
