@@ -22,7 +22,8 @@ Formats: ``nchw`` (contiguous weights and input), ``channels_last`` (what ``buil
     python benchmarks/bench_network.py --device cuda --amp          # GPU, fp16 autocast
     python benchmarks/bench_network.py --device cuda --amp-check --formats   # AMP training step vs fp32 only
 
-Keep runs short on shared machines.
+Keep runs short on shared machines. On an oversubscribed machine two OpenMP threads stall each other at every
+barrier; ``--threads 1`` then gives steadier ratios and fractions (the reference GEMMs run on one thread too).
 """
 
 from __future__ import annotations
@@ -189,8 +190,11 @@ def main() -> None:
     parser.add_argument("--matmul-size", type=int, default=4096)
     parser.add_argument("--amp", action="store_true", help="time under autocast (bf16 on CPU, fp16 on CUDA)")
     parser.add_argument("--amp-check", action="store_true", help="compare an AMP training step with float32")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     if device.type == "cuda":
