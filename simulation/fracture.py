@@ -11,8 +11,8 @@ hairlines, 25 deg for displaced fractures; a break the beam crosses very oblique
 invisibility on a real film too):
 
 - hairline (non-displaced): bone removed within ``gap/2`` of the plane, gap 0.3-0.9 mm, no shift;
-- displaced: gap 1-3.5 mm, and the fragment on one side shifted by 1.5-6 mm and rotated by up to
-  8 deg about the break, the motion fading out over 10-16 mm from the plane (the bone beyond is
+- displaced: gap 1-3.5 mm, and the fragment on one side shifted by 1.5-6 mm (across the bone in the
+  coronal plane, with an antero-posterior part of about 30 %) and rotated by up to 8 deg about the break, the motion fading out over 10-16 mm from the plane (the bone beyond is
   held by the rest of the ring).
 
 Cutting happens in a local voxel patch around the break (0.2 mm voxels for hairlines, 0.45 mm for
@@ -102,15 +102,20 @@ def site_axis(anatomy, site: str, side: str, t: float) -> tuple[np.ndarray, np.n
     sym_inf = L[li["symphysis_inferior"]]
     sym_mid = 0.5 * (L[li["symphysis_superior"]] + sym_inf)
     if site == "superior_ramus":
+        # Along the ramus from the pubic tubercle to a little beyond the top of the obturator foramen
+        # (the part inside the anterior-pelvis ROI), on the atlas's screw corridor when present.
+        obt_sup = L[li[f"obturator_superior_{side}"]]
         corridor = anatomy.ramus_corridors.get(side)
         if corridor is not None:
             c = corridor.vertices.mean(0)
             _, _, vt = np.linalg.svd(corridor.vertices - c, full_matrices=False)
             axis = vt[0] * np.sign(vt[0] @ (acet - tub))
-            lo = (tub - c) @ axis
-            hi = (acet - c) @ axis
-            return c + (lo + (0.25 + 0.4 * t) * (hi - lo)) * axis, axis, 14.0
-        return tub + (0.25 + 0.35 * t) * (acet - tub), _unit(acet - tub), 14.0
+        else:
+            c, axis = tub, _unit(acet - tub)
+        lo = (tub - c) @ axis
+        span = (acet - c) @ axis - lo
+        t_obt = np.clip(((obt_sup - c) @ axis - lo) / span, 0.2, 0.7)
+        return c + (lo + (0.12 + t * (1.1 * t_obt - 0.12)) * span) * axis, axis, 14.0
     if site == "inferior_ramus":
         start = sym_inf + np.array([s * 10.0, 0.0, 0.0])
         end = obt_inf + 0.3 * (isch - obt_inf)
@@ -163,8 +168,10 @@ def sample_fracture(anatomy, site: str, side: str, rng: np.random.Generator) -> 
     if displaced:
         gap = rng.uniform(1.0, 3.5)
         mag = rng.uniform(1.5, 6.0)
-        a = rng.uniform(0, 2 * np.pi)
-        shift = mag * (np.cos(a) * f2 + np.sin(a) * f3) + rng.uniform(0.0, 1.0) * normal
+        # Mostly across the bone within the coronal plane (a shift along the beam would not show),
+        # with a smaller antero-posterior part and up to 1 mm of distraction.
+        across = _unit(np.cross(normal, ap))
+        shift = mag * (rng.choice([-1.0, 1.0]) * across + rng.normal(0.0, 0.3) * ap) + rng.uniform(0.0, 1.0) * normal
         rotation = rng.uniform(-8, 8)
         b = rng.uniform(0, 2 * np.pi)
         rot_axis = np.cos(b) * f2 + np.sin(b) * f3
@@ -309,29 +316,45 @@ def fracture_patch_projection(anatomy, frac: Fracture, matrix: np.ndarray, camer
 
 
 def _splat(values: np.ndarray, origin, axes, step, matrix, camera: ConeBeamCamera) -> np.ndarray:
-    """Project voxel values (path length per voxel = value * step^3 / ray cross-section) onto the detector."""
+    """Project voxel values onto the detector: each voxel adds ``value * step^3 / (cross-section of the
+    pixel's ray cone at the voxel)`` of path length, bilinearly.
+
+    Splatting points spaced wider than the pixels would leave a moire of holes, so the change is
+    splatted on a grid coarsened until a pixel is at least as large as a projected voxel, then
+    interpolated back to the detector grid.
+    """
     h, w = camera.shape
-    out = np.zeros(h * w)
     idx = np.nonzero(np.abs(values) > 1e-6)
     if len(idx[0]) == 0:
-        return out.reshape(h, w)
+        return np.zeros((h, w))
     val = values[idx].astype(np.float64)
     p = apply(matrix, origin + np.stack(idx, 1) * step @ axes)
     uv = camera.project(p)
     depth = camera.depth(p)
-    # Cross-section of a pixel's ray cone at this depth: a_pix * (depth / sdd)^2 * cos(theta); per
-    # unit volume this gives path length * secant / ... (see module doc).
-    area = camera.pixel_mm[0] * camera.pixel_mm[1] * (depth / camera.sdd_mm) ** 2
+    footprint = step * camera.sdd_mm / depth.min()  # projected voxel size on the detector (mm)
+    f = int(max(1, np.ceil(1.2 * footprint / min(camera.pixel_mm))))
+    hc, wc = -(-h // f), -(-w // f)
+    # Cross-section of a pixel's ray cone at this depth, a_pix * (depth / sdd)^2 * cos(theta): the
+    # path length a voxel adds is its volume over that area (times the ray's secant).
+    area = (f * f) * camera.pixel_mm[0] * camera.pixel_mm[1] * (depth / camera.sdd_mm) ** 2
     xd = (uv[:, 0] - camera.centre[0]) * camera.pixel_mm[1]
     zd = (uv[:, 1] - camera.centre[1]) * camera.pixel_mm[0]
     secant = np.sqrt(1.0 + (xd**2 + zd**2) / camera.sdd_mm**2)
     contrib = val * step**3 * secant / area
-    x0 = np.floor(uv[:, 0]).astype(np.int64)
-    y0 = np.floor(uv[:, 1]).astype(np.int64)
-    fx = uv[:, 0] - x0
-    fy = uv[:, 1] - y0
+    cu = (uv + 0.5) / f - 0.5  # pixel-centre convention on the coarse grid
+    x0 = np.floor(cu[:, 0]).astype(np.int64)
+    y0 = np.floor(cu[:, 1]).astype(np.int64)
+    fx = cu[:, 0] - x0
+    fy = cu[:, 1] - y0
+    out = np.zeros(hc * wc)
     for dx, dy, wt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
         xx, yy = x0 + dx, y0 + dy
-        ok = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
-        out += np.bincount(yy[ok] * w + xx[ok], weights=(contrib * wt)[ok], minlength=h * w)
-    return out.reshape(h, w)
+        ok = (xx >= 0) & (xx < wc) & (yy >= 0) & (yy < hc)
+        out += np.bincount(yy[ok] * wc + xx[ok], weights=(contrib * wt)[ok], minlength=hc * wc)
+    out = out.reshape(hc, wc)
+    if f == 1:
+        return out
+    # Back to the detector grid (pixel-centre aligned bilinear interpolation).
+    ys = (np.arange(h) + 0.5) / f - 0.5
+    xs = (np.arange(w) + 0.5) / f - 0.5
+    return ndimage.map_coordinates(out, np.meshgrid(ys, xs, indexing="ij"), order=1, mode="nearest")
