@@ -7,8 +7,8 @@ It checks the app's contract, not accuracy:
 * the fracture model is a tiny, untrained AASN (random weights): the test checks the probability, the threshold
   logic, the label image and the retraining, not their values;
 * the landmark detector's network is :class:`OracleHeatmaps`, a stand-in that knows the studies: for one of the
-  simulated radiographs it returns Gaussian heatmaps at its annotated landmarks, for any other image flat zero
-  heatmaps. So everything after the network (letterbox inverse, shape prior, plausibility check, label discs, JSON,
+  simulated radiographs it returns logits whose spatial softmax (the detector's activation) is a Gaussian at each
+  annotated landmark, for any other image flat logits (no landmark found). So everything after the network (letterbox inverse, shape prior, plausibility check, label discs, JSON,
   the fracture task's use of the landmarks) is checked against known points, and a chest film is refused by the
   detector's real plausibility check. The server imports the class from this file. Its stored inputs come from
   the project's loader under pydicom 3 (this process); the server loads the same files under pydicom 2.4.
@@ -56,8 +56,8 @@ TRAIN_TIMEOUT_S = 300
 
 
 class OracleHeatmaps(torch.nn.Module):
-    """Stand-in landmark network knowing a few radiographs: the stored heatmaps of the stored input the image
-    equals (mean squared difference below ``tolerance``), else zeros (no landmark found).
+    """Stand-in landmark network knowing a few radiographs: the stored heatmap logits of the stored input the image
+    equals (mean squared difference below ``tolerance``), else flat zero logits (no landmark found).
 
     Args:
         num_images: stored radiographs.
@@ -124,7 +124,8 @@ def deployment(tmp_path_factory):
         boxed = letterbox(LoadPXR()(item["image"]))
         oracle.inputs[i] = boxed.as_tensor()
         points = apply_matrix(annotation["landmarks"], boxed.meta["letterbox_matrix"])
-        oracle.heatmaps[i] = gaussian_heatmaps(torch.as_tensor(points, dtype=torch.float32), DETECTOR_INPUT, 1.5)
+        gaussians = gaussian_heatmaps(torch.as_tensor(points, dtype=torch.float32), DETECTOR_INPUT, 1.5)
+        oracle.heatmaps[i] = torch.log(gaussians.clamp_min(1e-30))  # spatial softmax of these = the Gaussians
         spacing = LoadPXR()(item["image"]).meta["spacing_mm"]
         cases[Path(item["image"]).name.split(".")[0]] = {
             "landmarks": annotation["landmarks"].astype(np.float64),
@@ -147,7 +148,7 @@ def deployment(tmp_path_factory):
     landmark_tiny = root / "landmark_tiny.json"
     landmark_tiny.write_text(
         json.dumps({"input_size": list(DETECTOR_INPUT), "network_def": {"_target_": "test_monailabel_app.OracleHeatmaps"},
-                    "use_refiner": False})
+                    "use_refiner": False, "landmark_detector#activation": "spatial_softmax"})
     )
     return {"root": root, "bundle": bundle, "studies": studies, "cases": cases, "ids": sorted(cases),
             "conf": {"bundle": bundle, "config_overrides": tiny, "landmark_config_overrides": landmark_tiny}}
