@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
     datalist = data / "datalist.json"
     configs = [CONFIGS / "train.json"]
     demo = [CONFIGS / "demo.json"]
-    common = {"bundle_root": str(out), "dataset_dir": str(data), "fold": args.fold, "variant": args.variant}
+    common = {"bundle_root": str(out), "dataset_dir": str(data), "fold": args.fold, "variant": args.variant,
+              "generate_demo_data": True}
     if args.num_images:
         common["demo_num_images"] = args.num_images
     start = time.time()
