@@ -30,6 +30,20 @@ from .mesh import Mesh
 ACETABULUM = np.array([-95.0, 0.0, 0.0])
 CUP_RADIUS = 25.0
 TEMPLATE_STEP_MM = 2.4
+#: Iliac wing plate of the right hip: origin, in-plane direction towards the ASIS, normal (iliac fossa side).
+WING_ORIGIN = ACETABULUM + np.array([22.0, 18.0, 20.0])
+WING_U = np.array([-0.62, -0.78, 0.0])
+WING_N = np.array([0.78, -0.62, 0.0])
+
+
+def _wing_bend(u, w):
+    """Out-of-plane offset of the wing's mid-surface (its curvature)."""
+    return 0.0022 * u**2 - 0.0015 * w**2
+
+
+def _wing_point(u: float, w: float) -> np.ndarray:
+    """A point of the wing's mid-surface from plate coordinates (mm)."""
+    return WING_ORIGIN + u * WING_U + w * np.array([0.0, 0.0, 1.0]) + _wing_bend(u, w) * WING_N
 
 #: Ranges of the subject deformation (uniform).
 SUBJECT_RANGES = {
@@ -52,13 +66,10 @@ def _right_hip_sdf(p: np.ndarray) -> np.ndarray:
     cup = sdf.subtract(cup, sdf.sphere(p, A + 3.0 * opening, CUP_RADIUS))
     cup = np.maximum(cup, (p - A) @ opening - 6.0)
     # Iliac wing: curved plate in the plane spanned by (towards ASIS) and up.
-    u_dir = np.array([-0.62, -0.78, 0.0])
-    n_dir = np.array([0.78, -0.62, 0.0])
-    origin = A + np.array([22.0, 18.0, 20.0])
-    q = p - origin
-    u = q @ u_dir
+    q = p - WING_ORIGIN
+    u = q @ WING_U
     w = q[..., 2]
-    v = q @ n_dir - 0.0022 * u**2 + 0.0015 * w**2
+    v = q @ WING_N - _wing_bend(u, w)
     # Fan outline: an ellipse (the crest) cut by the greater sciatic notch, merging into the body below.
     ell = (np.sqrt((u / 86.0) ** 2 + ((w - 46.0) / 72.0) ** 2) - 1.0) * 72.0
     notch = 45.0 - np.sqrt((u + 80.0) ** 2 + (w + 15.0) ** 2)  # greater sciatic notch (posterior)
@@ -108,8 +119,11 @@ def _sacrum_sdf(p: np.ndarray) -> np.ndarray:
     body = 40.0 - 24.0 * t  # AP thickness in the middle
     ala = 24.0 - 12.0 * t  # and at the lateral parts
     thickness = ala + (body - ala) * np.exp(-((x / 20.0) ** 2))
-    d = np.maximum(d2, np.abs(y - mid_y) - 0.5 * thickness)
-    d = d - 3.0  # rounding
+    # Rounded margins: the plate thins to nothing over its last 12 mm (an elliptical profile), so no
+    # flat wall is seen edge-on.
+    ramp = np.clip(-d2 / 12.0, 0.0, 1.0)
+    half = 0.5 * thickness * np.sqrt(1.0 - (1.0 - ramp) ** 2) + 1.0
+    d = np.maximum(d2 - 1.0, np.abs(y - mid_y) - half)
     for j, tj in enumerate((0.18, 0.42, 0.64, 0.85)):
         zc = top - tj * (top - bottom)
         for sx in (-1.0, 1.0):
@@ -125,8 +139,10 @@ def _landmark_targets() -> dict[str, np.ndarray]:
     """Anatomical targets on the right template hip (mm) and the midline."""
     A = ACETABULUM
     return {
-        "asis_r": A + np.array([-28.0, -60.0, 62.0]),
-        "sciatic_notch_r": A + np.array([45.0, 40.0, 38.0]),
+        # On the wing's mid-surface: the anterior-superior corner of the fan, and the deepest point of
+        # the greater sciatic notch (its circle's point facing the plate's centre), a little inside.
+        "asis_r": _wing_point(80.0, 32.0),
+        "sciatic_notch_r": _wing_point(-42.0, 15.0),
         "obturator_superior_r": np.array([-50.0, -14.0, -22.0]),
         "obturator_inferior_r": np.array([-42.0, -2.0, -70.0]),
         "pubic_tubercle_r": np.array([-24.0, -36.0, -18.0]),
