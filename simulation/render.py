@@ -119,15 +119,19 @@ def render(
         cancellous += inner
     labels = []
     kept: list[Fracture] = []
-    for frac in fractures:
-        change = fracture_patch_projection(anatomy, frac, matrix, camera)
-        if change is None:
-            continue
-        d_cort, d_canc, label3d = change
-        kept.append(frac)
-        cortical += d_cort
-        cancellous += d_canc
-        labels.append(camera.project(apply(matrix, label3d)))
+    for attempt in range(5):
+        for frac in fractures:
+            change = fracture_patch_projection(anatomy, frac, matrix, camera)
+            if change is None:
+                continue
+            d_cort, d_canc, label3d = change
+            kept.append(frac)
+            cortical += d_cort
+            cancellous += d_canc
+            labels.append(camera.project(apply(matrix, label3d)))
+        if kept or not positive:
+            break
+        fractures = sample_fractures(anatomy, rng)  # every cut missed the bone: a positive film needs one
     cortical = np.maximum(cortical, 0.0)
     cancellous = np.maximum(cancellous, 0.0)
 
