@@ -187,6 +187,22 @@ def test_detect_landmarksd_fills_missing_landmarks_only(case, shape_model):
     assert out["landmarks_detected"] is False and "landmark_confidence" not in out
 
 
+def test_detect_landmarksd_loads_a_lazy_detector_only_when_needed(case, shape_model):
+    image, truth, matrix = case
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return _detector(_heatmaps(truth, matrix), shape_model)
+
+    transform = DetectLandmarksd("image", detector=factory)
+    transform({"image": image, "landmarks": truth})
+    assert calls == []  # annotated: never loaded
+    transform({"image": image})
+    transform({"image": image})
+    assert calls == [1]  # loaded once, then reused
+
+
 def test_detect_landmarksd_raises_for_non_pelvis(shape_model):
     flat = torch.zeros(16, *INPUT_SIZE)
     transform = DetectLandmarksd("image", detector=_detector(flat, shape_model))

@@ -32,7 +32,7 @@ configuration relative to the shape model's mean size (only for the shape fit's 
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -317,7 +317,9 @@ class DetectLandmarksd(MapTransform):
 
     Args:
         keys: the image key (one).
-        detector: a :class:`LandmarkDetector`.
+        detector: a :class:`LandmarkDetector`, or a function of no arguments returning one, called the
+            first time a detection is needed (so that a workflow whose images are all annotated never
+            loads the detector's weights), e.g. ``functools.partial(load_landmark_detector, bundle_root)``.
         landmarks_key: where the landmarks are read / written.
         overwrite: detect even when landmarks are present.
         allow_missing_keys: do not raise if the image key is absent.
@@ -329,7 +331,7 @@ class DetectLandmarksd(MapTransform):
     def __init__(
         self,
         keys: KeysCollection = "image",
-        detector: LandmarkDetector | None = None,
+        detector: LandmarkDetector | Callable[[], LandmarkDetector] | None = None,
         landmarks_key: str = "landmarks",
         overwrite: bool = False,
         allow_missing_keys: bool = False,
@@ -339,9 +341,15 @@ class DetectLandmarksd(MapTransform):
             raise ValueError("DetectLandmarksd needs a LandmarkDetector (see configs/landmark_inference.json).")
         if len(self.keys) != 1:
             raise ValueError(f"DetectLandmarksd takes one image key, got {self.keys}.")
-        self.detector = detector
+        self._detector = detector
         self.landmarks_key = landmarks_key
         self.overwrite = bool(overwrite)
+
+    @property
+    def detector(self) -> LandmarkDetector:
+        if not isinstance(self._detector, LandmarkDetector):
+            self._detector = self._detector()
+        return self._detector
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
