@@ -1,27 +1,32 @@
 """How the atlas landmark vertices were chosen (run once; the result is ``atlas_landmarks.json``).
 
-Each landmark has a geometric rule evaluated on every atlas member in its own CT frame (LPS:
-+x patient left, +y posterior, +z superior; patients lie supine, so the frames agree to a few
-degrees). The rule gives a 3D point per member; the landmark's vertex is the one index ``i``
-minimising the summed distance, over all members, between vertex ``i`` and that member's rule point
-(the vertices correspond across members, so one index serves all). ``acetabulum_center`` is not on
-the surface: it is the centre of the sphere fitted to a fixed set of acetabular (lunate) vertices,
-the set being the vertices selected by the rule in at least half of the members.
+Each landmark has a geometric rule evaluated on an atlas member in its own CT frame (LPS: +x patient
+left, +y posterior, +z superior; patients lie supine). The rules were applied to the reference member
+(:data:`REFERENCE_MEMBER`, checked visually), whose vertex index nearest to each rule point is the
+landmark; the vertices correspond across members, so that index serves every member (the picture
+``docs/simulation_landmarks.png`` shows it on others). Applied to several members
+(``derive_landmark_definitions(atlas, subjects=[...])``) the index minimises the summed distance to every
+member's rule point; the rules are not robust enough for all 32 members' differing pelvic tilts, hence
+one checked reference. ``acetabulum_center`` is not on the surface: it is the centre of the sphere
+fitted to a fixed set of acetabular (lunate) vertices, those the rule selects (in at least half of
+the members when several are used); each member's sphere is refitted to that set.
 
 Rules, per hip bone (side sign ``s`` = +1 left, -1 right; "lateral" = larger ``s*x``):
 
-- ``acetabulum_center``: iterative sphere fit to the concave cup on the lateral face: start 25 mm
-  medial of the most lateral point of the hip bone below its mid-height, then keep the vertices
-  10-35 mm from the centre whose normals point at the centre, refit, 15 times.
+- ``acetabulum_center``: iterative sphere fit to the concave cup on the lateral face: start 20 mm
+  medial of the centroid of the laterally facing vertices 5-50 mm above the obturator foramen's top,
+  then keep the vertices 12-40 mm from the centre whose normals point at it (cosine > 0.3 for 8
+  iterations, then > 0.7), refit, 20 times.
 - ``asis``: most anterior (min y) vertex at least 35 mm above the acetabulum centre.
 - ``sciatic_notch``: apex of the greater sciatic notch: on the posterior border (the most posterior
   vertex of each 2 mm axial slice) between 10 mm below and 45 mm above the acetabulum centre, the
   slice where that border is most anterior.
-- ``obturator_superior`` / ``obturator_inferior``: highest / lowest point of the obturator foramen
-  outline seen along y (the AP view): the foramen is the hole of the hip bone's AP silhouette below the
-  acetabulum; the rule point is the rim vertex nearest that outline point.
-- ``pubic_tubercle``: highest vertex of the pubis 12-30 mm lateral of the symphyseal face and in
-  front of the acetabulum centre.
+- ``obturator_superior`` / ``obturator_inferior``: highest / lowest point, near its central column,
+  of the obturator foramen outline seen along y (the AP view): the foramen is the largest hole of the
+  hip bone's AP silhouette in its lower 45 %; the rule point is the vertex nearest that outline point
+  in (x, z), with a small penalty on depth.
+- ``pubic_tubercle``: highest vertex of the pubis 12-30 mm lateral of the symphyseal face, in
+  front of and below the acetabulum centre.
 - ``ischial_tuberosity``: lowest vertex behind the front of the acetabulum (y > centre - 10 mm).
 - ``symphysis_superior`` / ``symphysis_inferior`` (midline): mean of one vertex per hip, the
   highest / lowest vertex within 6 mm of that hip's symphyseal face (its most medial point).
