@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import sdf
-from .camera import rotation_x, rotation_y, rotation_z
+from .camera import rotation_y, rotation_z
 from .mesh import Mesh
 
 #: Canonical femoral head radius (mm); subjects are scaled so that head = acetabulum radius - joint space.
@@ -101,4 +101,4 @@ def femur_meshes(head_centre, acetabulum_radius: float, side: str, pose: LegPose
     return outer.transformed(m), inner.transformed(m)
 
 
-__all__ = ["LegPose", "femur_meshes", "canonical_right_femur", "LEG_POSE_RANGES", "rotation_x"]
+__all__ = ["LegPose", "femur_meshes", "canonical_right_femur", "LEG_POSE_RANGES"]

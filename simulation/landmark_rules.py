@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atlas import list_members, load_member
+from .atlas import load_member
 
 #: Member on which the rules were applied (checked visually); its vertex ids hold for all members.
 REFERENCE_MEMBER = "2"

@@ -152,9 +152,8 @@ def _landmark_targets() -> dict[str, np.ndarray]:
     }
 
 
-def _nearest_vertex(mesh: Mesh, target: np.ndarray, prefer: np.ndarray | None = None) -> int:
-    d = np.linalg.norm(mesh.vertices - target, axis=1)
-    return int(np.argmin(d))
+def _nearest_vertex(mesh: Mesh, target: np.ndarray) -> int:
+    return int(np.argmin(np.linalg.norm(mesh.vertices - target, axis=1)))
 
 
 @lru_cache(maxsize=1)
