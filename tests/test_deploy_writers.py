@@ -148,7 +148,7 @@ def test_secondary_capture_keeps_identity_grid_and_references_the_source(source,
     for keyword in IDENTITY_KEYWORDS:
         assert ds.get(keyword) == source.get(keyword), keyword
     assert ds.SeriesInstanceUID != source.SeriesInstanceUID
-    assert ds.PhotometricInterpretation == "RGB" and ds.BurnedInAnnotation == "YES"
+    assert ds.PhotometricInterpretation == "RGB" and ds.BurnedInAnnotation == "YES" and ds.ConversionType == "WSD"
     assert "NOT FOR DIAGNOSTIC USE" in ds.SeriesDescription and "NOT FOR DIAGNOSTIC USE" in ds.ImageComments
     assert list(ds.PatientOrientation) == list(source.PatientOrientation)
     assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
@@ -221,3 +221,15 @@ def test_selection_rules_pick_the_ap_pelvis_and_nothing_else(tmp_path):
     selected = selector.filter(rules, studies, all_matched=True)
     chosen = {s.series.SeriesInstanceUID for study in selected for s in study.selected_series}
     assert chosen == {series["pelvis_dx_ap"].SeriesInstanceUID, series["pelvis_cr_ap"].SeriesInstanceUID}
+
+
+def test_non_ascii_patient_names_keep_their_character_set(tmp_path):
+    ds = factory.radiograph_dataset(np.zeros((20, 30), np.uint16), factory.new_study_uid())
+    ds.SpecificCharacterSet, ds.PatientName = "ISO_IR 192", "Müller^Jörg"
+    source = pydicom.dcmread(factory.save(ds, tmp_path / "utf8.dcm"))
+    sr = build_fracture_sr(source, report(0.3, False))
+    sc = build_heatmap_sc(source, np.zeros((20, 30, 3), np.uint8))
+    for name, obj in (("sr", sr), ("sc", sc)):
+        obj.save_as(tmp_path / f"{name}.dcm", enforce_file_format=True)
+        written = pydicom.dcmread(tmp_path / f"{name}.dcm")
+        assert written.SpecificCharacterSet == "ISO_IR 192" and str(written.PatientName) == "Müller^Jörg"

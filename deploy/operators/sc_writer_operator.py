@@ -155,6 +155,7 @@ def build_heatmap_sc(
     sc.SeriesDescription = f"AASN fracture heatmap - {BANNER_TEXT}"
     sc.ImageType = ["DERIVED", "SECONDARY"]
     sc.BurnedInAnnotation = "YES"
+    sc.ConversionType = "WSD"  # made by software on a workstation, not digitised from film or video
     sc.ImageComments = f"{BANNER_TEXT}. Research output of the AASN pelvic fracture detector; heatmap overlay."
     sc.DerivationDescription = "AASN fracture probability heatmap blended over the source radiograph"
     reference = Dataset()
