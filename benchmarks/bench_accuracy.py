@@ -84,7 +84,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "image_size": [640, 640],
         "roi_size": [96, 192],
         "network_kwargs": TINY_DENSENET,
-        "max_epochs": 6,
+        "max_epochs": 10,
         "val_interval": 2,
         "batch_size": 16,
         "learning_rate": 1e-3,

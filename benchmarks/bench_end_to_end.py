@@ -342,6 +342,12 @@ def markdown(record: dict) -> str:
             f"**{lat['dominant_stage']}** ({100 * lat['dominant_share']:.0f} %). Goal: median under 1,000 ms "
             f"({'met' if lat['median_s']['total'] < 1.0 else 'not met'}).",
             "",
+            f"CPU time per image {1000 * lat['median_cpu_s']['total']:.0f} ms (largest: "
+            f"{max(STAGES, key=lambda s: lat['median_cpu_s'][s])}); wall / CPU = "
+            f"{lat['median_s']['total'] / max(lat['median_cpu_s']['total'], 1e-9):.1f}. With one thread the CPU time is "
+            "the work itself, and the wall time beyond it is waiting for a core on the shared machine; with more "
+            "threads the CPU time also counts OpenMP threads spinning at barriers.",
+            "",
         ]
     net = record.get("network")
     if net:
@@ -395,7 +401,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--name", default="end_to_end", help="results file stem")
+    parser.add_argument("--rewrite", action="store_true", help="only rewrite <name>.md from <name>.json")
     args = parser.parse_args(argv)
+    if args.rewrite:
+        record = json.loads((Path(args.results) / f"{args.name}.json").read_text())
+        (Path(args.results) / f"{args.name}.md").write_text(markdown(record))
+        return record
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
