@@ -71,9 +71,24 @@ def trained(tmp_path_factory):
     return {"root": root, "bundle_root": bundle_root, "data": Path(datalist).parent}
 
 
+def test_training_config_passes_monai_property_checks(trained):
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "landmark_train.json"), meta_file=str(CONFIGS / "metadata.json"), workflow_type="train",
+        init_id="none", bundle_root=str(trained["bundle_root"]), dataset_dir=str(trained["data"]),
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+
+
 def test_training_writes_weights_and_shape_model(trained):
+    import torch
+
     models = trained["bundle_root"] / "models"
     assert (models / "landmark_model.pt").is_file() and (models / "landmark_last.pt").is_file()
+    last = torch.load(models / "landmark_last.pt", weights_only=True)
+    assert {"network", "optimizer", "lr_scheduler"} <= set(last) and last["trainer"]["epoch"] == 1
     assert (models / "landmark_refine_model.pt").is_file() and (models / "landmark_refine_last.pt").is_file()
     shape = json.loads((models / "landmark_shape_model.json").read_text())
     assert np.asarray(shape["mean"]).shape == (16, 2)
