@@ -175,6 +175,11 @@ def test_app_reports_the_pelvic_radiograph_of_a_study_as_the_bundle_does(bundle,
             assert ds.get(keyword) == pelvis.get(keyword), keyword
         assert {str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID)}.isdisjoint(input_uids)  # new series
     assert sr.SeriesInstanceUID != sc.SeriesInstanceUID
+    if shutil.which("dciodvfy"):  # dicom3tools' IOD checker, where installed (Debian package dicom3tools)
+        for name in (f"sr_{uid}.dcm", f"sc_{uid}.dcm"):
+            check = subprocess.run(["dciodvfy", str(outputs / name)], capture_output=True, text=True)
+            problems = [line for line in (check.stdout + check.stderr).splitlines() if line.startswith(("Error", "Warning"))]
+            assert problems == [], (name, problems)
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence
     assert [e.ReferencedSOPInstanceUID for e in evidence] == [uid]
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == uid

@@ -151,6 +151,7 @@ def test_secondary_capture_keeps_identity_grid_and_references_the_source(source,
     assert ds.PhotometricInterpretation == "RGB" and ds.BurnedInAnnotation == "YES" and ds.ConversionType == "WSD"
     assert "NOT FOR DIAGNOSTIC USE" in ds.SeriesDescription and "NOT FOR DIAGNOSTIC USE" in ds.ImageComments
     assert list(ds.PatientOrientation) == list(source.PatientOrientation)
+    assert ds.BodyPartExamined == source.BodyPartExamined == "PELVIS"
     assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
     np.testing.assert_array_equal(ds.pixel_array, picture)
 

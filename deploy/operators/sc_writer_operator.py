@@ -157,6 +157,11 @@ def build_heatmap_sc(
     sc.BurnedInAnnotation = "YES"
     sc.ConversionType = "WSD"  # made by software on a workstation, not digitised from film or video
     sc.ImageComments = f"{BANNER_TEXT}. Research output of the AASN pelvic fracture detector; heatmap overlay."
+    # The anatomy imaged, as the source states it: BodyPartExamined (PELVIS, unpaired) tells a validator that
+    # General Series Laterality is not required; ImageLaterality is copied when the source has one.
+    for keyword in ("BodyPartExamined", "ImageLaterality"):
+        if source.get(keyword):
+            setattr(sc, keyword, source.get(keyword))
     sc.DerivationDescription = "AASN fracture probability heatmap blended over the source radiograph"
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID
