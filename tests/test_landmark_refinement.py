@@ -131,3 +131,29 @@ def test_detector_with_refiner_corrects_coarse_errors():
     assert np.linalg.norm(coarse_only.landmarks - truth, axis=1).mean() > 2.0
     np.testing.assert_allclose(refined.landmarks, truth, atol=0.3)
     assert refined.confidence.min() > 0.7 and not refined.corrected.any()  # blobs blurred by the resizing
+
+
+def test_only_the_chosen_landmarks_take_the_refined_position():
+    from custom_transforms.conventions import LANDMARK_NAMES
+
+    shape_model = StatisticalShapeModel.from_shapes(training_shapes(), noise_mm=1.5)
+    truth = training_shapes(1, seed=9)[0] * 1.6 + [420, 300]
+    image = MetaTensor(torch.from_numpy(_blobs((600, 800), truth, sigma=3.0))[None], meta={"spacing_mm": (0.625, 0.625)})
+    input_size = (96, 128)
+    matrix, _ = letterbox_matrix((600, 800), input_size)
+    coarse = truth + np.random.default_rng(2).normal(scale=3.0, size=(16, 2))
+    planted = gaussian_heatmaps(torch.as_tensor(apply_matrix(coarse, matrix), dtype=torch.float32), input_size, 1.5)
+
+    class Planted(torch.nn.Module):
+        def forward(self, x):
+            return planted[None]
+
+    chosen = ("symphysis_superior", "symphysis_inferior")
+    refiner = LandmarkRefiner(OwnImageNet(), long_side=400, patch_size=24, activation="none", refined_landmarks=chosen)
+    detection = LandmarkDetector(Planted(), shape_model, input_size=input_size, refiner=refiner, activation="none").detect(image)
+    whole_only = LandmarkDetector(Planted(), shape_model, input_size=input_size, activation="none").detect(image)
+    use = np.isin(LANDMARK_NAMES, chosen)
+    np.testing.assert_allclose(detection.landmarks[use], truth[use], atol=0.3)
+    np.testing.assert_allclose(detection.landmarks[~use], whole_only.landmarks[~use], atol=1e-4)
+    with pytest.raises(ValueError, match="unknown landmark names"):
+        LandmarkRefiner(OwnImageNet(), refined_landmarks=["asis"]).mask(LANDMARK_NAMES)

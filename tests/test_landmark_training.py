@@ -36,8 +36,14 @@ def test_spatial_softmax_cross_entropy_hand_computed():
     assert loss(logits, torch.zeros(1, 1, 1, 2)).item() == pytest.approx(uniform)
     both = torch.cat([torch.tensor([1.0, 0.0]).reshape(1, 1, 1, 2), torch.zeros(1, 1, 1, 2)], dim=1)
     assert loss(logits.expand(1, 2, 1, 2), both).item() == pytest.approx((math.log(4) + uniform) / 2)
+    # refinement patches: a channel without its landmark in the patch is ignored
+    ignoring = SpatialSoftmaxCrossEntropy(empty="ignore")
+    assert ignoring(logits.expand(1, 2, 1, 2), both).item() == pytest.approx(math.log(4))
+    assert ignoring(logits, torch.zeros(1, 1, 1, 2)).item() == 0.0
     with pytest.raises(ValueError, match="differ in shape"):
         loss(logits, torch.zeros(1, 2, 1, 2))
+    with pytest.raises(ValueError, match="empty must be"):
+        SpatialSoftmaxCrossEntropy(empty="zero")
 
 
 def test_weighted_heatmap_mse_hand_computed():

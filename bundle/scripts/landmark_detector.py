@@ -229,10 +229,15 @@ class LandmarkDetector(Transform):
         # stage 2: local refinement of the (corrected) coarse positions, then the shape prior again
         if self.refiner is not None and fitted:
             refined, refined_peaks, own_maps, to_patch = self.refiner(image, landmarks)
-            raw_points = refined
-            landmarks, corrected, _, _ = self._shape_prior(refined, refined_peaks >= self.min_confidence, to_mm)
+            use = self.refiner.mask(self.names)  # the others keep their whole-image estimate
+            points = np.where(use[:, None], refined, landmarks)
+            valid = np.where(use, refined_peaks >= self.min_confidence, ~corrected & (confidence.numpy() >= self.min_confidence))
+            raw_points = points
+            landmarks, corrected, _, _ = self._shape_prior(points, valid, to_mm)
             patch_points = np.stack([apply_matrix(p, m) for p, m in zip(landmarks, to_patch)])
-            confidence = self.refiner.confidence(own_maps, torch.as_tensor(patch_points, dtype=torch.float32))
+            refined_confidence = self.refiner.confidence(own_maps, torch.as_tensor(patch_points, dtype=torch.float32))
+            whole_confidence = self._confidence(maps, torch.as_tensor(apply_matrix(landmarks, matrix), dtype=torch.float32))
+            confidence = torch.where(torch.as_tensor(use), refined_confidence, whole_confidence)
 
         # a position the shape model extrapolated may fall outside the film: keep it on the image
         h, w = image.shape[-2:]

@@ -285,6 +285,10 @@ class LandmarkRefiner:
         device: where the network runs (default: where its parameters are).
         activation: the network's output, ``"spatial_softmax"`` or ``"none"`` (see :mod:`.heatmap_decoding`).
         confidence_radius: patch pixels for the ``"spatial_softmax"`` confidence.
+        refined_landmarks: names of the landmarks whose refined position is used (default: all). Some
+            landmarks need more context than a patch holds (the acetabulum centre is the centre of a
+            femoral head larger than the patch); for them the whole-image estimate can be the better one,
+            which the validation set decides.
     """
 
     def __init__(
@@ -295,10 +299,12 @@ class LandmarkRefiner:
         device=None,
         activation: str = "spatial_softmax",
         confidence_radius: int = 3,
+        refined_landmarks: Sequence[str] | None = None,
     ) -> None:
         self.network = network.eval()
         self.activation = activation
         self.confidence_radius = int(confidence_radius)
+        self.refined_landmarks = None if refined_landmarks is None else tuple(refined_landmarks)
         self.long_side = int(long_side)
         self.patch_size = int(patch_size)
         if device is None:
@@ -332,6 +338,15 @@ class LandmarkRefiner:
         to_patch = matrices @ to_local
         refined = np.stack([apply_matrix(c.reshape(2), np.linalg.inv(m)) for c, m in zip(coords.numpy(), to_patch)])
         return refined, peaks.numpy().reshape(n), own, to_patch
+
+    def mask(self, names: Sequence[str]) -> np.ndarray:
+        """``(N,)`` bool: which of the landmarks ``names`` take the refined position."""
+        if self.refined_landmarks is None:
+            return np.ones(len(names), dtype=bool)
+        unknown = sorted(set(self.refined_landmarks) - set(names))
+        if unknown:
+            raise ValueError(f"refined_landmarks: unknown landmark names {unknown}; expected names from {list(names)}.")
+        return np.array([n in self.refined_landmarks for n in names])
 
     def confidence(self, heatmaps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Confidence of landmark ``i`` at patch point ``i`` of its own activated heatmap ``(N, P, P)``."""

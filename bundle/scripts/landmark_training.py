@@ -6,7 +6,7 @@
 * :class:`SpatialSoftmaxCrossEntropy` (default): each landmark's logits, softmaxed over the pixels, are
   a probability map; the loss is its cross-entropy with the Gaussian target normalised to sum 1 (an
   all-zero target, as for the non-pelvic negatives, asks for the uniform map: "the landmark is not
-  here"). Like a 40,000-way classification it gives every image a strong gradient at the right place
+  here"; for refinement patches, which need only find their own landmark, such channels are ignored). Like a 40,000-way classification it gives every image a strong gradient at the right place
   from the first iteration, where a regression of mostly-zero heatmaps first learns to predict zeros.
 * :class:`WeightedHeatmapMSE`: mean squared error on the Gaussian target heatmaps with pixels weighted
   ``1 + foreground_weight * target``: almost every target pixel is 0, and without the weight a network
@@ -95,8 +95,17 @@ def build_shape_model(
 class SpatialSoftmaxCrossEntropy(torch.nn.Module):
     """Cross-entropy between each channel's spatial softmax and its target normalised to sum 1.
 
-    A channel whose target is all zero gets the uniform distribution as target.
+    Args:
+        empty: what a channel whose target is all zero asks for: ``"uniform"`` (the landmark is not in the
+            image: the whole-image stage's negatives) or ``"ignore"`` (no loss: a patch that does not contain
+            that landmark, whose own landmark is another channel).
     """
+
+    def __init__(self, empty: str = "uniform") -> None:
+        super().__init__()
+        if empty not in ("uniform", "ignore"):
+            raise ValueError(f"empty must be 'uniform' or 'ignore', got {empty!r}.")
+        self.empty = empty
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape != target.shape:
@@ -105,8 +114,12 @@ class SpatialSoftmaxCrossEntropy(torch.nn.Module):
         log_p = torch.log_softmax(logits.float().reshape(b, n, -1), dim=-1)
         t = target.float().reshape(b, n, -1)
         mass = t.sum(-1, keepdim=True)
+        present = mass > 0
+        if self.empty == "ignore":
+            losses = -(t / mass.clamp_min(1e-12) * log_p).sum(-1)
+            return losses[present[..., 0]].mean() if present.any() else logits.sum() * 0.0
         uniform = torch.full_like(t, 1.0 / t.shape[-1])
-        t = torch.where(mass > 0, t / mass.clamp_min(1e-12), uniform)
+        t = torch.where(present, t / mass.clamp_min(1e-12), uniform)
         return -(t * log_p).sum(-1).mean()
 
 
