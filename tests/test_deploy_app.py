@@ -319,6 +319,7 @@ def install_oracle_detector(bundle: Path, image: Path, landmarks_px: np.ndarray)
     detectors = landmark_detector_items(config)
     if not detectors:
         pytest.skip("the bundle's inference.json has no landmark detector yet (issue 6): only annotated images run")
+    config["imports"] = [*config.get("imports", []), "$import scripts.oracle_landmarks", "$import scripts.shape_model"]
     for detector in detectors:
         detector["network"] = (
             "$scripts.landmark_detector.load_network_weights(scripts.oracle_landmarks.OracleHeatmaps("
