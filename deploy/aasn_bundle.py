@@ -2,8 +2,8 @@
 
 The app does not re-implement any step of the pipeline. :class:`BundleInference` drives MONAI's
 ``ConfigWorkflow`` on the bundle's ``configs/inference.json`` exactly as
-``python -m monai.bundle run --config_file configs/inference.json`` does, with three overrides only:
-``input`` (a datalist of the selected files), ``output_dir`` (the app's work folder) and, when the model
+``python -m monai.bundle run --config_file configs/inference.json --bundle_root <bundle>`` does, overriding
+only ``input`` (a datalist of the selected files), ``output_dir`` (the app's work folder) and, when the model
 path is a TorchScript file, the network. It then reads back what the bundle wrote per image
 (``report.json`` and ``heatmap.nii.gz``, see ``bundle/scripts/inference_writer.py``), so the app's
 probabilities, peaks and heatmaps are the bundle's.
@@ -183,7 +183,7 @@ class BundleInference:
             parser["handlers"] = [
                 handler
                 for handler in parser.get("handlers", [])
-                if not str(handler.get("_target_", "")).endswith("CheckpointLoader")
+                if not (isinstance(handler, dict) and str(handler.get("_target_", "")).endswith("CheckpointLoader"))
             ]
         return workflow
 
