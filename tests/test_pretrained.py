@@ -107,9 +107,12 @@ def test_original_rule_starts_every_fusion_variant_at_vanilla():
     x = torch.rand(2, 8, 32, 64)
     x[:, 6:] = x[:, 6:] * 2 - 1
     with torch.no_grad():
-        assert torch.allclose(aasn(x), vanilla(x), atol=1e-5)
+        reference = vanilla(x)
+        # random "pretrained" weights give logits in the thousands: compare relative to their scale (float32)
+        scale = reference.abs().max()
+        assert (aasn(x) - reference).abs().max() <= 1e-5 * scale
         load_torchvision_densenet(aasn, source, doubled_conv_rule="average")
-        assert not torch.allclose(aasn(x), vanilla(x), atol=1e-3)
+        assert (aasn(x) - reference).abs().max() > 1e-3 * scale
 
 
 @pytest.mark.parametrize("variant", ["vanilla", "deepsymnet", "liu", "chexnet"])
