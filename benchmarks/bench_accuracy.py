@@ -509,6 +509,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "environment": environment(), "wall_minutes": (time.time() - start) / 60,
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "notes": args.notes,
     }
+    previous = Path(args.results) / f"accuracy_{args.scale}.json"
+    if args.report_only and previous.is_file():  # keep the run's own command and time; say how it was re-reported
+        earlier = json.loads(previous.read_text())
+        record.update(command=earlier["command"], wall_minutes=earlier["wall_minutes"], finished=earlier["finished"],
+                      report_command=command)
     path = write_results(Path(args.results), args.scale, record, summary, curves)
     print(path.read_text(), flush=True)
     return summary

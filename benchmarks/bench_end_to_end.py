@@ -394,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--roi", type=int, nargs=2, default=[256, 512], help="ROI H W of inference")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved network rounds")
     parser.add_argument("--matmul-size", type=int, default=2048, help="reference GEMM size")
-    parser.add_argument("--train-images", type=int, default=20, help="copies of the case for the training part")
+    parser.add_argument("--train-images", type=int, default=48, help="copies of the case for the training part")
     parser.add_argument("--train-scale", choices=("reduced", "paper"), default="reduced",
                         help="reduced: 64 x 128 ROI, tiny DenseNet, batch 8; paper: 256 x 512, DenseNet-121, batch 8")
     parser.add_argument("--case", help="an existing DICOM (its annotation beside it as <name>.json)")
