@@ -137,3 +137,14 @@ def chest_pixels(rows: int = 96, cols: int = 80, seed: int = 0) -> np.ndarray:
         lung = ((xx - cx) / (0.15 * cols)) ** 2 + ((yy - 0.5 * rows) / (0.3 * rows)) ** 2 < 1
         body[lung] = 900.0
     return np.clip(body + rng.normal(0, 30, body.shape), 0, 4095).astype(np.uint16)
+
+
+def content_items(ds, value_type: str, concept_code: str | None = None) -> list:
+    """All content items of a type (and concept name code) anywhere in an SR content tree."""
+    found = []
+    for item in ds.get("ContentSequence", []):
+        names = item.get("ConceptNameCodeSequence", [])
+        if item.ValueType == value_type and (concept_code is None or (names and names[0].CodeValue == concept_code)):
+            found.append(item)
+        found.extend(content_items(item, value_type, concept_code))
+    return found

@@ -127,16 +127,6 @@ def bundle_inference(bundle: Path, image: Path, output_dir: Path) -> dict:
     return report
 
 
-def content_items(ds, value_type: str, concept_code: str | None = None) -> list:
-    found = []
-    for item in ds.get("ContentSequence", []):
-        names = item.get("ConceptNameCodeSequence", [])
-        if item.ValueType == value_type and (concept_code is None or (names and names[0].CodeValue == concept_code)):
-            found.append(item)
-        found.extend(content_items(item, value_type, concept_code))
-    return found
-
-
 def assert_valid_uids(ds: pydicom.Dataset) -> None:
     for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
         assert UID(ds.get(keyword)).is_valid, keyword
@@ -186,9 +176,9 @@ def test_app_reports_the_pelvic_radiograph_of_a_study_as_the_bundle_does(bundle,
     assert (sc.Rows, sc.Columns) == (pelvis.Rows, pelvis.Columns)
 
     reference = bundle_inference(bundle, inputs / "pelvis" / "pelvis.dcm", tmp_path / "bundle_out")
-    sr_probability = float(content_items(sr, "NUM", PROBABILITY)[0].MeasuredValueSequence[0].NumericValue)
+    sr_probability = float(factory.content_items(sr, "NUM", PROBABILITY)[0].MeasuredValueSequence[0].NumericValue)
     assert sr_probability == pytest.approx(reference["fracture_probability"], abs=1e-4)
-    assert len(content_items(sr, "SCOORD")) == len(reference["peaks"])
+    assert len(factory.content_items(sr, "SCOORD")) == len(reference["peaks"])
 
     summary = json.loads((outputs / "aasn_summary.json").read_text())
     assert summary["status"] == "ok"
@@ -348,5 +338,5 @@ def test_app_detects_the_landmarks_when_the_study_has_none(tmp_path):
     np.testing.assert_allclose(found, landmarks, atol=0.5)  # the detector's landmarks, not an annotation's
     reference = bundle_inference(bundle, inputs / "pelvis" / "pelvis.dcm", tmp_path / "bundle_out")
     sr = pydicom.dcmread(outputs / f"sr_{uid}.dcm")
-    sr_probability = float(content_items(sr, "NUM", PROBABILITY)[0].MeasuredValueSequence[0].NumericValue)
+    sr_probability = float(factory.content_items(sr, "NUM", PROBABILITY)[0].MeasuredValueSequence[0].NumericValue)
     assert sr_probability == pytest.approx(reference["fracture_probability"], abs=1e-4)

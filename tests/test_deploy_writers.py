@@ -45,17 +45,6 @@ def source(tmp_path) -> pydicom.Dataset:
     return pydicom.dcmread(path)
 
 
-def content_items(ds, value_type: str, concept_code: str | None = None) -> list:
-    """All content items of a type (and concept name code) anywhere in an SR content tree."""
-    found = []
-    for item in ds.get("ContentSequence", []):
-        names = item.get("ConceptNameCodeSequence", [])
-        if item.ValueType == value_type and (concept_code is None or (names and names[0].CodeValue == concept_code)):
-            found.append(item)
-        found.extend(content_items(item, value_type, concept_code))
-    return found
-
-
 def report(probability: float, positive: bool, peaks=()) -> dict:
     return {
         "fracture_probability": probability,
@@ -89,13 +78,13 @@ def test_sr_is_a_comprehensive_sr_in_the_source_study_with_probability_decision_
     assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
     assert evidence.ReferencedSOPSequence[0].ReferencedSOPClassUID == source.SOPClassUID
 
-    probabilities = [float(i.MeasuredValueSequence[0].NumericValue) for i in content_items(ds, "NUM", PROBABILITY)]
+    probabilities = [float(i.MeasuredValueSequence[0].NumericValue) for i in factory.content_items(ds, "NUM", PROBABILITY)]
     assert probabilities[0] == pytest.approx(0.8123456, abs=1e-7)  # the image-level one comes first
     assert probabilities[1:] == pytest.approx([0.81, 0.6])
-    decision = content_items(ds, "CODE", FRACTURE)
+    decision = factory.content_items(ds, "CODE", FRACTURE)
     assert [d.ConceptCodeSequence[0].CodeValue for d in decision] == [PRESENT]
 
-    points = content_items(ds, "SCOORD")
+    points = factory.content_items(ds, "SCOORD")
     assert [p.GraphicType for p in points] == ["POINT", "POINT"]
     np.testing.assert_allclose([list(map(float, p.GraphicData)) for p in points], [[30.5, 40.5], [101.0, 60.75]])
     for point in points:
@@ -104,8 +93,8 @@ def test_sr_is_a_comprehensive_sr_in_the_source_study_with_probability_decision_
 
 def test_sr_of_a_negative_image_says_absent_and_has_no_peak_groups(source):
     ds = build_fracture_sr(source, report(0.12, False))
-    assert [d.ConceptCodeSequence[0].CodeValue for d in content_items(ds, "CODE", FRACTURE)] == [ABSENT]
-    assert content_items(ds, "SCOORD") == []
+    assert [d.ConceptCodeSequence[0].CodeValue for d in factory.content_items(ds, "CODE", FRACTURE)] == [ABSENT]
+    assert factory.content_items(ds, "SCOORD") == []
 
 
 def test_sr_rejects_an_incomplete_report(source):
