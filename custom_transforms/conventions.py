@@ -22,6 +22,14 @@ Annotation file (one JSON per image)::
 
     ``fractures`` may be empty; ``spacing_mm`` is optional and overrides the spacing read from DICOM.
 
+NIfTI files on a radiograph's grid (heatmaps, label images)
+    Voxel ``(i, j)`` is column ``i``, row ``j`` (the data array is the ``(H, W)`` image transposed), with
+    the affine of :func:`radiograph_nifti_affine`: ``diag(-col_mm, -row_mm, 1, 1)``. That is how ITK (and
+    so 3D Slicer) places a DX/CR image, whose header has no patient position or orientation: origin 0,
+    spacing (col, row), identity direction in ITK's LPS space, which NIfTI's RAS affine writes with
+    negated x and y. A file written so overlays the radiograph in such viewers, and ITK reads it back as
+    the ``(rows, cols)`` array that was written.
+
 Datalist
     MONAI-style JSON whose items carry ``image``, ``annotation``, ``label`` (0/1: any fracture),
     ``subject`` and ``fold`` (0-4). For fold ``k``: test = items with ``fold == k`` (20 %); of the
@@ -29,6 +37,10 @@ Datalist
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
 
 PAIRED_LANDMARKS: tuple[str, ...] = (
     "asis",
@@ -80,3 +92,18 @@ MIRROR_PERMUTATION: tuple[int, ...] = tuple(LANDMARK_INDEX[mirror_name(n)] for n
 DEFAULT_ROI_SIZE: tuple[int, int] = (256, 512)
 #: Default fracture disc radius in mm (the paper's 2 cm).
 DEFAULT_FRACTURE_RADIUS_MM = 20.0
+
+
+def radiograph_nifti_affine(spacing_mm: Sequence[float] | None) -> np.ndarray:
+    """The NIfTI (RAS) affine of a radiograph's pixel grid, with voxel axis 0 = column and 1 = row.
+
+    ``diag(-col_mm, -row_mm, 1, 1)``: ITK's geometry of a projection radiograph (origin 0, spacing
+    (col, row), identity direction in LPS), see the module docstring.
+
+    Args:
+        spacing_mm: ``(row, col)`` pixel spacing in mm; ``None`` (unknown) is written as 1 mm.
+    """
+    row_mm, col_mm = (1.0, 1.0) if spacing_mm is None else (float(v) for v in np.asarray(spacing_mm).reshape(-1)[:2])
+    if not (row_mm > 0 and col_mm > 0):
+        raise ValueError(f"spacing_mm must be two positive (row, col) values, got {spacing_mm}.")
+    return np.diag([-col_mm, -row_mm, 1.0, 1.0])

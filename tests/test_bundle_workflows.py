@@ -26,6 +26,7 @@ sys.path.insert(0, str(BUNDLE))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bundle_data import write_case, write_dataset  # noqa: E402
+from custom_transforms.conventions import radiograph_nifti_affine  # noqa: E402
 from scripts.datalist import fold_split  # noqa: E402
 
 TINY = {
@@ -186,7 +187,7 @@ def test_inference_report_peak_lies_on_planted_bright_spot(tmp_path):
 
     heatmap = nib.load(out / "spotted" / "heatmap.nii.gz")
     assert heatmap.shape == (256, 256)  # x, y of the original image
-    assert np.allclose(np.diag(heatmap.affine)[:2], [1.25, 1.25])
+    np.testing.assert_allclose(heatmap.affine, radiograph_nifti_affine((1.25, 1.25)))
     data = np.asarray(heatmap.dataobj)
     ix, iy = np.unravel_index(int(np.argmax(data)), data.shape)
     assert np.hypot(ix - spot[0], iy - spot[1]) < 2.0

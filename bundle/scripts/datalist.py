@@ -217,7 +217,8 @@ def inference_items(
             (DICOM with or without extension, PNG/JPEG/TIFF, NIfTI), or one image file.
         annotation_dir: where ``<image name>.json`` annotations are looked for when an item names none
             (default: beside each image).
-        require_landmarks: raise when an image has no annotation (until a landmark detector provides them).
+        require_landmarks: raise when an image has no annotation; otherwise such an item gets
+            ``annotation = None`` and the landmark detector provides its landmarks.
     """
     source = Path(source)
     if source.is_file() and source.suffix.lower() == ".json":
@@ -226,9 +227,10 @@ def inference_items(
         images = sorted(p for p in source.iterdir() if p.is_file() and _is_image(p))
         if not images:
             raise FileNotFoundError(f"{source}: no image files (DICOM, PNG, JPEG, TIFF, NIfTI) in this folder.")
-        items = [{"image": str(p.resolve())} for p in images]
+        # absolute, not resolved: a link keeps its own name (and its own folder for the annotation look-up)
+        items = [{"image": os.path.abspath(p)} for p in images]
     elif source.is_file():
-        items = [{"image": str(source.resolve())}]
+        items = [{"image": os.path.abspath(source)}]
     else:
         raise FileNotFoundError(f"inference input {source} does not exist.")
     for item in items:
@@ -242,9 +244,8 @@ def inference_items(
             item["annotation"] = str(candidate)
         elif require_landmarks:
             raise FileNotFoundError(
-                f"{image}: no landmarks. Inference needs the 16 landmarks of the annotation format "
-                f"(looked for {candidate}); no landmark detector is available in this bundle yet, so give an "
-                "annotation JSON per image (see README, 'Annotation format')."
+                f"{image}: no landmarks. This use needs the 16 landmarks of the annotation format "
+                f"(looked for {candidate}); give an annotation JSON per image (see README, 'Annotation format')."
             )
         else:
             item["annotation"] = None

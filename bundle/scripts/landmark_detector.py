@@ -315,7 +315,8 @@ class DetectLandmarksd(MapTransform):
     """Fill ``landmarks`` from the detector when the data has none (e.g. no annotation file).
 
     Writes ``landmarks`` ``(N, 2)`` float32 original ``[x, y]`` pixels, ``landmark_confidence`` ``(N,)``,
-    ``landmark_plausibility`` and ``landmarks_detected`` (bool) to the data, the same three last ones to
+    ``landmark_corrected`` ``(N,)`` bool (replaced by the shape model), ``landmark_plausibility`` and
+    ``landmarks_detected`` (bool) to the data, the same three last ones to
     the image's meta-data, and the full detection (JSON-ready) under ``landmark_detection``. When
     ``landmarks`` is already present (annotated image) and ``overwrite`` is false nothing is detected
     and ``landmarks_detected`` is ``False``.
@@ -369,6 +370,7 @@ class DetectLandmarksd(MapTransform):
             detection = self.detector(image)
             d[self.landmarks_key] = detection.landmarks
             d["landmark_confidence"] = detection.confidence
+            d["landmark_corrected"] = np.asarray(detection.corrected, dtype=bool)
             d["landmark_plausibility"] = detection.plausibility
             d["landmarks_detected"] = True
             d["landmark_detection"] = detection.to_dict()

@@ -1,9 +1,10 @@
 """Writing a 2D label image on the radiograph's pixel grid, in a file a viewer overlays on the radiograph.
 
 NIfTI labels carry the geometry ITK-based viewers (3D Slicer) give a projection radiograph, whose DX/CR header has no
-patient position or orientation: voxel ``(i, j)`` = column ``i``, row ``j``, spacing (column mm, row mm), origin 0,
-identity direction in ITK's LPS space, i.e. the NIfTI (RAS) affine ``diag(-col_mm, -row_mm, 1, 1)``. So the label
-overlays the radiograph, and ITK reads it back as the ``(rows, cols)`` array that was written. PNG labels are plain
+patient position or orientation: voxel ``(i, j)`` = column ``i``, row ``j``, with the affine
+``custom_transforms.conventions.radiograph_nifti_affine`` owns (``diag(-col_mm, -row_mm, 1, 1)``: spacing (column mm,
+row mm), origin 0, identity direction in ITK's LPS space). So the label overlays the radiograph, and ITK reads it back
+as the ``(rows, cols)`` array that was written; the bundle's heatmaps use the same geometry. PNG labels are plain
 8-bit images of the radiograph's size.
 """
 
@@ -14,6 +15,8 @@ import tempfile
 from collections.abc import Sequence
 
 import numpy as np
+
+from custom_transforms.conventions import radiograph_nifti_affine
 
 #: Extensions a label can be written as (the request's ``result_extension``).
 LABEL_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".png")
@@ -43,8 +46,7 @@ def write_label(label: np.ndarray, spacing_mm: Sequence[float] | None, extension
 
     import nibabel as nib
 
-    dy, dx = (1.0, 1.0) if spacing_mm is None else (float(spacing_mm[0]), float(spacing_mm[1]))
-    image = nib.Nifti1Image(np.ascontiguousarray(label.T[:, :, None]), np.diag([-dx, -dy, 1.0, 1.0]))
+    image = nib.Nifti1Image(np.ascontiguousarray(label.T[:, :, None]), radiograph_nifti_affine(spacing_mm))
     image.header.set_xyzt_units("mm")
     nib.save(image, path)
     return path

@@ -1,0 +1,91 @@
+"""One NIfTI geometry for everything written on a radiograph's grid (``conventions.radiograph_nifti_affine``).
+
+A peak planted at (row, col) of a heatmap written by the bundle must come back at (row, col) when read by
+nibabel, by ITK (as 3D Slicer reads it, with the radiograph's spacing and ITK's placement of a DX), and by the
+MONAI Deploy app's reader; MONAI Label's label files use the same affine.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bundle"))
+
+from custom_transforms.conventions import radiograph_nifti_affine  # noqa: E402
+from scripts.inference_writer import write_heatmap_nifti  # noqa: E402
+
+SHAPE = (20, 50)  # (rows, cols): not square, so a transposition shows
+SPACING = (0.5, 0.8)  # (row, col) mm: anisotropic, so swapped spacings show
+PEAK = (7, 30)  # (row, col): off every symmetry axis, so a flip shows
+
+
+def planted() -> np.ndarray:
+    heatmap = np.zeros(SHAPE, np.float32)
+    heatmap[PEAK] = 1.0
+    heatmap[PEAK[0], PEAK[1] + 1] = 0.5  # a second value: the x direction is visible too
+    return heatmap
+
+
+def test_affine_is_itks_placement_of_a_radiograph():
+    np.testing.assert_allclose(radiograph_nifti_affine(SPACING), np.diag([-0.8, -0.5, 1.0, 1.0]))
+    np.testing.assert_allclose(radiograph_nifti_affine(None), np.diag([-1.0, -1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="positive"):
+        radiograph_nifti_affine((0.0, 1.0))
+
+
+def test_bundle_heatmap_read_by_nibabel_lands_on_the_planted_pixels(tmp_path):
+    import nibabel as nib
+    from nibabel import orientations
+
+    path = write_heatmap_nifti(planted(), SPACING, tmp_path / "heatmap.nii.gz")
+    image = nib.load(path)
+    np.testing.assert_allclose(image.affine, radiograph_nifti_affine(SPACING))
+    assert "".join(orientations.aff2axcodes(image.affine)) == "LPS"  # DICOM patient axes, as ITK has them
+    data = np.asarray(image.dataobj)
+    assert data.shape == SHAPE[::-1]  # axis 0 = column (x), axis 1 = row (y)
+    np.testing.assert_array_equal(data.T, planted())
+    # the world position of the peak's voxel: -(col mm, row mm) in RAS = +(col mm, row mm) in LPS
+    np.testing.assert_allclose(image.affine @ [PEAK[1], PEAK[0], 0, 1], [-PEAK[1] * 0.8, -PEAK[0] * 0.5, 0, 1])
+
+
+def test_bundle_heatmap_read_by_itk_lands_on_the_planted_pixels(tmp_path):
+    itk = pytest.importorskip("itk")
+
+    path = write_heatmap_nifti(planted(), SPACING, tmp_path / "heatmap.nii.gz")
+    image = itk.imread(str(path))
+    array = itk.array_from_image(image)  # ITK's array is indexed [row, col]
+    assert array.shape == SHAPE
+    assert np.unravel_index(int(np.argmax(array)), array.shape) == PEAK
+    np.testing.assert_array_equal(array, planted())
+    np.testing.assert_allclose(np.asarray(image.GetSpacing()), [0.8, 0.5])  # (col, row) mm
+    np.testing.assert_allclose(np.asarray(image.GetOrigin()), [0.0, 0.0], atol=1e-9)
+    np.testing.assert_allclose(itk.array_from_matrix(image.GetDirection()), np.eye(2), atol=1e-9)
+
+
+def test_deploy_reader_and_monailabel_writer_share_the_geometry(tmp_path):
+    import nibabel as nib
+
+    sys.path.insert(0, str(REPO / "deploy"))
+    sys.path.insert(0, str(REPO / "monailabel_app"))
+    from aasn_bundle import BundleInference
+    from lib.label_writer import write_label
+
+    path = write_heatmap_nifti(planted(), SPACING, tmp_path / "heatmap.nii.gz")
+    np.testing.assert_array_equal(BundleInference._read_heatmap(Path(path)), planted())
+    # the same heatmap re-saved by a viewer with the x axis flipped (RAS +x, data reversed along x)
+    image = nib.load(path)
+    flipped_affine = image.affine.copy()
+    flipped_affine[0, 0], flipped_affine[0, 3] = 0.8, -0.8 * (SHAPE[1] - 1)
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[::-1].copy(), flipped_affine), tmp_path / "flipped.nii.gz")
+    np.testing.assert_array_equal(BundleInference._read_heatmap(tmp_path / "flipped.nii.gz"), planted())
+
+    label = write_label((planted() > 0).astype(np.uint8), SPACING)
+    try:
+        np.testing.assert_allclose(nib.load(label).affine, radiograph_nifti_affine(SPACING))
+    finally:
+        Path(label).unlink()
