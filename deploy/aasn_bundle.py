@@ -95,12 +95,18 @@ def find_bundle_root(model_path: str | os.PathLike) -> tuple[Path, Path | None]:
 
 @dataclass
 class ImageResult:
-    """What the bundle produced for one input file (``error`` set when it produced nothing)."""
+    """What the bundle produced for one input file (``error`` set when it produced nothing).
+
+    ``status`` is the bundle's (``report.json`` / ``inference_summary.json``): ``"ok"``, or why the image got no
+    result, e.g. ``"not_a_pelvis"`` (refused by the landmark detector) or ``"unreadable"``; ``"failed"`` when
+    the bundle's run itself stopped.
+    """
 
     report: dict[str, Any] = field(default_factory=dict)
     heatmap: np.ndarray | None = None
     image: np.ndarray | None = None
     error: str | None = None
+    status: str = "ok"
 
 
 class _RecordErrors(logging.Handler):
@@ -267,9 +273,13 @@ class BundleInference:
             if found is None:
                 mentions = [m for m in errors.messages if Path(link).name in m or Path(link).stem in m]
                 reason = failure or (mentions[-1] if mentions else "the bundle wrote no report for it (see the log)")
-                results[path] = ImageResult(error=reason)
+                results[path] = ImageResult(error=reason.replace(link, path), status="failed")
                 continue
             report, folder = found
+            if report.get("status", "ok") != "ok":  # the bundle's error report: refused or unreadable
+                message = str(report.get("error") or report["status"]).replace(link, path)
+                results[path] = ImageResult(error=message, status=str(report["status"]))
+                continue
             # The report as the bundle wrote it, but naming the app's input and without the scratch files.
             report = {k: v for k, v in report.items() if k not in SCRATCH_KEYS}
             report["image"] = path
@@ -282,7 +292,20 @@ class BundleInference:
 
     @staticmethod
     def _read_heatmap(path: Path) -> np.ndarray:
-        """The bundle's heatmap NIfTI (axis 0 = x) as an ``(H, W)`` array (rows, columns)."""
-        import nibabel as nib
+        """The bundle's heatmap NIfTI as an ``(H, W)`` array (rows, columns) of the radiograph.
 
-        return np.asarray(nib.load(str(path)).dataobj, dtype=np.float32).T.copy()
+        The file is on the radiograph's grid in the project's NIfTI convention
+        (``custom_transforms.conventions.radiograph_nifti_affine``: axis 0 = column, axis 1 = row); any axis
+        flips in its affine (a viewer's re-save) are undone by reorienting to that convention's orientation.
+        """
+        import nibabel as nib
+        from nibabel import orientations
+
+        from custom_transforms.conventions import radiograph_nifti_affine
+
+        image = nib.load(str(path))
+        wanted = orientations.io_orientation(radiograph_nifti_affine(None))[: len(image.shape)]
+        current = orientations.io_orientation(image.affine)[: len(image.shape)]
+        data = orientations.apply_orientation(np.asanyarray(image.dataobj), orientations.ornt_transform(current, wanted))
+        data = np.asarray(data, dtype=np.float32)
+        return data.reshape(data.shape[:2]).T.copy()  # (x, y[, 1]) -> (rows, cols)

@@ -37,7 +37,7 @@ import deploy_dicom_factory as factory  # noqa: E402
 from custom_transforms.conventions import LANDMARK_NAMES  # noqa: E402
 from aasn_bundle import BundleInference, find_bundle_root  # noqa: E402
 from scripts.networks import build_network  # noqa: E402
-from landmark_testdata import random_pelvis, render_chest, render_pelvis, training_shapes  # noqa: E402
+from landmark_testdata import random_pelvis, render_chest, render_pelvis  # noqa: E402
 from synthetic_pelvis import write_annotation  # noqa: E402
 
 APP = REPO / "deploy" / "app.py"
@@ -266,58 +266,22 @@ def test_an_image_the_bundle_cannot_analyse_does_not_stop_the_others(bundle, tmp
     assert results[str(blank)].error and results[str(blank)].report == {} and results[str(blank)].heatmap is None
 
 
-ORACLE_INPUT = (96, 96)
+def install_oracle_detector(bundle: Path, cases: list[tuple[Path, np.ndarray]]) -> None:
+    """Make the bundle's landmark detector find the given landmarks on the given images (and refuse any other).
 
-
-def landmark_detector_items(node) -> list[dict]:
-    """The ``LandmarkDetector`` definitions anywhere in a bundle config."""
-    found = []
-    if isinstance(node, dict):
-        if str(node.get("_target_", "")).endswith("LandmarkDetector"):
-            found.append(node)
-        for value in node.values():
-            found.extend(landmark_detector_items(value))
-    elif isinstance(node, list):
-        for value in node:
-            found.extend(landmark_detector_items(value))
-    return found
-
-
-def install_oracle_detector(bundle: Path, image: Path, landmarks_px: np.ndarray) -> None:
-    """Make the bundle's landmark detector find ``landmarks_px`` on ``image`` (and nothing elsewhere).
-
-    The network is ``tests/deploy_oracle_landmarks.OracleHeatmaps`` (stored logits for this image); the shape
-    model is fitted to synthetic pelvis configurations; the rest of the detector is the bundle's.
+    The network is ``tests/deploy_oracle_landmarks.OracleHeatmaps`` (stored logits for these images, copied into
+    the test bundle's ``scripts/``), written with a synthetic shape model to the bundle's ``models/`` by
+    ``oracle_detector.save_oracle_detector``; the ids it needs are overridden in the test bundle's
+    ``configs/landmark_inference.json``, which ``inference.json`` loads (``landmark_config``) only for images
+    without landmarks. The rest of the detector is the bundle's.
     """
-    from custom_transforms import LoadPXR
-    from scripts.heatmap_decoding import gaussian_heatmaps
-    from scripts.letterbox import Letterbox, apply_matrix
-    from scripts.shape_model import StatisticalShapeModel
-
-    from deploy_oracle_landmarks import OracleHeatmaps
+    from oracle_detector import save_oracle_detector
 
     shutil.copyfile(Path(__file__).resolve().parent / "deploy_oracle_landmarks.py", bundle / "scripts" / "oracle_landmarks.py")
-    boxed = Letterbox(ORACLE_INPUT)(LoadPXR()(str(image)))
-    oracle = OracleHeatmaps(1, len(landmarks_px), ORACLE_INPUT)
-    points = torch.as_tensor(apply_matrix(landmarks_px, boxed.meta["letterbox_matrix"]), dtype=torch.float32)
-    oracle.inputs[0] = boxed.as_tensor()
-    oracle.heatmaps[0] = torch.log(gaussian_heatmaps(points, ORACLE_INPUT, 1.5).clamp_min(1e-30))
-    torch.save(oracle.state_dict(), bundle / "models" / "oracle_landmarks.pt")
-    StatisticalShapeModel.from_shapes(training_shapes(), noise_mm=1.5).save(bundle / "models" / "oracle_shape_model.json")
-    config_file = bundle / "configs" / "inference.json"
+    overrides = save_oracle_detector(bundle / "models", cases, module="scripts.oracle_landmarks")
+    config_file = bundle / "configs" / "landmark_inference.json"
     config = json.loads(config_file.read_text())
-    detectors = landmark_detector_items(config)
-    if not detectors:
-        pytest.skip("the bundle's inference.json has no landmark detector yet (issue 6): only annotated images run")
-    config["imports"] = [*config.get("imports", []), "$import scripts.oracle_landmarks", "$import scripts.shape_model"]
-    for detector in detectors:
-        detector["network"] = (
-            "$scripts.landmark_detector.load_network_weights(scripts.oracle_landmarks.OracleHeatmaps("
-            f"1, {len(landmarks_px)}, {list(ORACLE_INPUT)}), {str(bundle / 'models' / 'oracle_landmarks.pt')!r}, None)"
-        )
-        detector["shape_model"] = f"$scripts.shape_model.StatisticalShapeModel.load({str(bundle / 'models' / 'oracle_shape_model.json')!r})"
-        detector["input_size"] = list(ORACLE_INPUT)
-        detector["refiner"] = None
+    config.update(overrides)
     config_file.write_text(json.dumps(config, indent=4))
 
 
@@ -327,7 +291,7 @@ def test_app_detects_the_landmarks_when_the_study_has_none(tmp_path):
     inputs, outputs = tmp_path / "study", tmp_path / "out"
     study = write_study(inputs, sidecar=False)
     _, landmarks = pelvic_case()
-    install_oracle_detector(bundle, inputs / "pelvis" / "pelvis.dcm", landmarks)
+    install_oracle_detector(bundle, [(inputs / "pelvis" / "pelvis.dcm", landmarks)])
     result, _ = run_app(["-i", str(inputs), "-o", str(outputs), "-m", str(bundle)])
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     uid = study["pelvis"].SOPInstanceUID
@@ -336,7 +300,44 @@ def test_app_detects_the_landmarks_when_the_study_has_none(tmp_path):
     assert entry["status"] == "analysed", entry
     found = np.array([entry["landmarks"][name] for name in LANDMARK_NAMES], dtype=np.float64).reshape(-1, 2)
     np.testing.assert_allclose(found, landmarks, atol=0.5)  # the detector's landmarks, not an annotation's
+    assert entry["landmark_source"] == "detector" and entry["landmarks_detected"] is True
+    assert set(entry["landmark_confidence"]) == set(LANDMARK_NAMES) and min(entry["landmark_confidence"].values()) > 0.5
+    assert not any(entry["corrected_by_shape_model"].values()) and entry["landmark_plausibility"] >= 0.3
     reference = bundle_inference(bundle, inputs / "pelvis" / "pelvis.dcm", tmp_path / "bundle_out")
+    assert reference["landmark_source"] == "detector"
     sr = pydicom.dcmread(outputs / f"sr_{uid}.dcm")
     sr_probability = float(factory.content_items(sr, "NUM", PROBABILITY)[0].MeasuredValueSequence[0].NumericValue)
     assert sr_probability == pytest.approx(reference["fracture_probability"], abs=1e-4)
+    parameters = [item.TextValue for item in factory.content_items(sr, "TEXT")]
+    assert "landmark_source=detector" in parameters, parameters  # TID 4019 algorithm parameters
+    assert any(p.startswith("landmark_plausibility=") for p in parameters)
+
+
+def test_a_study_whose_only_radiograph_the_detector_refuses_gives_an_empty_output(tmp_path):
+    """A DX labelled AP pelvis that is not one (here blank): a clear log line, a summary and no DICOM output."""
+    bundle = make_test_bundle(tmp_path)
+    inputs, outputs = tmp_path / "study", tmp_path / "out"
+    write_study(inputs, with_pelvis=False)
+    study_uid = pydicom.dcmread(inputs / "chest" / "chest.dcm").StudyInstanceUID
+    blank = factory.save(
+        factory.radiograph_dataset(np.full(IMAGE_SHAPE, 1000, np.uint16), study_uid, spacing_mm=(SPACING_MM, SPACING_MM)),
+        inputs / "pelvis" / "blank.dcm",
+    )
+    _, landmarks = pelvic_case()
+    other = factory.save(
+        factory.radiograph_dataset(pelvic_case()[0], study_uid, spacing_mm=(SPACING_MM, SPACING_MM)), tmp_path / "known.dcm"
+    )
+    install_oracle_detector(bundle, [(other, landmarks)])  # knows another image; this study's is refused
+    result, _ = run_app(["-i", str(inputs), "-o", str(outputs), "-m", str(bundle)])
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    assert any(
+        "Could not analyse" in line and "blank.dcm" in line and "does not look like an AP pelvic radiograph" in line
+        for line in log.splitlines()
+    ), log[-6000:]
+    assert sorted(p.name for p in outputs.iterdir()) == ["aasn_summary.json"]
+    summary = json.loads((outputs / "aasn_summary.json").read_text())
+    assert summary["status"] == "failed" and "1 not_a_pelvis" in summary["message"]
+    (entry,) = summary["results"]
+    assert entry["status"] == "failed" and entry["reason"] == "not_a_pelvis"
+    assert str(blank) in entry["error"] and entry["sop_instance_uid"] == pydicom.dcmread(blank).SOPInstanceUID

@@ -49,7 +49,8 @@ class AASNInferenceOperator(Operator):
 
     Named output:
         findings: list of :class:`~operators.finding.AASNFinding`, one per selected image (an image the
-        bundle could not analyse, e.g. not a pelvis, gives a finding with ``error`` set).
+        bundle could not analyse, e.g. one its landmark detector refuses as not an AP pelvis, gives a finding with
+        ``error`` and ``reason`` set, and a log line naming the file and why).
 
     Args:
         fragment: the application.
@@ -78,8 +79,13 @@ class AASNInferenceOperator(Operator):
         findings = []
         for dataset, path in instances:
             result = results[path]
-            if result.error is not None:
-                logger.error("Could not analyse %s: %s", path, result.error)
+            if result.error is not None:  # e.g. not_a_pelvis: "<file>: does not look like an AP pelvic radiograph"
+                logger.error("Could not analyse %s (%s): %s", path, result.status, result.error)
+            elif result.report.get("landmarks_detected"):
+                logger.info(
+                    "Landmarks of %s detected by the bundle's detector (plausibility %.2f)",
+                    path, float(result.report.get("landmark_plausibility") or 0.0),
+                )
             findings.append(
                 AASNFinding(
                     source=dataset,
@@ -88,6 +94,7 @@ class AASNInferenceOperator(Operator):
                     heatmap=result.heatmap,
                     image=result.image,
                     error=result.error,
+                    reason=result.status,
                 )
             )
         op_output.emit(findings, "findings")

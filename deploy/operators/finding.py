@@ -19,11 +19,14 @@ class AASNFinding:
         source: the input instance (pydicom dataset, pixel data included) whose identity the outputs copy.
         source_file: the file it was read from.
         report: the bundle's own ``report.json`` for this image (``fracture_probability``, ``threshold``,
-            ``positive``, ``peaks`` ``[{x, y, x_mm, y_mm, probability}]``, ``landmarks`` ...), points in the
+            ``positive``, ``peaks`` ``[{x, y, x_mm, y_mm, probability}]``, ``landmarks`` and their provenance
+            (``landmark_source``, ``landmarks_detected``, ``landmark_confidence`` ...)), points in the
             project's convention: ``[x, y]`` = (column, row) pixels from the centre of the top-left pixel.
         heatmap: ``(H, W)`` fracture probabilities on the original image grid, or ``None`` on failure.
         image: ``(H, W)`` radiograph in ``[0, 1]``, bone bright, as the bundle's loader gave it.
         error: why the image could not be analysed (then ``report``, ``heatmap`` and ``image`` are empty).
+        reason: the bundle's status for the image: ``"ok"``, or e.g. ``"not_a_pelvis"`` (refused by the landmark
+            detector), ``"unreadable"``, ``"failed"``.
     """
 
     source: Dataset
@@ -32,6 +35,11 @@ class AASNFinding:
     heatmap: np.ndarray | None = None
     image: np.ndarray | None = None
     error: str | None = None
+    reason: str = "ok"
+
+    def __post_init__(self) -> None:
+        if self.error is not None and self.reason == "ok":
+            self.reason = "failed"
 
     @property
     def ok(self) -> bool:

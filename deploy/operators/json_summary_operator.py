@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,13 @@ logger = logging.getLogger(__name__)
 
 SUMMARY_FILE_NAME = "aasn_summary.json"
 #: Version of the summary's layout (bumped when keys change).
-SUMMARY_SCHEMA_VERSION = "1"
+SUMMARY_SCHEMA_VERSION = "2"
+#: Where each analysed image's landmarks came from, as the bundle's report gives it: ``landmark_source``
+#: ("annotation" / "detector"), ``landmarks_detected`` and, for detected ones, the plausibility and per-landmark
+#: confidence and shape-model corrections (by name).
+LANDMARK_PROVENANCE_KEYS = (
+    "landmark_source", "landmarks_detected", "landmark_plausibility", "landmark_confidence", "corrected_by_shape_model",
+)
 
 
 def build_summary(
@@ -54,7 +61,7 @@ def build_summary(
                     "positive": bool(finding.report["positive"]),
                     "peaks": finding.report.get("peaks", []),
                     "landmarks": finding.report.get("landmarks"),
-                    "landmark_source": finding.report.get("landmark_source"),
+                    **{key: finding.report.get(key) for key in LANDMARK_PROVENANCE_KEYS},
                     "spacing_mm": finding.report.get("spacing_mm"),
                     "outputs": {
                         "sr": sr_by_source.get(finding.identity["sop_instance_uid"]),
@@ -63,15 +70,19 @@ def build_summary(
                 }
             )
         else:
-            entry.update({"status": "failed", "error": finding.error})
+            entry.update({"status": "failed", "reason": finding.reason, "error": finding.error})
         results.append(entry)
     if not findings:
         status, message = "no_pelvic_radiograph", "No AP pelvic radiograph (CR/DX/DR, PELVIS, AP) found in the input."
     elif all(f.ok for f in findings):
         status, message = "ok", f"{len(findings)} radiograph(s) analysed."
     else:
-        failed = sum(not f.ok for f in findings)
-        status, message = "partial" if failed < len(findings) else "failed", f"{failed} of {len(findings)} failed."
+        reasons = Counter(f.reason for f in findings if not f.ok)
+        failed = sum(reasons.values())
+        status = "partial" if failed < len(findings) else "failed"
+        message = f"{failed} of {len(findings)} radiograph(s) could not be analysed: " + ", ".join(
+            f"{n} {reason}" for reason, n in sorted(reasons.items())
+        ) + "."
     return {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "status": status,

@@ -6,6 +6,9 @@ Content tree (codes from SNOMED CT, DICOM and UCUM; nothing private):
 * one image-level group (TID 1501) for the finding *Fracture of bone* at the pelvis: the fracture
   probability (*Probability*), the operating threshold (*Threshold Value*) and the decision as a
   qualitative evaluation (*Present* / *Absent*), referencing the source image;
+* the algorithm identification (TID 4019) with its parameters as text: the threshold and where the
+  landmarks came from (``landmark_source=detector`` or ``annotation``; for detected ones the plausibility
+  and the weakest landmark's confidence);
 * one planar-ROI group (TID 1410) per heatmap peak: a ``POINT`` on the source image and the heatmap's
   probability there.
 
@@ -32,7 +35,7 @@ from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from .finding import AASNFinding
 
-__all__ = ["FRACTURE_OF_BONE", "FractureSRWriterOperator", "build_fracture_sr", "to_dicom_scoord"]
+__all__ = ["FRACTURE_OF_BONE", "FractureSRWriterOperator", "build_fracture_sr", "landmark_parameters", "to_dicom_scoord"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,29 @@ def to_dicom_scoord(points_xy) -> np.ndarray:
     """
     points = np.asarray(points_xy, dtype=np.float64)
     return (points + 0.5).astype(np.float32)
+
+
+def landmark_parameters(report: dict) -> list[str]:
+    """Where the landmarks behind the finding came from, as TID 4019 *Algorithm Parameter* texts.
+
+    ``landmark_source=detector`` (or ``annotation``); for detected landmarks also the image's
+    ``landmark_plausibility`` and the lowest per-landmark confidence with its landmark.
+
+    Args:
+        report: the bundle's report (``landmark_source``, ``landmarks_detected``, ``landmark_plausibility``,
+            ``landmark_confidence``).
+    """
+    if not report.get("landmark_source"):
+        return []
+    parameters = [f"landmark_source={report['landmark_source']}"]
+    if report.get("landmarks_detected"):
+        if report.get("landmark_plausibility") is not None:
+            parameters.append(f"landmark_plausibility={float(report['landmark_plausibility']):.3f}")
+        confidence = report.get("landmark_confidence") or {}
+        if confidence:
+            weakest = min(confidence, key=confidence.get)
+            parameters.append(f"lowest_landmark_confidence={float(confidence[weakest]):.3f} ({weakest})")
+    return parameters
 
 
 def build_fracture_sr(
@@ -81,7 +107,7 @@ def build_fracture_sr(
     probability = float(report["fracture_probability"])
     threshold = float(report["threshold"])
     algorithm = hd.sr.AlgorithmIdentification(
-        name=algorithm_name, version=str(algorithm_version), parameters=[f"threshold={threshold:g}"]
+        name=algorithm_name, version=str(algorithm_version), parameters=[f"threshold={threshold:g}", *landmark_parameters(report)]
     )
     unitless = codes.UCUM.NoUnits
     pelvis = [hd.sr.FindingSite(anatomic_location=codes.SCT.BoneStructureOfPelvis)]
