@@ -139,15 +139,25 @@ def test_image_without_annotation_gets_a_full_report_from_the_detector(bedside, 
     assert reference["fracture_probability"] == pytest.approx(report["fracture_probability"], abs=2e-3)
 
 
+EXPECTED_STATUS = {
+    "pelvis.dcm": "ok", "blank.dcm": "not_a_pelvis", "chest.dcm": "not_a_pelvis", "corrupt.dcm": "unreadable",
+}
+
+
+def write_batch(folder: Path, pelvis: Path) -> Path:
+    """The known pelvis (a link), a blank film, a chest radiograph and a truncated DICOM."""
+    folder.mkdir()
+    os.symlink(pelvis, folder / "pelvis.dcm")
+    write_dx(folder / "blank.dcm", np.full(IMAGE_SHAPE, 2000, np.uint16), spacing_mm=(SPACING_MM, SPACING_MM))
+    chest = np.rint(render_chest((300, 250), 1.6) * 4095).astype(np.uint16)
+    write_dx(folder / "chest.dcm", chest, spacing_mm=(1.6, 1.6), body_part="CHEST", view="PA")
+    (folder / "corrupt.dcm").write_bytes(pelvis.read_bytes()[:2000])  # truncated inside the pixel data
+    return folder
+
+
 def test_batch_goes_on_past_refused_and_unreadable_images(bedside, tmp_path):
     """``python -m monai.bundle run --config_file configs/inference.json --input <folder>``: exit 0, a report each."""
-    batch = tmp_path / "batch"
-    batch.mkdir()
-    os.symlink(bedside["pelvis"], batch / "pelvis.dcm")
-    write_dx(batch / "blank.dcm", np.full(IMAGE_SHAPE, 2000, np.uint16), spacing_mm=(SPACING_MM, SPACING_MM))
-    chest = np.rint(render_chest((300, 250), 1.6) * 4095).astype(np.uint16)
-    write_dx(batch / "chest.dcm", chest, spacing_mm=(1.6, 1.6), body_part="CHEST", view="PA")
-    (batch / "corrupt.dcm").write_bytes(bedside["pelvis"].read_bytes()[:2000])  # truncated inside the pixel data
+    batch = write_batch(tmp_path / "batch", bedside["pelvis"])
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BUNDLE), str(TESTS), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -164,9 +174,7 @@ def test_batch_goes_on_past_refused_and_unreadable_images(bedside, tmp_path):
     assert done.returncode == 0, log[-4000:]
 
     summary = {Path(e["image"]).name: e for e in json.loads((out / "inference_summary.json").read_text())}
-    assert {name: e["status"] for name, e in summary.items()} == {
-        "pelvis.dcm": "ok", "blank.dcm": "not_a_pelvis", "chest.dcm": "not_a_pelvis", "corrupt.dcm": "unreadable",
-    }
+    assert {name: e["status"] for name, e in summary.items()} == EXPECTED_STATUS
     assert summary["pelvis.dcm"]["landmark_source"] == "detector"
     assert json.loads((out / "pelvis" / "report.json").read_text())["fracture_probability"] == pytest.approx(
         summary["pelvis.dcm"]["fracture_probability"]
@@ -178,6 +186,20 @@ def test_batch_goes_on_past_refused_and_unreadable_images(bedside, tmp_path):
         assert not (out / name / "heatmap.nii.gz").exists()
         assert any("WARNING" in line and f"{name}.dcm" in line for line in log.splitlines()), name
     assert "1 images reported, 3 refused: 2 not_a_pelvis, 1 unreadable" in log
+
+
+def test_failures_met_in_dataloader_workers_reach_the_summary(bedside, tmp_path):
+    batch = write_batch(tmp_path / "batch", bedside["pelvis"])
+    workers = tmp_path / "workers.json"
+    workers.write_text(json.dumps({"num_workers": 2}))
+    from monai.bundle import run
+
+    run(
+        config_file=[str(CONFIGS / "inference.json"), str(bedside["overrides"]), str(workers)],
+        bundle_root=str(bedside["bundle_root"]), input=str(batch), output_dir=str(tmp_path / "out"),
+    )
+    summary = json.loads((tmp_path / "out" / "inference_summary.json").read_text())
+    assert {Path(e["image"]).name: e["status"] for e in summary} == EXPECTED_STATUS
 
 
 def test_annotated_images_never_load_the_detector(tmp_path):

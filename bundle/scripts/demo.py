@@ -1,15 +1,19 @@
-"""The built-in demo: simulate radiographs, train, evaluate on the test fold, infer, print the results.
+"""The built-in demo: simulate radiographs, train, evaluate on the test fold, infer, print the results; then the
+bedside path: train the landmark detector briefly, evaluate it, and infer on the same test images without their
+annotations.
 
 Run from the bundle folder (``make demo`` does)::
 
     python -m scripts.demo --out outputs/demo
 
 Everything goes under ``--out``: ``data/`` (simulated DICOMs, annotations, datalist), ``models/``
-(``last.pt``, ``model.pt``), ``logs/`` (TensorBoard), ``eval/`` (metrics, curves, case pictures) and
-``inference/`` (per-image heatmap, overlay and report). The same three ``monai.bundle run`` calls
-a user would type are made in-process, with ``configs/demo.json`` on top of the real configs (small
-ROI, tiny DenseNet, few epochs) so that it finishes in minutes on a CPU. A rerun resumes or reuses
-what is already there.
+(``last.pt``, ``model.pt``, ``landmark_*``), ``logs/`` (TensorBoard), ``eval/`` (metrics, curves, case
+pictures; ``eval/landmarks/`` the detector's MRE/SDR), ``inference/`` (per-image heatmap, overlay and report,
+annotated landmarks) and ``inference_bedside/`` (the same images given without annotation: the detector's
+landmarks). The ``monai.bundle run`` calls a user would type are made in-process: ``configs/demo.json`` on top
+of the real AASN configs (small ROI, tiny DenseNet, few epochs), and ``configs/landmark_train.json``'s run ids
+``run_global`` (and ``run_refine``, with ``--landmark-refine-epochs``) with fewer epochs, so that it finishes
+in minutes on a CPU. A rerun resumes or reuses what is already there.
 """
 
 from __future__ import annotations
@@ -48,6 +52,51 @@ def _inference_list(datalist: Path, fold: int, out: Path, count: int) -> Path:
     return path
 
 
+def _bedside_input(inference_list: Path, folder: Path) -> Path:
+    """A folder of links to the images of ``inference_list`` only: their annotations stay behind."""
+    import shutil
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for item in json.loads(inference_list.read_text()):
+        image = Path(item["image"])
+        try:
+            (folder / image.name).symlink_to(image)
+        except OSError:  # no symbolic links here: a copy hides the annotation as well
+            shutil.copyfile(image, folder / image.name)
+    return folder
+
+
+def _compare_landmark_sources(annotated: Path, detected: Path) -> list[str]:
+    """One line per image: probability with annotated vs detected landmarks, and how far the landmarks moved."""
+    import numpy as np
+
+    lines = []
+    for report_file in sorted(annotated.glob("*/report.json")):
+        reference = json.loads(report_file.read_text())
+        bedside_file = detected / report_file.parent.name / "report.json"
+        if not bedside_file.is_file():
+            lines.append(f"  {report_file.parent.name}: no bedside report")
+            continue
+        bedside = json.loads(bedside_file.read_text())
+        if bedside.get("status", "ok") != "ok":
+            lines.append(f"  {report_file.parent.name}: p = {reference['fracture_probability']:.3f} annotated; "
+                         f"bedside {bedside['status']}: {bedside['error']}")
+            continue
+        names = list(reference["landmarks"])
+        truth = np.array([reference["landmarks"][n] for n in names])
+        found = np.array([bedside["landmarks"][n] for n in names])
+        spacing = np.asarray(bedside.get("spacing_mm") or [1.0, 1.0])[::-1]  # (col, row) for [x, y]
+        error_mm = np.linalg.norm((found - truth) * spacing, axis=1)
+        lines.append(
+            f"  {report_file.parent.name}: p = {reference['fracture_probability']:.3f} annotated, "
+            f"{bedside['fracture_probability']:.3f} detected (plausibility {bedside['landmark_plausibility']:.2f}; "
+            f"landmarks {error_mm.mean():.1f} mm from the annotation on average, max {error_mm.max():.1f} mm)"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(BUNDLE / "outputs" / "demo"), help="output folder")
@@ -56,6 +105,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (demo.json's default)")
     parser.add_argument("--variant", default="aasn", help="network variant (configs/variants)")
     parser.add_argument("--num-infer", type=int, default=3, help="test images to run inference on")
+    parser.add_argument("--landmark-epochs", type=int, default=10, help="epochs of the detector's whole-image stage")
+    parser.add_argument(
+        "--landmark-refine-epochs", type=int, default=0,
+        help="epochs of the detector's patch stage (0: not trained, the detector runs without it; about 3 min "
+        "per epoch on 2 CPU cores)",
+    )
     args = parser.parse_args(argv)
 
     out = Path(args.out).resolve()
@@ -70,23 +125,51 @@ def main(argv: list[str] | None = None) -> dict:
         common["demo_num_images"] = args.num_images
     start = time.time()
 
-    print(f"[demo] 1/3 training on simulated data in {data} (generated first if absent)", flush=True)
+    print(f"[demo] 1/6 training on simulated data in {data} (generated first if absent)", flush=True)
     _run(configs + demo, **common, **({"max_epochs": args.epochs} if args.epochs else {}))
     t_train = time.time() - start
 
-    print("[demo] 2/3 evaluating on the test fold", flush=True)
+    print("[demo] 2/6 evaluating on the test fold", flush=True)
     _run(configs + [CONFIGS / "evaluate.json"] + demo, **common)
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
 
-    print("[demo] 3/3 inference on a few test images", flush=True)
+    print("[demo] 3/6 inference on a few test images (with their annotations)", flush=True)
     infer_overrides = {k: v for k, v in common.items() if k in ("bundle_root", "dataset_dir", "variant")}
+    inference_list = _inference_list(datalist, args.fold, out, args.num_infer)
     _run(
         [CONFIGS / "inference.json"] + demo,
         **infer_overrides,
-        input=str(_inference_list(datalist, args.fold, out, args.num_infer)),
+        input=str(inference_list),
         output_dir=str(out / "inference"),
     )
     reports = sorted((out / "inference").glob("*/report.json"))
+
+    # the bedside path: the landmark detector, trained briefly on the same simulated data (same fold)
+    refine = args.landmark_refine_epochs > 0
+    t_landmarks = time.time()
+    print(f"[demo] 4/6 training the landmark detector ({args.landmark_epochs} epochs of the whole-image stage"
+          + (f", {args.landmark_refine_epochs} of the patch stage)" if refine else "; patch stage not trained)"), flush=True)
+    landmark_common = {"bundle_root": str(out), "dataset_dir": str(data), "fold": args.fold, "show_progress": False}
+    _run([CONFIGS / "landmark_train.json"], run_id="run_global", **landmark_common, max_epochs=args.landmark_epochs)
+    if refine:
+        _run([CONFIGS / "landmark_train.json"], run_id="run_refine", **landmark_common,
+             refine_max_epochs=args.landmark_refine_epochs)
+
+    print("[demo] 5/6 evaluating the landmark detector on the test fold", flush=True)
+    _run([CONFIGS / "landmark_inference.json", CONFIGS / "landmark_evaluate.json"], **landmark_common,
+         use_refiner=refine, nonpelvic_per_kind=4)
+    landmark_metrics = json.loads((out / "eval" / "landmarks" / "landmark_metrics.json").read_text())
+
+    print("[demo] 6/6 bedside inference: the same test images without their annotations", flush=True)
+    _run(
+        [CONFIGS / "inference.json"] + demo,
+        **infer_overrides,
+        input=str(_bedside_input(inference_list, out / "bedside_input")),
+        output_dir=str(out / "inference_bedside"),
+        landmark_config=str(CONFIGS / "landmark_inference.json"),  # bundle_root (the output folder) has no configs
+        landmark_overrides={"use_refiner": refine},
+    )
+    t_landmarks = time.time() - t_landmarks
 
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.2f} %"
@@ -104,10 +187,31 @@ def main(argv: list[str] | None = None) -> dict:
         f"case pictures:     {out / 'eval' / 'cases'} (ROI, mirrored ROI, heatmap, feature distance)",
         f"inference:         {out / 'inference'} ({len(reports)} images: report.json, overlay.png, heatmap.nii.gz)",
         f"TensorBoard:       tensorboard --logdir {out / 'logs'}",
-        f"time: {time.time() - start:.0f} s (training {t_train:.0f} s)",
+        "",
+        *_landmark_lines(landmark_metrics, out, args.fold),
+        f"bedside inference: {out / 'inference_bedside'} (inputs {out / 'bedside_input'}: the images without "
+        "annotations; summary inference_summary.json)",
+        *_compare_landmark_sources(out / "inference", out / "inference_bedside"),
+        f"time: {time.time() - start:.0f} s (training {t_train:.0f} s; landmark detector and bedside inference "
+        f"{t_landmarks:.0f} s)",
     ]
     print("\n".join(lines), flush=True)
     return metrics
+
+
+def _landmark_lines(metrics: dict, out: Path, fold: int) -> list[str]:
+    overall = metrics["overall"]
+    nonpelvic = metrics.get("plausibility_nonpelvic", {})
+    refused = sum(round(v["count"] * v["rejected_percent"] / 100) for v in nonpelvic.values())
+    pelvis = metrics.get("plausibility_pelvis", {})
+    return [
+        f"Landmark detector, test fold {fold}: {metrics['images']} images, MRE {overall['mre_mm']:.2f} mm "
+        f"(median {overall['median_mm']:.2f}), SDR 2 / 2.5 / 3 / 4 mm {overall['sdr_2mm']:.1f} / "
+        f"{overall['sdr_2.5mm']:.1f} / {overall['sdr_3mm']:.1f} / {overall['sdr_4mm']:.1f} %",
+        f"  plausibility: pelvic images refused {pelvis.get('rejected_percent', float('nan')):.0f} %, synthetic "
+        f"non-pelvic images refused {refused}/{sum(v['count'] for v in nonpelvic.values())}",
+        f"  metrics:         {out / 'eval' / 'landmarks'}/landmark_metrics.json, landmark_errors.csv",
+    ]
 
 
 if __name__ == "__main__":
