@@ -306,6 +306,6 @@ class BundleInference:
         image = nib.load(str(path))
         wanted = orientations.io_orientation(radiograph_nifti_affine(None))[: len(image.shape)]
         current = orientations.io_orientation(image.affine)[: len(image.shape)]
-        data = orientations.apply_orientation(np.asanyarray(image.dataobj), orientations.ornt_transform(current, wanted))
-        data = np.asarray(data, dtype=np.float32)
+        transform = orientations.ornt_transform(current, wanted)
+        data = np.asarray(orientations.apply_orientation(np.asanyarray(image.dataobj), transform), dtype=np.float32)
         return data.reshape(data.shape[:2]).T.copy()  # (x, y[, 1]) -> (rows, cols)

@@ -49,7 +49,8 @@ def save_oracle_detector(
     oracle = OracleHeatmaps(len(cases), num_landmarks, size)
     for index, (image, landmarks_px) in enumerate(cases):
         boxed = Letterbox(size)(LoadPXR()(str(image)))
-        points = torch.as_tensor(apply_matrix(np.asarray(landmarks_px), boxed.meta["letterbox_matrix"]), dtype=torch.float32)
+        points = apply_matrix(np.asarray(landmarks_px), boxed.meta["letterbox_matrix"])  # -> detector input pixels
+        points = torch.as_tensor(points, dtype=torch.float32)
         oracle.inputs[index] = boxed.as_tensor()
         oracle.heatmaps[index] = torch.log(gaussian_heatmaps(points, size, 1.5).clamp_min(1e-30))
     torch.save(oracle.state_dict(), models_dir / "landmark_model.pt")

@@ -213,14 +213,16 @@ def test_annotated_images_never_load_the_detector(tmp_path):
     run_inference(bundle_root, overrides_file(tmp_path / "overrides.json"), images, tmp_path / "out")
     report = json.loads((tmp_path / "out" / "annotated" / "report.json").read_text())
     assert report["status"] == "ok" and report["landmark_source"] == "annotation"
-    assert report["landmarks"]["symphysis_superior"] == pytest.approx(landmarks[LANDMARK_NAMES.index("symphysis_superior")])
+    symphysis = LANDMARK_NAMES.index("symphysis_superior")
+    assert report["landmarks"]["symphysis_superior"] == pytest.approx(landmarks[symphysis])
 
     write_dx(images / "bare.dcm", pixels, spacing_mm=(SPACING_MM, SPACING_MM))
     run_inference(bundle_root, overrides_file(tmp_path / "overrides.json"), images, tmp_path / "out2")
     summary = {Path(e["image"]).name: e for e in json.loads((tmp_path / "out2" / "inference_summary.json").read_text())}
     assert summary["annotated.dcm"]["status"] == "ok"
     assert summary["bare.dcm"]["status"] == "failed"
-    assert "landmark_model.pt do not exist" in summary["bare.dcm"]["error"] and "bare.dcm" in summary["bare.dcm"]["error"]
+    error = summary["bare.dcm"]["error"]
+    assert "landmark_model.pt do not exist" in error and str(images / "bare.dcm") in error
 
 
 def test_a_run_whose_only_image_is_refused_completes_with_its_summary(bedside, tmp_path):

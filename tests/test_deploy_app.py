@@ -277,7 +277,8 @@ def install_oracle_detector(bundle: Path, cases: list[tuple[Path, np.ndarray]]) 
     """
     from oracle_detector import save_oracle_detector
 
-    shutil.copyfile(Path(__file__).resolve().parent / "deploy_oracle_landmarks.py", bundle / "scripts" / "oracle_landmarks.py")
+    oracle_module = Path(__file__).resolve().parent / "deploy_oracle_landmarks.py"
+    shutil.copyfile(oracle_module, bundle / "scripts" / "oracle_landmarks.py")
     overrides = save_oracle_detector(bundle / "models", cases, module="scripts.oracle_landmarks")
     config_file = bundle / "configs" / "landmark_inference.json"
     config = json.loads(config_file.read_text())
@@ -319,14 +320,11 @@ def test_a_study_whose_only_radiograph_the_detector_refuses_gives_an_empty_outpu
     inputs, outputs = tmp_path / "study", tmp_path / "out"
     write_study(inputs, with_pelvis=False)
     study_uid = pydicom.dcmread(inputs / "chest" / "chest.dcm").StudyInstanceUID
-    blank = factory.save(
-        factory.radiograph_dataset(np.full(IMAGE_SHAPE, 1000, np.uint16), study_uid, spacing_mm=(SPACING_MM, SPACING_MM)),
-        inputs / "pelvis" / "blank.dcm",
-    )
-    _, landmarks = pelvic_case()
-    other = factory.save(
-        factory.radiograph_dataset(pelvic_case()[0], study_uid, spacing_mm=(SPACING_MM, SPACING_MM)), tmp_path / "known.dcm"
-    )
+    spacing = (SPACING_MM, SPACING_MM)
+    blank_pixels = np.full(IMAGE_SHAPE, 1000, np.uint16)
+    blank = factory.save(factory.radiograph_dataset(blank_pixels, study_uid, spacing_mm=spacing), inputs / "pelvis" / "blank.dcm")
+    pixels, landmarks = pelvic_case()
+    other = factory.save(factory.radiograph_dataset(pixels, study_uid, spacing_mm=spacing), tmp_path / "known.dcm")
     install_oracle_detector(bundle, [(other, landmarks)])  # knows another image; this study's is refused
     result, _ = run_app(["-i", str(inputs), "-o", str(outputs), "-m", str(bundle)])
     log = result.stdout + result.stderr

@@ -55,7 +55,9 @@ def test_errors_outside_catch_stop_the_iteration():
 
 def test_engine_completes_when_every_item_failed():
     failures = []
-    dataset = FailureTolerantDataset([{"n": 1}, {"n": 3}], odd_fails, on_failure=lambda item, e: failures.append(item["n"]))
+    dataset = FailureTolerantDataset(
+        [{"n": 1}, {"n": 3}], odd_fails, on_failure=lambda item, error: failures.append(item["n"])
+    )
     engine = Engine(lambda e, batch: batch)
     completed = []
     engine.add_event_handler(Events.COMPLETED, lambda e: completed.append(e.state.iteration))

@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> dict:
     # the bedside path: the landmark detector, trained briefly on the same simulated data (same fold)
     refine = args.landmark_refine_epochs > 0
     t_landmarks = time.time()
-    print(f"[demo] 4/6 training the landmark detector ({args.landmark_epochs} epochs of the whole-image stage"
-          + (f", {args.landmark_refine_epochs} of the patch stage)" if refine else "; patch stage not trained)"), flush=True)
+    stages = f", {args.landmark_refine_epochs} of the patch stage" if refine else "; patch stage not trained"
+    print(f"[demo] 4/6 training the landmark detector ({args.landmark_epochs} epochs of the whole-image stage{stages})",
+          flush=True)
     landmark_common = {"bundle_root": str(out), "dataset_dir": str(data), "fold": args.fold, "show_progress": False}
     _run([CONFIGS / "landmark_train.json"], run_id="run_global", **landmark_common, max_epochs=args.landmark_epochs)
     if refine:

@@ -178,7 +178,8 @@ class FractureReportWriter:
         image = item[self.image_key]
         meta = getattr(image, "meta", {}) or {}
         # unknown spacing (e.g. a PNG without annotation): pixels only, mm entries null, NIfTI at 1 mm
-        spacing = to_numpy(meta["spacing_mm"]).astype(np.float64).ravel() if meta.get("spacing_mm") is not None else None
+        spacing = meta.get("spacing_mm")
+        spacing = None if spacing is None else to_numpy(spacing).astype(np.float64).ravel()
         out = self._folder(item)
         name = out.name
         out.mkdir(parents=True, exist_ok=True)

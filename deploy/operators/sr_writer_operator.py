@@ -35,7 +35,9 @@ from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from .finding import AASNFinding
 
-__all__ = ["FRACTURE_OF_BONE", "FractureSRWriterOperator", "build_fracture_sr", "landmark_parameters", "to_dicom_scoord"]
+__all__ = [
+    "FRACTURE_OF_BONE", "FractureSRWriterOperator", "build_fracture_sr", "landmark_parameters", "to_dicom_scoord",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +109,9 @@ def build_fracture_sr(
     probability = float(report["fracture_probability"])
     threshold = float(report["threshold"])
     algorithm = hd.sr.AlgorithmIdentification(
-        name=algorithm_name, version=str(algorithm_version), parameters=[f"threshold={threshold:g}", *landmark_parameters(report)]
+        name=algorithm_name,
+        version=str(algorithm_version),
+        parameters=[f"threshold={threshold:g}", *landmark_parameters(report)],
     )
     unitless = codes.UCUM.NoUnits
     pelvis = [hd.sr.FindingSite(anatomic_location=codes.SCT.BoneStructureOfPelvis)]
