@@ -15,6 +15,7 @@ from scripts.heatmap_decoding import (  # noqa: E402
     gaussian_heatmaps,
     heatmap_confidence,
     heatmap_value_near,
+    local_expectation,
     sample_heatmaps,
     spatial_softmax,
 )
@@ -55,6 +56,38 @@ def test_decoding_batched_and_noisy():
     mirrored = points.clone()
     mirrored[:, 0] = 63 - points[:, 0]
     assert (coords[1] - mirrored).norm(dim=-1).max() < 0.15
+
+
+def test_local_expectation_is_the_probability_weighted_mean_within_the_window():
+    probs = torch.zeros(1, 2, 9, 12)
+    # channel 0: mass 0.6 at (x=4, y=3) and 0.2 at (5, 3), (4, 5); a far mode (x=11, y=8) outside radius 2
+    probs[0, 0, 3, 4], probs[0, 0, 3, 5], probs[0, 0, 5, 4], probs[0, 0, 8, 11] = 0.6, 0.2, 0.2, 0.5
+    probs[0, 1, 0, 0] = 1.0  # a corner: the window is clipped by the border
+    mean = local_expectation(probs, torch.tensor([[[4.0, 3.0], [0.0, 0.0]]]), radius=2)
+    expected_x = (0.6 * 4 + 0.2 * 5 + 0.2 * 4) / 1.0
+    expected_y = (0.6 * 3 + 0.2 * 3 + 0.2 * 5) / 1.0
+    assert torch.allclose(mean[0, 0], torch.tensor([expected_x, expected_y]))
+    assert torch.allclose(mean[0, 1], torch.tensor([0.0, 0.0]))
+    wider = local_expectation(probs, torch.tensor([[[4.0, 3.0], [0.0, 0.0]]]), radius=20)  # takes the far mode in
+    assert wider[0, 0, 0] > expected_x + 2
+
+
+def test_expectation_decoding_keeps_a_symmetric_peak_and_moves_to_the_mean_of_a_skewed_one():
+    points = torch.tensor([[20.3, 15.6]])
+    gaussian = spatial_softmax(torch.log(gaussian_heatmaps(points, (40, 64), 2.0).clamp_min(1e-30)))
+    coords, _ = decode_heatmaps(gaussian, expectation_radius=8)
+    assert torch.allclose(coords, points, atol=1e-2)  # 4 sigma window: the truncated mean stays on the centre
+    # a skewed distribution along x (a landmark on a contour): the mode stays, the mean moves towards the tail
+    skewed = gaussian.clone()
+    skewed[0, 16, 24:30] = skewed[0, 16, 20] * 0.5
+    skewed = skewed / skewed.sum()
+    peak, _ = decode_heatmaps(skewed)
+    mean, _ = decode_heatmaps(skewed, expectation_radius=12)
+    xs = torch.arange(64.0)
+    window = skewed[0, 4:29, 8:33]
+    expected_x = (window.sum(0) * xs[8:33]).sum() / window.sum()
+    assert mean[0, 0] == pytest.approx(expected_x.item(), abs=1e-4)
+    assert mean[0, 0] > peak[0, 0] + 0.5
 
 
 def test_decoding_rejects_bad_shapes():

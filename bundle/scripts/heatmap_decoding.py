@@ -14,6 +14,13 @@ heatmap over its 3 x 3 neighbourhood (central differences; at the border the ste
 for a Gaussian peak the step lands on the true centre exactly, whatever the sigma; for a network's
 heatmap an optional Gaussian smoothing first makes the peak closer to that model (as in "DARK",
 Zhang et al., CVPR 2020). Where the neighbourhood is not concave the arg-max pixel is kept.
+
+For a probability map (spatial softmax) the *mode* is not the best point estimate when the landmark is
+uncertain along a direction (a point on a smooth contour: the ASIS, the sciatic notch): the mean of the
+distribution minimises the expected squared error. ``expectation_radius`` > 0 therefore replaces the
+Newton step by the probability-weighted mean position within a square window of that half-size around
+the arg-max (:func:`local_expectation`); the window keeps a distant second mode (the other side's
+landmark) out of the mean. For a symmetric peak both estimates coincide.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ __all__ = [
     "gaussian_heatmaps",
     "spatial_softmax",
     "decode_heatmaps",
+    "local_expectation",
     "sample_heatmaps",
     "heatmap_value_near",
     "HEATMAP_ACTIVATIONS",
@@ -78,13 +86,44 @@ def _gaussian_blur(heatmaps: torch.Tensor, sigma: float) -> torch.Tensor:
     return flat.reshape(b, n, h, w)
 
 
-def decode_heatmaps(heatmaps: torch.Tensor, smooth_sigma: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sub-pixel peak of each heatmap.
+def local_expectation(heatmaps: torch.Tensor, centres: torch.Tensor, radius: int) -> torch.Tensor:
+    """Heatmap-weighted mean position of each map within ``radius`` pixels (square window) of its centre.
+
+    Args:
+        heatmaps: ``(B, N, H, W)`` non-negative maps (probabilities).
+        centres: ``(B, N, 2)`` ``[x, y]`` window centres (rounded to the nearest pixel).
+        radius: half-size of the window in pixels (clipped at the map's border).
+
+    Returns:
+        ``(B, N, 2)`` float32 ``[x, y]``; the centre itself where the window holds no mass.
+    """
+    maps = torch.as_tensor(heatmaps).float().clamp_min(0)
+    b, n, h, w = maps.shape
+    xs = torch.arange(w, dtype=torch.float32, device=maps.device)
+    ys = torch.arange(h, dtype=torch.float32, device=maps.device)
+    centre_x, centre_y = centres[..., 0].round(), centres[..., 1].round()
+    in_x = (xs - centre_x[..., None]).abs() <= radius  # (B, N, W)
+    in_y = (ys - centre_y[..., None]).abs() <= radius  # (B, N, H)
+    weights = maps * in_y[..., :, None] * in_x[..., None, :]
+    mass = weights.sum(dim=(-1, -2))
+    mean_x = (weights.sum(dim=-2) * xs).sum(dim=-1) / mass.clamp_min(1e-30)
+    mean_y = (weights.sum(dim=-1) * ys).sum(dim=-1) / mass.clamp_min(1e-30)
+    empty = mass <= 0
+    mean = torch.stack((mean_x, mean_y), dim=-1)
+    return torch.where(empty[..., None], centres.float(), mean)
+
+
+def decode_heatmaps(
+    heatmaps: torch.Tensor, smooth_sigma: float = 0.0, expectation_radius: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sub-pixel position of each heatmap's landmark: the refined peak, or the local mean.
 
     Args:
         heatmaps: ``(N, H, W)`` or ``(B, N, H, W)``, one channel per landmark.
         smooth_sigma: if positive, Gaussian smoothing (pixels) applied before the refinement only; the
             arg-max and the returned peak values come from the unsmoothed heatmaps.
+        expectation_radius: if positive, return the heatmap-weighted mean within this many pixels of the
+            arg-max (:func:`local_expectation`; for probability maps) instead of the Newton-refined peak.
 
     Returns:
         ``coords`` ``(..., N, 2)`` float32 ``[x, y]`` pixel coordinates and ``peaks`` ``(..., N)``, the
@@ -132,6 +171,8 @@ def decode_heatmaps(heatmaps: torch.Tensor, smooth_sigma: float = 0.0) -> tuple[
     step_y = torch.where(trusted, step_y, torch.zeros_like(step_y))
 
     coords = torch.stack((col.float() + step_x, row.float() + step_y), dim=-1)
+    if expectation_radius > 0:
+        coords = local_expectation(maps, torch.stack((col, row), dim=-1).float(), int(expectation_radius))
     coords[..., 0].clamp_(0, w - 1)
     coords[..., 1].clamp_(0, h - 1)
     if unbatched:

@@ -149,6 +149,8 @@ class LandmarkDetector(Transform):
             ``"none"`` (regressed Gaussian heatmaps); see :mod:`.heatmap_decoding`.
         confidence_radius: for ``"spatial_softmax"``, the confidence of a landmark is the probability
             within this many input pixels of it.
+        expectation_radius: input pixels of the local-mean decoding of the whole-image heatmaps (0: the
+            refined peak); see :func:`~.heatmap_decoding.decode_heatmaps`.
     """
 
     def __init__(
@@ -166,8 +168,10 @@ class LandmarkDetector(Transform):
         refiner: LandmarkRefiner | None = None,
         activation: str = "spatial_softmax",
         confidence_radius: int = 3,
+        expectation_radius: int = 0,
     ) -> None:
         self.network = network.eval()
+        self.expectation_radius = int(expectation_radius)
         self.activation = activation
         self.confidence_radius = int(confidence_radius)
         activate_heatmaps(torch.zeros(1, 3, 3), activation)  # validates the name
@@ -211,7 +215,7 @@ class LandmarkDetector(Transform):
             spacing_mm = image.meta.get("spacing_mm")
         n = len(self.names)
         maps, matrix = self.heatmaps(image)
-        coords_in, _ = decode_heatmaps(maps, self.smooth_sigma)
+        coords_in, _ = decode_heatmaps(maps, self.smooth_sigma, self.expectation_radius)
         peak_points = apply_matrix(coords_in.numpy(), np.linalg.inv(matrix))
         peaks_np = self._confidence(maps, coords_in).numpy().astype(np.float64)
         valid = peaks_np >= self.min_confidence

@@ -246,6 +246,8 @@ class PatchHeatmapsToMillimetresd(MapTransform):
         keys: ``(pred_key, label_key)``: ``(N, P, P)`` heatmaps and the ``(1, 2)`` true patch point.
         image_key: the patch image carrying ``patch_landmark`` and ``patch_mm_per_pixel`` meta.
         activation: the network's output activation (see :mod:`.heatmap_decoding`).
+        expectation_radius: decode with the local mean within this many pixels (0: the refined peak), as
+            :class:`LandmarkRefiner` does, so that validation scores the decoding used at inference.
         allow_missing_keys: do not raise if a key is absent.
     """
 
@@ -254,11 +256,13 @@ class PatchHeatmapsToMillimetresd(MapTransform):
         keys: KeysCollection = ("pred", "label"),
         image_key: str = "image",
         activation: str = "spatial_softmax",
+        expectation_radius: int = 0,
         allow_missing_keys: bool = False,
     ):
         super().__init__(keys, allow_missing_keys)
         self.image_key = image_key
         self.activation = activation
+        self.expectation_radius = int(expectation_radius)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -268,7 +272,8 @@ class PatchHeatmapsToMillimetresd(MapTransform):
         for key in self.key_iterator(d):
             value = torch.as_tensor(d[key]).detach().cpu()
             if value.ndim == 3:
-                points = decode_heatmaps(activate_heatmaps(value[index : index + 1], self.activation))[0].numpy()
+                maps = activate_heatmaps(value[index : index + 1], self.activation)
+                points = decode_heatmaps(maps, expectation_radius=self.expectation_radius)[0].numpy()
             else:
                 points = value.numpy().reshape(-1, 2)
             d[key] = torch.as_tensor(points * mm[::-1], dtype=torch.float32)  # x by the column size, y by the row size
@@ -289,6 +294,8 @@ class LandmarkRefiner:
             landmarks need more context than a patch holds (the acetabulum centre is the centre of a
             femoral head larger than the patch); for them the whole-image estimate can be the better one,
             which the validation set decides.
+        expectation_radius: patch pixels of the local-mean decoding (0: the refined peak); see
+            :func:`~.heatmap_decoding.decode_heatmaps`.
     """
 
     def __init__(
@@ -300,8 +307,10 @@ class LandmarkRefiner:
         activation: str = "spatial_softmax",
         confidence_radius: int = 3,
         refined_landmarks: Sequence[str] | None = None,
+        expectation_radius: int = 0,
     ) -> None:
         self.network = network.eval()
+        self.expectation_radius = int(expectation_radius)
         self.activation = activation
         self.confidence_radius = int(confidence_radius)
         self.refined_landmarks = None if refined_landmarks is None else tuple(refined_landmarks)
@@ -333,7 +342,7 @@ class LandmarkRefiner:
         outputs = self.network(patches.to(self.device)).float().cpu()
         n = len(points)
         own = activate_heatmaps(outputs[torch.arange(n), torch.arange(n)], self.activation)  # channel i of patch i
-        coords, _ = decode_heatmaps(own[:, None])
+        coords, _ = decode_heatmaps(own[:, None], expectation_radius=self.expectation_radius)
         peaks = self.confidence(own, coords.reshape(n, 2))
         to_patch = matrices @ to_local
         refined = np.stack([apply_matrix(c.reshape(2), np.linalg.inv(m)) for c, m in zip(coords.numpy(), to_patch)])
