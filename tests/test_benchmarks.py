@@ -131,3 +131,28 @@ def test_end_to_end_benchmark_tiny_run(tmp_path):
     assert all(r["samples_per_s"] > 0 for r in record["training"]["settings"].values())
     text = (results / "end_to_end.md").read_text()
     assert "| network |" in text and "AASN / Vanilla forward ratio" in text and "| full cache |" in text
+
+
+def test_detected_landmarks_paired_comparison_against_hand_computed_values():
+    import bench_detected_landmarks
+
+    # two subjects, two images each; detected scores = true + a known shift on one image
+    true = [
+        {"case": "a1", "subject": "a", "label": 1, "score": 0.9},
+        {"case": "a2", "subject": "a", "label": 0, "score": 0.2},
+        {"case": "b1", "subject": "b", "label": 1, "score": 0.6},
+        {"case": "b2", "subject": "b", "label": 0, "score": 0.4},
+    ]
+    same = bench_detected_landmarks.paired_comparison(true, [dict(c) for c in true], {c["case"] for c in true}, seed=0)
+    assert same["difference_ci95"] == [0.0, 0.0]
+    assert same["score_mean_abs_difference"] == 0.0 and same["score_pearson_r"] == pytest.approx(1.0)
+
+    shifted = [dict(c) for c in true]
+    shifted[3]["score"] = 0.95  # b2 (negative) now outranks every positive: AUC 1.0 -> 0.5
+    result = bench_detected_landmarks.paired_comparison(true, shifted, {c["case"] for c in true}, seed=0)
+    assert result["score_mean_abs_difference"] == pytest.approx(0.55 / 4)
+    assert result["score_std_true"] == pytest.approx(float(np.std([0.9, 0.2, 0.6, 0.4])))
+    low, high = result["difference_ci95"]
+    assert low < 0 and high <= 0  # never better with the shifted scores
+    assert bench_detected_landmarks.auc_on(shifted, {"a1", "a2", "b1", "b2"}) == pytest.approx(0.5)
+    assert bench_detected_landmarks.auc_on(true, {"a1", "a2", "b1", "b2"}) == pytest.approx(1.0)
