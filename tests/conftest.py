@@ -25,3 +25,14 @@ def pxr_case(tmp_path):
         return {"image": str(image), "annotation": annotation, "landmarks": lm, "fractures": np.asarray(fractures, dtype=np.float64).reshape(-1, 2), "spacing": spacing, "shape": shape}
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny workloads on a shared machine: several OpenMP threads only wait for each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

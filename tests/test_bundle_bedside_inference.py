@@ -39,13 +39,7 @@ SPACING_MM = 0.8
 NOT_A_PELVIS = "does not look like an AP pelvic radiograph"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny workloads on a shared machine: several OpenMP threads only wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def pelvic_pixels() -> tuple[np.ndarray, np.ndarray]:
@@ -57,15 +51,10 @@ def pelvic_pixels() -> tuple[np.ndarray, np.ndarray]:
 
 def make_bundle_root(root: Path) -> Path:
     """A bundle root (``models/``) with a tiny AASN of seeded random weights, no landmark detector weights."""
-    from scripts.networks import build_network
+    from tiny_aasn import save_random_aasn
 
     (root / "models").mkdir(parents=True)
-    torch.manual_seed(0)
-    network = build_network("aasn", **TINY_AASN)
-    with torch.no_grad():  # away from the zero-initialised head, so that probabilities vary over the image
-        for parameter in network.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    torch.save(network.state_dict(), root / "models" / "model.pt")
+    save_random_aasn(root / "models" / "model.pt", TINY_AASN)
     return root
 
 

@@ -26,7 +26,6 @@ from pydicom.uid import UID
 
 pytest.importorskip("monai.deploy", reason="needs the MONAI Deploy App SDK: bash deploy/setup.sh, then .venv-deploy")
 
-import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "deploy"))
@@ -36,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import deploy_dicom_factory as factory  # noqa: E402
 from custom_transforms.conventions import LANDMARK_NAMES  # noqa: E402
 from aasn_bundle import BundleInference, find_bundle_root  # noqa: E402
-from scripts.networks import build_network  # noqa: E402
+from tiny_aasn import save_random_aasn  # noqa: E402
 from landmark_testdata import random_pelvis, render_chest, render_pelvis  # noqa: E402
 from synthetic_pelvis import write_annotation  # noqa: E402
 
@@ -64,12 +63,7 @@ def make_test_bundle(root: Path) -> Path:
     config["network_kwargs"] = TINY
     config["roi_size"] = ROI_SIZE
     config_file.write_text(json.dumps(config, indent=4))
-    torch.manual_seed(0)
-    network = build_network("aasn", **TINY)
-    with torch.no_grad():  # away from the zero-initialised head, so that probabilities vary over the image
-        for parameter in network.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    torch.save(network.state_dict(), bundle / "models" / "model.pt")
+    save_random_aasn(bundle / "models" / "model.pt", TINY)
     return bundle
 
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from custom_transforms.conventions import LANDMARK_NAMES  # noqa: E402
 from landmark_testdata import write_toy_dataset  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 TINY = {
     "input_size": [32, 32],
@@ -39,17 +39,6 @@ TINY = {
     "show_progress": False,
     "generate_demo_data": False,
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny workloads on a shared machine: several OpenMP threads only wait for each other."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
