@@ -63,7 +63,7 @@ class AASNFractureApp(Application):
 
     name = "aasn_pelvic_fracture"
     description = "AASN anterior pelvic fracture detection: DICOM CR/DX in, DICOM SR + Secondary Capture + JSON out"
-    version = "0.1.0"
+    version = "0.2.0"
 
     def compose(self):
         app_context: AppContext = Application.init_app_context(self.argv)
