@@ -222,3 +222,26 @@ def test_a_run_whose_only_image_is_refused_completes_with_its_summary(bedside, t
     (entry,) = json.loads((tmp_path / "out" / "inference_summary.json").read_text())
     assert entry["status"] == "not_a_pelvis" and NOT_A_PELVIS in entry["error"]
     assert sorted(p.name for p in (tmp_path / "out" / "blank").iterdir()) == ["report.json"]
+
+
+def test_inputs_with_the_same_file_name_get_separate_reports(bedside, tmp_path):
+    """``a/pelvis.dcm`` and ``b/pelvis.dcm`` in one datalist: neither report overwrites the other."""
+    from scripts.inference_writer import unique_folder_names
+
+    inputs = []
+    for side in ("a", "b"):
+        (tmp_path / side).mkdir()
+        os.symlink(bedside["pelvis"], tmp_path / side / "pelvis.dcm")
+        inputs.append(str(tmp_path / side / "pelvis.dcm"))
+    names = unique_folder_names(inputs)
+    assert len(set(names.values())) == 2 and all(n.startswith("pelvis_") for n in names.values())
+    assert unique_folder_names([inputs[0], str(tmp_path / "other.dcm")])[inputs[0]] == "pelvis"  # no clash: plain
+
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps([{"image": p} for p in inputs]))
+    out = tmp_path / "out"
+    run_inference(bedside["bundle_root"], bedside["overrides"], datalist, out)
+    summary = json.loads((out / "inference_summary.json").read_text())
+    assert [entry["status"] for entry in summary] == ["ok", "ok"]
+    reports = {json.loads((out / names[p] / "report.json").read_text())["image"] for p in inputs}
+    assert reports == set(inputs)

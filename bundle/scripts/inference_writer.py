@@ -1,5 +1,8 @@
 """Writes the inference results of each image to ``output_dir/<image name>/``, and a summary of the run.
 
+``<image name>`` is the file name without its extension; when two inputs of a run share it (``a/pelvis.dcm``,
+``b/pelvis.dcm``) a short hash of the full path is appended (:func:`unique_folder_names`).
+
 - ``heatmap.nii.gz``: fracture probabilities on the original image grid. NIfTI axis 0 is x (column),
   axis 1 is y (row), with the radiograph affine of ``custom_transforms.conventions.radiograph_nifti_affine``
   (``diag(-col_mm, -row_mm, 1, 1)``, ITK's placement of a radiograph): ITK-based viewers overlay it on the
@@ -25,6 +28,7 @@ exactly with the ROI's homogeneous ``roi_to_original`` matrix (``[x, y, 1]`` col
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -46,7 +50,7 @@ from .plots import save_overlay
 
 __all__ = [
     "FractureReportWriter", "SUMMARY_FILE", "find_peaks", "landmark_provenance", "roi_to_original_points",
-    "write_heatmap_nifti",
+    "unique_folder_names", "write_heatmap_nifti",
 ]
 
 #: The run's summary, in ``output_dir``.
@@ -102,6 +106,19 @@ def write_heatmap_nifti(heatmap: np.ndarray, spacing_mm: np.ndarray, path: str |
     return str(path)
 
 
+def unique_folder_names(paths: Sequence[str]) -> dict[str, str]:
+    """Output folder name of each image path (keys: absolute paths): the file name without its extension, and for
+    images whose names clash (``a/pelvis.dcm``, ``b/pelvis.dcm``) that name plus a short hash of the full path, so
+    that no report overwrites another."""
+    absolute = [os.path.abspath(p) for p in paths]
+    names = {p: case_name({"image": p}) for p in absolute}
+    clashes = Counter(names.values())
+    return {
+        p: name if clashes[name] == 1 else f"{name}_{hashlib.sha1(p.encode()).hexdigest()[:8]}"
+        for p, name in names.items()
+    }
+
+
 class FractureReportWriter:
     """Ignite handler writing heatmap NIfTI, overlay PNG and ``report.json`` per inferred image, error reports for
     images that failed before the network, and the run's ``inference_summary.json``.
@@ -152,6 +169,9 @@ class FractureReportWriter:
         self.roi_to_original_key, self.roi_size_key, self.landmarks_key = roi_to_original_key, roi_size_key, landmarks_key
         self.peak_min_distance_mm, self.max_peaks = float(peak_min_distance_mm), int(max_peaks)
         self.items = None if items is None else list(items)
+        self._folder_names = {} if self.items is None else unique_folder_names(
+            [str(item.get(image_key, "")) for item in self.items]
+        )
         self.reports: list[dict[str, Any]] = []
         self._report_files: list[str] = []
 
@@ -168,7 +188,10 @@ class FractureReportWriter:
                 self.write_failure({self.image_key: str(meta.get("filename_or_obj", ""))}, error)
 
     def _folder(self, item: dict) -> Path:
-        return self.output_dir / case_name(item, self.image_key, fallback=f"image{len(self.reports):04d}")
+        image = item.get(self.image_key)
+        path = (getattr(image, "meta", None) or {}).get("filename_or_obj", image)
+        name = self._folder_names.get(os.path.abspath(str(path))) if isinstance(path, (str, os.PathLike)) else None
+        return self.output_dir / (name or case_name(item, self.image_key, fallback=f"image{len(self.reports):04d}"))
 
     def write(self, item: dict) -> dict[str, Any]:
         """Write one image's outputs; returns its report."""
