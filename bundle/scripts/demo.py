@@ -12,7 +12,7 @@ pictures; ``eval/landmarks/`` the detector's MRE/SDR), ``inference/`` (per-image
 annotated landmarks) and ``inference_bedside/`` (the same images given without annotation: the detector's
 landmarks). The ``monai.bundle run`` calls a user would type are made in-process: ``configs/demo.json`` on top
 of the real AASN configs (small ROI, tiny DenseNet, few epochs), and ``configs/landmark_train.json``'s run ids
-``run_global`` (and ``run_refine``, with ``--landmark-refine-epochs``) with fewer epochs, so that it finishes
+``run_global`` and ``run_refine`` with fewer epochs (``--landmark-epochs``, ``--landmark-refine-epochs``), so that it finishes
 in minutes on a CPU. A rerun resumes or reuses what is already there.
 """
 
@@ -107,9 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-infer", type=int, default=3, help="test images to run inference on")
     parser.add_argument("--landmark-epochs", type=int, default=10, help="epochs of the detector's whole-image stage")
     parser.add_argument(
-        "--landmark-refine-epochs", type=int, default=0,
-        help="epochs of the detector's patch stage (0: not trained, the detector runs without it; about 3 min "
-        "per epoch on 2 CPU cores)",
+        "--landmark-refine-epochs", type=int, default=10,
+        help="epochs of the detector's patch stage (0: not trained, the detector runs on the whole-image peaks)",
     )
     args = parser.parse_args(argv)
 
