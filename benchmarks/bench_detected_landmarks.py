@@ -42,8 +42,14 @@ import bench_accuracy as accuracy  # noqa: E402  (puts bundle/ on sys.path too)
 CONFIGS = accuracy.CONFIGS
 
 
-def detect_test_fold(items: Sequence[dict], models: Path, out: Path) -> tuple[list[dict], list[dict], dict]:
-    """Detect the landmarks of ``items``; write annotations with them; return (new items, refused, metrics)."""
+def detect_test_fold(
+    items: Sequence[dict], models: Path, out: Path, roi_size: Sequence[int]
+) -> tuple[list[dict], list[dict], dict]:
+    """Detect the landmarks of ``items``; write annotations with them; return (new items, refused, metrics).
+
+    An image is refused when the detector refuses it, or when the AASN preprocessing at ``roi_size`` refuses its
+    detected landmarks (the same screening as ``bench_accuracy.screen_dataset`` applies to the annotated ones).
+    """
     from monai.transforms import Compose
 
     from custom_transforms.annotation import LoadAnnotationd
@@ -83,7 +89,7 @@ def detect_test_fold(items: Sequence[dict], models: Path, out: Path) -> tuple[li
     # the AASN preprocessing must accept the detected geometry (as it must the annotated one)
     from custom_transforms.errors import AnnotationError, GeometryError
 
-    chain = Compose([LoadPXRd("image"), LoadAnnotationd("annotation", image_key="image"), *aasn_geometry(with_masks=False)])
+    chain = Compose([LoadPXRd("image"), LoadAnnotationd("annotation", image_key="image"), *aasn_geometry(roi_size=roi_size, with_masks=False)])
     usable = []
     for item in detected_items:
         try:
@@ -183,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     test = fold_split(datalist, args.fold, "test")
     out = work / "detected_landmarks" / f"fold{args.fold}"
     print(f"[detected] detecting the landmarks of {len(test)} test images", flush=True)
-    usable, refused, landmark_metrics = detect_test_fold(test, Path(args.landmark_models).resolve(), out)
+    usable, refused, landmark_metrics = detect_test_fold(test, Path(args.landmark_models).resolve(), out, scale["roi_size"])
     content = json.loads(Path(datalist).read_text())
     by_image = {it["image"]: it for it in usable}
     detected_list = out / "datalist_detected.json"
