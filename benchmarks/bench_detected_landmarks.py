@@ -181,7 +181,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     datalist, _ = accuracy.screen_dataset(simulated, scale["roi_size"], work / f"datalist_usable_{roi_tag}.json")
 
     print(f"[detected] training / reusing {args.method} fold {args.fold}", flush=True)
-    true_metrics = accuracy.train_and_evaluate(scale, args.method, args.fold, work, datalist, args.seed)
+    # trains (or reuses) the weights; its own evaluation runs on a cache that names cases differently, so the
+    # true-landmark metrics below come from the same code path as the detected ones
+    accuracy.train_and_evaluate(scale, args.method, args.fold, work, datalist, args.seed)
     run_dir = work / "runs" / args.method / f"fold{args.fold}"
 
     from scripts.datalist import fold_split

@@ -44,7 +44,7 @@ from monai.transforms import MapTransform, Transform
 from custom_transforms.conventions import LANDMARK_NAMES
 
 from .heatmap_decoding import activate_heatmaps, decode_heatmaps, heatmap_confidence
-from .landmark_refinement import LandmarkRefiner
+from .landmark_refinement import LandmarkRefiner, network_device
 from .letterbox import Letterbox, apply_matrix
 from .shape_model import StatisticalShapeModel
 
@@ -183,10 +183,7 @@ class LandmarkDetector(Transform):
         self.size_range = (float(size_range[0]), float(size_range[1]))
         self.min_contrast = float(min_contrast)
         self.smooth_sigma = float(smooth_sigma)
-        if device is None:
-            param = next(network.parameters(), None)
-            device = param.device if param is not None else "cpu"
-        self.device = torch.device(device)
+        self.device = network_device(network, device)
         self.names = tuple(names)
         if shape_model is not None and shape_model.num_points != len(self.names):
             raise ValueError(f"the shape model has {shape_model.num_points} points, the detector {len(self.names)} names.")

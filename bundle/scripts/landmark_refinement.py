@@ -42,10 +42,19 @@ __all__ = [
     "LandmarkPatchesd",
     "PatchHeatmapsToMillimetresd",
     "LandmarkRefiner",
+    "network_device",
 ]
 
 #: meta-data key of the original -> local image matrix.
 LOCAL_MATRIX = "local_matrix"
+
+
+def network_device(network: torch.nn.Module, device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else where ``network``'s parameters are (CPU for a network without parameters)."""
+    if device is None:
+        param = next(network.parameters(), None)
+        device = param.device if param is not None else "cpu"
+    return torch.device(device)
 
 
 def local_size(image_size: Sequence[int], long_side: int) -> tuple[int, int]:
@@ -316,10 +325,7 @@ class LandmarkRefiner:
         self.refined_landmarks = None if refined_landmarks is None else tuple(refined_landmarks)
         self.long_side = int(long_side)
         self.patch_size = int(patch_size)
-        if device is None:
-            param = next(network.parameters(), None)
-            device = param.device if param is not None else "cpu"
-        self.device = torch.device(device)
+        self.device = network_device(network, device)
 
     @torch.no_grad()
     def __call__(self, image: torch.Tensor, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.Tensor, np.ndarray]:
