@@ -191,6 +191,22 @@ def test_failures_met_in_dataloader_workers_reach_the_summary(bedside, tmp_path)
     assert {Path(e["image"]).name: e["status"] for e in summary} == EXPECTED_STATUS
 
 
+def test_detector_in_dataloader_workers_runs_on_their_cpu_whatever_the_device(bedside, tmp_path):
+    """On a GPU machine ``@device`` is CUDA, which a forked worker cannot start: the detector falls back to the
+    worker's CPU. Here CUDA is absent, so a detector that kept ``cuda:0`` would fail every image."""
+    config = json.loads(bedside["overrides"].read_text())
+    config["landmark_overrides"]["device"] = "cuda:0"
+    config["num_workers"] = 1
+    overrides = tmp_path / "overrides.json"
+    overrides.write_text(json.dumps(config))
+    images = tmp_path / "images"
+    images.mkdir()
+    os.symlink(bedside["pelvis"], images / "pelvis.dcm")
+    run_inference(bedside["bundle_root"], overrides, images, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "pelvis" / "report.json").read_text())
+    assert report["status"] == "ok" and report["landmark_source"] == "detector"
+
+
 def test_annotated_images_never_load_the_detector(tmp_path):
     """No detector weights at all: annotated images are analysed; one without annotation gets an error report."""
     bundle_root = make_bundle_root(tmp_path / "bundle")  # models/ holds model.pt only

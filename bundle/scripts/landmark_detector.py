@@ -31,6 +31,7 @@ configuration relative to the shape model's mean size (only for the shape fit's 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ __all__ = [
     "load_network_weights",
     "load_landmark_detector",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class NotAPelvisError(ValueError):
@@ -388,7 +391,9 @@ def load_landmark_detector(
     """The trained detector as ``configs/landmark_inference.json`` defines it (``@landmark_detector``).
 
     For other workflows (the AASN ``inference.json``, MONAI Label, MONAI Deploy) that need detection
-    without merging the detector's config ids into theirs.
+    without merging the detector's config ids into theirs. Called inside a DataLoader worker (the lazy
+    detector of ``inference.json`` with ``num_workers`` > 0), it runs the detector on the CPU whatever device
+    was asked for: CUDA cannot be initialised in a forked worker.
 
     Args:
         bundle_root: the bundle folder (holding ``configs/`` and ``models/``).
@@ -403,4 +408,14 @@ def load_landmark_detector(
     parser["bundle_root"] = str(bundle_root)
     for key, value in overrides.items():
         parser[key] = value
+    if torch.utils.data.get_worker_info() is not None:
+        # A DataLoader worker is a forked process, where CUDA cannot be initialised; each worker would also hold
+        # its own copy of the weights on the GPU. The detector is small: it runs on the worker's CPU.
+        device = torch.device(parser.get_parsed_content("device"))
+        if device.type != "cpu":
+            logger.warning(
+                "The landmark detector runs on the CPU inside DataLoader workers (%s was asked for); "
+                "set num_workers to 0 to detect on %s.", device, device,
+            )
+            parser["device"] = "cpu"
     return parser.get_parsed_content("landmark_detector")
