@@ -52,8 +52,8 @@ def test_bce_by_hand():
 
 def test_contrastive_eq2_by_hand():
     logits, distance, target = small_example()
-    # cell (0,1) is in M-hat: max(0, 0.5 - 0.2) = 0.3; the others contribute d: 0.1 + 0.4 + 0.3
-    expected = (0.1 + 0.3 + 0.4 + 0.3) / 4
+    # cell (0,1) is in M-hat: max(0, 0.5 - sqrt(0.2))^2 = 0.0557^2; the others contribute d: 0.1 + 0.4 + 0.3
+    expected = (0.1 + (0.5 - math.sqrt(0.2)) ** 2 + 0.4 + 0.3) / 4
     assert ContrastiveMarginLoss(margin=0.5)((logits, distance), target).item() == pytest.approx(expected, rel=1e-6)
     # a distance above the margin in M-hat costs nothing
     far = distance.clone()
@@ -64,7 +64,7 @@ def test_contrastive_eq2_by_hand():
 def test_total_loss_by_hand():
     logits, distance, target = small_example()
     bce = (math.log(4 / 3) + 2 * math.log(4) + 13 * math.log(2)) / 16
-    contrastive = 1.1 / 4
+    contrastive = (0.8 + (0.5 - math.sqrt(0.2)) ** 2) / 4
     loss = AASNLoss(lambda_contrastive=0.5, margin=0.5)((logits, distance), target)
     assert loss.item() == pytest.approx(bce + 0.5 * contrastive, rel=1e-6)
     assert loss_for_variant("aasn")((logits, distance), target).item() == pytest.approx(loss.item())

@@ -205,6 +205,26 @@ def test_image_alignment_warps_the_mirrored_roi():
     assert torch.allclose(aligned, expected, atol=1e-6)
 
 
+def test_contrastive_distance_is_between_unit_embeddings():
+    """d = ||g(F) - g(F'_f)||^2 on L2-normalised embeddings: within [0, 4] and unchanged by the scale of g's output."""
+    torch.manual_seed(0)
+    net = AASN(**TINY).eval()
+    x = siamese_input(batch=2)
+    with torch.no_grad():
+        _, distance = net.forward_with_distance(x)
+        features, mirrored = net.siamese_features(x)
+        embedded = net.projection(torch.cat([features, mirrored]))
+        unit = embedded / embedded.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        expected = (unit[:2] - unit[2:]).pow(2).sum(1, keepdim=True)
+        net.projection.norm.weight.mul_(10.0)  # a ten times larger g(F): same directions, same d
+        net.projection.norm.bias.mul_(10.0)
+        _, scaled = net.forward_with_distance(x)
+    assert distance.shape == (2, 1, H // 16, W // 16)
+    assert float(distance.min()) >= 0.0 and float(distance.max()) <= 4.0 + 1e-6
+    assert torch.allclose(distance, expected, atol=1e-6)
+    assert torch.allclose(scaled, distance, atol=1e-5)
+
+
 def test_gradients_reach_encoder_projection_and_decoder():
     torch.manual_seed(0)
     net = AASN(**TINY).train()

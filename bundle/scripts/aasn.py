@@ -10,8 +10,10 @@ The network is MONAI's DenseNet (DenseNet-121 by default) cut in two after dense
   streams are fused, and only the 1x1 conv sees the fused channels (twice as many for concatenation);
 * **decoder**: the rest of the DenseNet (remaining dense blocks and transitions, norm5) and a heatmap head
   (ReLU, 1x1 conv to one channel of logits at 1/32 resolution, bilinear upsampling to the input size);
-* **projection head** g (1x1 conv = per-pixel linear, BatchNorm, ReLU) on the encoder features of both streams, giving
-  the distance map ``d(x) = ||g(F(x)) - g(F'_f(x))||^2`` used by the contrastive loss (paper Eq. 2).
+* **projection head** g (1x1 conv = per-pixel linear, BatchNorm, ReLU) on the encoder features of both streams, its
+  output scaled to unit length per pixel, giving the squared distance map ``d(x) = ||g(F(x)) - g(F'_f(x))||^2`` in
+  [0, 4] used by the contrastive loss (paper Eq. 2). The paper does not say how g's output is scaled; its margin
+  m = 0.5 only has a fixed meaning on normalised embeddings (with 128 unnormalised channels d is in the tens).
 
 Input, ``siamese_input`` (B, 8, H, W): channels 0-2 the ROI, 3-5 the mirrored ROI, 6-7 the TPS sampling grid
 (for every ROI pixel, where to sample the mirrored ROI; normalised [-1, 1], channel 6 = x, channel 7 = y,
@@ -432,6 +434,9 @@ class AASN(SiameseDenseNetBase):
         projection = self.projection
         if projection is None:
             return heatmap, empty_distance(x)
-        embedded = projection(torch.cat([features, mirrored], dim=0))
+        # Unit-length embeddings: d lies in [0, 4] whatever the embedding width, so the margin m = 0.5 keeps one
+        # meaning. Unnormalised, d grows with the channels (about 30 times the BCE at initialisation with 128)
+        # and the contrastive term drowns the heatmap's loss (tests/test_network_training.py, planted lesion).
+        embedded = F.normalize(projection(torch.cat([features, mirrored], dim=0)), dim=1)
         batch = x.shape[0]
         return heatmap, squared_distance(embedded[:batch], embedded[batch:])

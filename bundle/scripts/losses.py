@@ -66,10 +66,11 @@ def any_overlap(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 class ContrastiveMarginLoss(nn.Module):
-    """Pixel-wise contrastive margin loss of the paper's Eq. (2) on the distance map d = ||g(F) - g(F'_f)||^2.
+    """Pixel-wise contrastive margin loss of the paper's Eq. (2) on the squared distance map d = ||g(F) - g(F'_f)||^2.
 
-    ``mean over feature pixels x of [ d(x) if x not in M-hat, max(0, margin - d(x)) if x in M-hat ]``, M-hat brought
-    to the distance map's resolution by any-overlap. Taking channel 1 (M-hat) of the target, it is used alone by the
+    ``mean over feature pixels x of [ d(x) if x not in M-hat, max(0, margin - sqrt(d(x)))^2 if x in M-hat ]`` (the
+    classic contrastive loss: squared distance for similar pixels, squared hinge on the distance for dissimilar
+    ones), M-hat brought to the distance map's resolution by any-overlap. Taking channel 1 (M-hat) of the target, it is used alone by the
     Liu et al. baseline and as the lambda-weighted term of :class:`AASNLoss`.
 
     Args:
@@ -86,7 +87,9 @@ class ContrastiveMarginLoss(nn.Module):
         """Eq. (2), mean-normalised, for d (B, 1, h, w) and M-hat (B, 1, H, W) at ROI resolution."""
         distance = distance.float()
         fracture = any_overlap(contrastive_mask, distance.shape[-2:])
-        per_pixel = torch.where(fracture, torch.clamp(self.margin - distance, min=0.0), distance)
+        # eps keeps the gradient of the root finite where the two embeddings coincide
+        hinge = torch.clamp(self.margin - torch.sqrt(distance + 1e-6), min=0.0).pow(2)
+        per_pixel = torch.where(fracture, hinge, distance)
         return per_pixel.mean()
 
     def forward(self, y_pred: Prediction, y: torch.Tensor) -> torch.Tensor:
