@@ -156,3 +156,50 @@ def test_detected_landmarks_paired_comparison_against_hand_computed_values():
     assert low < 0 and high <= 0  # never better with the shifted scores
     assert bench_detected_landmarks.auc_on(shifted, {"a1", "a2", "b1", "b2"}) == pytest.approx(0.5)
     assert bench_detected_landmarks.auc_on(true, {"a1", "a2", "b1", "b2"}) == pytest.approx(1.0)
+
+
+def test_fracture_visibility_pairs_each_fracture_with_its_contralateral_patch(tmp_path):
+    import bench_fracture_visibility as visibility
+    from monai.transforms import Compose
+
+    from custom_transforms.pipeline import aasn_geometry, aasn_loading
+
+    datalist = _tiny_dataset(tmp_path / "data", 30)
+    items = json.loads(datalist.read_text())["training"]
+    for item in items:
+        for key in ("image", "annotation"):
+            item[key] = str(datalist.parent / item[key])
+    positives = [i for i in items if i["label"] == 1]
+    assert positives
+    x, y, stats, refused, outside = visibility.fracture_patches(positives, (32, 64), half=4)
+    assert x.shape[1:] == (1, 8, 8) and y.tolist() == [1, 0] * (len(y) // 2)
+    fractures = sum(len(json.loads(Path(i["annotation"]).read_text())["fractures"]) for i in positives)
+    assert len(y) // 2 + outside == fractures and not refused
+
+    # the first pair, by hand: the ROI and the mirrored ROI around the first fracture inside the ROI
+    chain = Compose(aasn_loading() + aasn_geometry(roi_size=(32, 64), with_masks=False))
+    for item in positives:
+        d = chain({"image": item["image"], "annotation": item["annotation"]})
+        inside = [(c, r) for c, r in np.asarray(d["roi_fractures"]).reshape(-1, 2).round().astype(int)
+                  if 0 <= r < 32 and 0 <= c < 64]
+        if inside:
+            break
+    c, r = inside[0]
+    for k, key in enumerate(("roi", "roi_mirrored")):
+        patch = np.pad(np.asarray(d[key])[0], 4, mode="edge")[r : r + 8, c : c + 8]
+        assert stats[k] == pytest.approx((patch.mean(), patch.std()), abs=1e-5)
+        assert x[k, 0] == pytest.approx((patch - patch.mean()) / (patch.std() + 1e-6), abs=1e-4)
+
+
+def test_fracture_visibility_tiny_run(tmp_path):
+    import bench_fracture_visibility as visibility
+
+    datalist = _tiny_dataset(tmp_path / "data", 30)
+    items = json.loads(datalist.read_text())["training"]
+    fold = next(f for f in range(5) if any(i["fold"] == f and i["label"] == 1 for i in items))
+    results = tmp_path / "results"
+    record = visibility.main(["--data", str(datalist.parent), "--fold", str(fold), "--roi", "32", "64",
+                              "--half-size", "4", "--epochs", "2", "--results", str(results)])
+    assert [c["epoch"] for c in record["curve"]] == [2] and 0.0 <= record["test_auc"] <= 1.0
+    assert set(record["control_auc"]) == {"patch mean", "patch standard deviation"}
+    assert "| patch CNN, 2 epochs |" in (results / "fracture_visibility.md").read_text()
