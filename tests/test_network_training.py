@@ -29,23 +29,29 @@ def batches(n: int = 2):
     return data
 
 
-@pytest.mark.parametrize("variant", ["aasn", "vanilla", "liu", "lse"])
-def test_supervised_trainer_runs(variant):
+def train(net, variant: str, loader, max_epochs: int, learning_rate: float):
+    """The bundle's training step (Ignite SupervisedTrainer, SiameseTrainingInferer, the variant's loss), run."""
     from monai.engines import SupervisedTrainer
 
-    net = build_network(variant, **TINY)
-    before = {k: v.clone() for k, v in net.state_dict().items()}
     trainer = SupervisedTrainer(
         device=torch.device("cpu"),
-        max_epochs=1,
-        train_data_loader=batches(),
+        max_epochs=max_epochs,
+        train_data_loader=loader,
         network=net,
-        optimizer=torch.optim.Adam(net.parameters(), 1e-3),
+        optimizer=torch.optim.Adam(net.parameters(), learning_rate),
         loss_function=loss_for_variant(variant),
         inferer=SiameseTrainingInferer(),
         prepare_batch=lambda batch, device, non_blocking, **kw: (batch["siamese_input"], batch["target"]),
     )
     trainer.run()
+    return trainer
+
+
+@pytest.mark.parametrize("variant", ["aasn", "vanilla", "liu", "lse"])
+def test_supervised_trainer_runs(variant):
+    net = build_network(variant, **TINY)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    trainer = train(net, variant, batches(), max_epochs=1, learning_rate=1e-3)
     assert torch.isfinite(torch.as_tensor(trainer.state.output[0]["loss"]))
     changed = [k for k, v in net.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
     assert any(k.startswith(("encoder", "features")) for k in changed)
@@ -101,24 +107,13 @@ def test_training_learns_a_planted_lesion_and_finds_it_in_unseen_images(variant,
     synthetic pairs, unseen positives score above unseen negatives and their heatmap peaks on the spot's side.
 
     With AASN's unnormalised contrastive distance of version 0.2.0 this failed (AUC 0.52 here)."""
-    from monai.engines import SupervisedTrainer
     from sklearn.metrics import roc_auc_score
 
     torch.manual_seed(0)
     x, target, _ = planted_asymmetry(64, seed=1)
     loader = [{"siamese_input": x[i : i + 8], "target": target[i : i + 8]} for i in range(0, 64, 8)]
     net = build_network(variant, **TINY)
-    trainer = SupervisedTrainer(
-        device=torch.device("cpu"),
-        max_epochs=200,
-        train_data_loader=loader,
-        network=net,
-        optimizer=torch.optim.Adam(net.parameters(), 3e-3),
-        loss_function=loss_for_variant(variant),
-        inferer=SiameseTrainingInferer(),
-        prepare_batch=lambda batch, device, non_blocking, **kw: (batch["siamese_input"], batch["target"]),
-    )
-    trainer.run()
+    train(net, variant, loader, max_epochs=200, learning_rate=3e-3)
 
     x_test, target_test, labels = planted_asymmetry(32, seed=2)
     net.eval()
