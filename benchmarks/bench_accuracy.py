@@ -489,7 +489,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
             scale[key] = value
     work = Path(args.work).resolve()
     data_dir = Path(args.data).resolve() if args.data else work / "data"
-    command = "python benchmarks/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    # the notes are the results' own section: the command shows that they were given, not their text
+    command = "python benchmarks/bench_accuracy.py " + " ".join(
+        '"..."' if i > 0 and given[i - 1] == "--notes" else a for i, a in enumerate(given))
     start = time.time()
     simulated = ensure_dataset(data_dir, scale["num_images"], scale["image_size"], args.seed, args.workers)
     roi_tag = "x".join(str(v) for v in scale["roi_size"])

@@ -90,9 +90,10 @@ def test_accuracy_benchmark_tiny_run(tmp_path):
     _tiny_dataset(data, 15)
     results = tmp_path / "results"
     argv = ["--data", str(data), "--work", str(tmp_path / "work"), "--results", str(results), "--methods", "vanilla",
-            "--folds", "1", "--epochs", "1", "--roi", "32", "64", "--n-boot", "20"]
+            "--folds", "1", "--epochs", "1", "--roi", "32", "64", "--n-boot", "20", "--notes", "tiny run, notes text"]
     summary = bench_accuracy.main(argv)
     record = json.loads((results / "accuracy_reduced.json").read_text())
+    assert record["command"].endswith('--notes "..."') and record["notes"] == "tiny run, notes text"
     cases = bench_accuracy.read_cases(tmp_path / "work" / "runs" / "vanilla" / "fold1" / "eval" / "per_case.csv")
     test_items = [i for i in json.loads((data / "datalist.json").read_text())["training"] if i["fold"] == 1]
     assert len(cases) == len(test_items) - len(record["data"]["refused"])  # the test fold, evaluated once
