@@ -49,7 +49,8 @@ def fracture_patches(
     from custom_transforms.pipeline import aasn_geometry, aasn_loading
 
     chain = Compose(aasn_loading() + aasn_geometry(roi_size=roi_size, with_masks=False))
-    patches, labels, stats, skipped, outside = [], [], [], [], [0]
+    patches, labels, stats, skipped = [], [], [], []
+    outside = 0
     for item in items:
         if item["label"] != 1:
             continue
@@ -64,7 +65,7 @@ def fracture_patches(
         for x, y in np.asarray(d["roi_fractures"]).reshape(-1, 2):
             c, r = int(round(float(x))), int(round(float(y)))
             if not (0 <= r < h and 0 <= c < w):
-                outside[0] += 1
+                outside += 1
                 continue
             for image, label in ((roi, 1), (mirrored, 0)):
                 patch = image[r : r + 2 * half, c : c + 2 * half]
@@ -73,10 +74,11 @@ def fracture_patches(
                 stats.append((patch.mean(), patch.std()))
     if not patches:
         raise ValueError("no fracture patch inside the ROI: is the dataset's positive share zero?")
-    return np.asarray(patches, dtype=np.float32)[:, None], np.asarray(labels), np.asarray(stats), skipped, outside[0]
+    return np.asarray(patches, dtype=np.float32)[:, None], np.asarray(labels), np.asarray(stats), skipped, outside
 
 
 def patch_classifier():
+    """Three blocks of two 3 x 3 conv-BN-ReLU and a 2 x 2 max pooling (16, 32, 64 channels), global max, one logit."""
     import torch
 
     layers: list = []
