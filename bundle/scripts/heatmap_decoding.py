@@ -113,6 +113,40 @@ def local_expectation(heatmaps: torch.Tensor, centres: torch.Tensor, radius: int
     return torch.where(empty[..., None], centres.float(), mean)
 
 
+def _newton_refined(maps: torch.Tensor, row: torch.Tensor, col: torch.Tensor, smooth_sigma: float) -> torch.Tensor:
+    """``(B, N, 2)`` ``[x, y]``: the arg-max ``(row, col)`` moved by one Newton step on the log heatmap's 3 x 3
+    quadratic fit (kept where that neighbourhood is not concave or the step exceeds :data:`_MAX_STEP`)."""
+    b, n, h, w = maps.shape
+    refine = _gaussian_blur(maps, smooth_sigma) if smooth_sigma > 0 else maps
+    logs = torch.log(refine.clamp_min(_LOG_FLOOR)).reshape(b, n, h * w)
+    # 3 x 3 stencil centred on the arg-max, moved inwards at the image border (a quadratic is fixed by
+    # any 3 x 3 samples, so the fit stays exact there too): (b, n, 3, 3)
+    centre_row = row.clamp(1, h - 2)
+    centre_col = col.clamp(1, w - 2)
+    d = torch.arange(-1, 2, device=maps.device)
+    rows = (centre_row.unsqueeze(-1) + d).unsqueeze(-1).expand(b, n, 3, 3)
+    cols = (centre_col.unsqueeze(-1) + d).unsqueeze(-2).expand(b, n, 3, 3)
+    patch = logs.gather(-1, (rows * w + cols).reshape(b, n, 9)).reshape(b, n, 3, 3)
+
+    gx = (patch[..., 1, 2] - patch[..., 1, 0]) / 2
+    gy = (patch[..., 2, 1] - patch[..., 0, 1]) / 2
+    hxx = patch[..., 1, 2] - 2 * patch[..., 1, 1] + patch[..., 1, 0]
+    hyy = patch[..., 2, 1] - 2 * patch[..., 1, 1] + patch[..., 0, 1]
+    hxy = (patch[..., 2, 2] - patch[..., 2, 0] - patch[..., 0, 2] + patch[..., 0, 0]) / 4
+    det = hxx * hyy - hxy**2
+    concave = (hxx < 0) & (det > 0)
+    safe_det = torch.where(concave, det, torch.ones_like(det))
+    # Newton step from the stencil centre, -H^{-1} g with H^{-1} = [[hyy, -hxy], [-hxy, hxx]] / det,
+    # expressed relative to the arg-max pixel
+    step_x = (centre_col - col).float() - (hyy * gx - hxy * gy) / safe_det
+    step_y = (centre_row - row).float() - (hxx * gy - hxy * gx) / safe_det
+    trusted = concave & (step_x.abs() <= _MAX_STEP) & (step_y.abs() <= _MAX_STEP)
+    step_x = torch.where(trusted, step_x, torch.zeros_like(step_x))
+    step_y = torch.where(trusted, step_y, torch.zeros_like(step_y))
+
+    return torch.stack((col.float() + step_x, row.float() + step_y), dim=-1)
+
+
 def decode_heatmaps(
     heatmaps: torch.Tensor, smooth_sigma: float = 0.0, expectation_radius: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,36 +177,10 @@ def decode_heatmaps(
 
     if h < 3 or w < 3:
         raise ValueError(f"heatmaps must be at least 3 x 3 pixels for sub-pixel decoding, got {h} x {w}.")
-    refine = _gaussian_blur(maps, smooth_sigma) if smooth_sigma > 0 else maps
-    logs = torch.log(refine.clamp_min(_LOG_FLOOR)).reshape(b, n, h * w)
-    # 3 x 3 stencil centred on the arg-max, moved inwards at the image border (a quadratic is fixed by
-    # any 3 x 3 samples, so the fit stays exact there too): (b, n, 3, 3)
-    centre_row = row.clamp(1, h - 2)
-    centre_col = col.clamp(1, w - 2)
-    d = torch.arange(-1, 2, device=maps.device)
-    rows = (centre_row.unsqueeze(-1) + d).unsqueeze(-1).expand(b, n, 3, 3)
-    cols = (centre_col.unsqueeze(-1) + d).unsqueeze(-2).expand(b, n, 3, 3)
-    patch = logs.gather(-1, (rows * w + cols).reshape(b, n, 9)).reshape(b, n, 3, 3)
-
-    gx = (patch[..., 1, 2] - patch[..., 1, 0]) / 2
-    gy = (patch[..., 2, 1] - patch[..., 0, 1]) / 2
-    hxx = patch[..., 1, 2] - 2 * patch[..., 1, 1] + patch[..., 1, 0]
-    hyy = patch[..., 2, 1] - 2 * patch[..., 1, 1] + patch[..., 0, 1]
-    hxy = (patch[..., 2, 2] - patch[..., 2, 0] - patch[..., 0, 2] + patch[..., 0, 0]) / 4
-    det = hxx * hyy - hxy**2
-    concave = (hxx < 0) & (det > 0)
-    safe_det = torch.where(concave, det, torch.ones_like(det))
-    # Newton step from the stencil centre, -H^{-1} g with H^{-1} = [[hyy, -hxy], [-hxy, hxx]] / det,
-    # expressed relative to the arg-max pixel
-    step_x = (centre_col - col).float() - (hyy * gx - hxy * gy) / safe_det
-    step_y = (centre_row - row).float() - (hxx * gy - hxy * gx) / safe_det
-    trusted = concave & (step_x.abs() <= _MAX_STEP) & (step_y.abs() <= _MAX_STEP)
-    step_x = torch.where(trusted, step_x, torch.zeros_like(step_x))
-    step_y = torch.where(trusted, step_y, torch.zeros_like(step_y))
-
-    coords = torch.stack((col.float() + step_x, row.float() + step_y), dim=-1)
     if expectation_radius > 0:
         coords = local_expectation(maps, torch.stack((col, row), dim=-1).float(), int(expectation_radius))
+    else:
+        coords = _newton_refined(maps, row, col, smooth_sigma)
     coords[..., 0].clamp_(0, w - 1)
     coords[..., 1].clamp_(0, h - 1)
     if unbatched:
