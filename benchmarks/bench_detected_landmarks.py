@@ -155,7 +155,9 @@ def paired_comparison(true_cases: list[dict], detected_cases: list[dict], keep: 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--landmark-models", required=True, help="folder with the detector's weights and shape model")
-    parser.add_argument("--scale", choices=sorted(accuracy.SCALES), default="reduced")
+    # the scales the script defines (a config-defined scale such as cpu has its own configs and work folder)
+    parser.add_argument("--scale", choices=sorted(k for k, v in accuracy.SCALES.items() if "config" not in v),
+                        default="reduced")
     parser.add_argument("--method", choices=accuracy.METHODS, default="aasn")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="training epochs (scale default)")

@@ -30,10 +30,11 @@ GOAL_S_PER_1024 = 2.0
 
 
 def bench(kind: str, size: int, n: int, atlas_dir) -> dict:
-    from simulation import atlas_anatomy, procedural_anatomy, render
+    from simulation import atlas_anatomy, list_members, procedural_anatomy, render
     from simulation.dataset import write_example
 
-    subjects = ["2", "3", "4", "5"] if kind == "atlas" else ["P000", "P001", "P002", "P003"]
+    # atlas: the first four members (2, 3, 4, 5 in the full atlas; 2, 5, 10, 14 in the shipped subset)
+    subjects = list_members(atlas_dir)[:4] if kind == "atlas" else ["P000", "P001", "P002", "P003"]
     t0 = time.perf_counter()
     anatomies = [atlas_anatomy(atlas_dir, s) if kind == "atlas" else procedural_anatomy(s) for s in subjects]
     prep = (time.perf_counter() - t0) / len(subjects)

@@ -30,7 +30,7 @@ from .geometry import as_points, scale_translate, spacing_xy, transform_points
 from .resampling import sample_affine
 from .symmetry import mirror_landmarks
 
-__all__ = ["roi_box_matrix", "MirroredROI", "MirroredROId", "DEFAULT_MARGIN"]
+__all__ = ["roi_box_matrix", "roi_edge_clearance_mm", "MirroredROI", "MirroredROId", "DEFAULT_MARGIN"]
 
 #: Default margin around the ROI landmarks' bounding box, as a fraction of its (height, width) on each side.
 DEFAULT_MARGIN = (0.1, 0.1)
@@ -87,6 +87,29 @@ def roi_box_matrix(points, roi_size, margin=DEFAULT_MARGIN, spacing_mm=None, kee
     scale = (hi - lo) / (w, h)
     # ROI pixel u has centre u and spans [u - 0.5, u + 0.5]; its left edge u = -0.5 sits on the box edge lo.
     return scale_translate(scale, lo + 0.5 * scale)
+
+
+def roi_edge_clearance_mm(points, landmarks, spacing_mm=None, roi_size=DEFAULT_ROI_SIZE, margin=DEFAULT_MARGIN) -> np.ndarray:
+    """How far (mm) each point lies inside the edge of the anterior-pelvis ROI cut from ``landmarks``.
+
+    The ROI is the box of :class:`MirroredROI` (ROI landmarks, ``margin``, grown to the aspect ratio of
+    ``roi_size``); the clearance is the distance to its nearest edge, negative outside. The simulator uses it to
+    keep every fracture label inside the ROI of the default aspect ratio (1:2, shared by every ROI size here).
+
+    Args:
+        points: (K, 2) ``[x, y]`` pixels.
+        landmarks: (16, 2) ``[x, y]`` pixels of the same image.
+        spacing_mm: pixel spacing (row, col); None = 1 mm square pixels.
+        roi_size: (h, w), for the aspect ratio.
+        margin: as in :class:`MirroredROI`.
+    """
+    box = roi_box_matrix(as_points(landmarks, "landmarks")[list(ROI_LANDMARK_INDICES)], roi_size, margin, spacing_mm)
+    h, w = (int(s) for s in roi_size)
+    lo = transform_points(box, np.array([[-0.5, -0.5]]))[0]
+    hi = transform_points(box, np.array([[w - 0.5, h - 0.5]]))[0]
+    pts = as_points(points, "points")
+    inside_px = np.minimum(pts - lo, hi - pts)  # (K, 2): clearance along x and y in pixels
+    return (inside_px * spacing_xy(spacing_mm)).min(axis=1)
 
 
 def _roi_spacing(box: np.ndarray, spacing_mm):

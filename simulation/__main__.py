@@ -14,7 +14,11 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="simulate a dataset (DICOM DX + annotation JSON + datalist.json)")
     g.add_argument("--anatomy", choices=["atlas", "procedural"], default="procedural")
-    g.add_argument("--atlas-dir", default=None, help="atlas folder (default ../shared/data/pelvis_atlas)")
+    g.add_argument(
+        "--atlas-dir",
+        default=None,
+        help="atlas folder, full or packed (default ../shared/data/pelvis_atlas, else simulation/atlas_subset)",
+    )
     g.add_argument("--n", type=int, required=True, help="number of images")
     g.add_argument("--out", required=True, help="dataset folder")
     g.add_argument("--seed", type=int, default=0)
@@ -23,6 +27,8 @@ def main(argv=None) -> int:
     g.add_argument("--size", type=int, nargs="+", default=[1024, 1024], help="detector H W in pixels (or one value)")
     g.add_argument("--positive-fraction", type=float, default=None)
     g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--intact-twins", action="store_true",
+                   help="also write each fractured image without its breaks (training pairs; datalist 'intact_twins')")
     p = sub.add_parser("preview", help="contact sheet with landmarks and fracture points")
     p.add_argument("dataset", help="dataset folder (with datalist.json)")
     p.add_argument("--out", required=True, help="PNG file")
@@ -31,7 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=36)
     lm = sub.add_parser("landmarks", help="picture of the 16 landmarks on clean bone projections")
     lm.add_argument("--anatomy", choices=["atlas", "procedural"], default="atlas")
-    lm.add_argument("--atlas-dir", default=None)
+    lm.add_argument("--atlas-dir", default=None, help="as for generate")
     lm.add_argument("--subjects", default=None, help="comma-separated subject ids")
     lm.add_argument("--out", required=True, help="PNG file")
     lm.add_argument("--size", type=int, default=560)
@@ -54,6 +60,7 @@ def main(argv=None) -> int:
                 subjects=subjects,
                 positive_fraction=POSITIVE_FRACTION if args.positive_fraction is None else args.positive_fraction,
                 progress=not args.no_progress,
+                intact_twins=args.intact_twins,
             )
             print(path)
         elif args.command == "preview":

@@ -6,7 +6,8 @@ relative to the dataset folder, so the folder can be moved or copied as a whole)
     <out>/datalist.json
     <out>/images/<id>.dcm
     <out>/annotations/<id>.json      {"image": "images/<id>.dcm", "landmarks": {...}, "fractures": [...],
-                                      "spacing_mm": [row, col], "simulation": {...}}
+                                      "fracture_details": [{"site", "side", "kind", "displacement_mm",
+                                      "gap_mm"}, ...], "spacing_mm": [row, col], "simulation": {...}}
 
 Reproducibility: image ``i`` is rendered from ``numpy.random.default_rng([seed, i])`` and its
 subject, fracture status and photometric interpretation are fixed by the seed before any rendering,
@@ -21,7 +22,7 @@ import logging
 import os
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -74,7 +75,10 @@ def resolve_subjects(anatomy: str, atlas_dir: str | Path | None, subjects: Seque
         if atlas_dir is None:
             atlas_dir = default_atlas_dir()
             if atlas_dir is None:
-                raise AtlasError("no atlas directory given and the default ../shared/data/pelvis_atlas does not exist; pass atlas_dir")
+                raise AtlasError(
+                    "no atlas directory given, and neither ../shared/data/pelvis_atlas nor the packed subset "
+                    "simulation/atlas_subset exists; pass atlas_dir"
+                )
         atlas_dir = Path(atlas_dir)
         members = list_members(atlas_dir)
         if subjects:
@@ -142,6 +146,11 @@ def write_example(out: Path, stem: str, result, subject: str, kind: str, uid_see
         "image": image_rel,
         "landmarks": {name: [round(float(x), 4), round(float(y), 4)] for name, (x, y) in zip(LANDMARK_NAMES, result.landmarks)},
         "fractures": [[round(float(x), 4), round(float(y), 4)] for x, y in result.fractures],
+        # One entry per point of "fractures", in the same order: what the evaluation reports recall by.
+        "fracture_details": [
+            {key: f[key] for key in ("site", "side", "kind", "displacement_mm", "gap_mm")}
+            for f in result.info.get("fractures", [])
+        ],
         "spacing_mm": [float(result.spacing_mm[0]), float(result.spacing_mm[1])],
         "simulation": dict(result.info, monochrome1=monochrome1, **extra),
     }
@@ -150,19 +159,44 @@ def write_example(out: Path, stem: str, result, subject: str, kind: str, uid_see
     return image_rel, ann_rel
 
 
-def _render_jobs(kind: str, atlas_dir: str | None, jobs: list[_Job], out_dir: str, size, seed: int) -> list[dict]:
-    """Render and write the images of one subject (runs in a worker process)."""
+def _render_jobs(
+    kind: str, atlas_dir: str | None, jobs: list[_Job], out_dir: str, size, seed: int, intact_twins: bool = False
+) -> list[dict]:
+    """Render and write the images of one subject (runs in a worker process).
+
+    With ``intact_twins``, each fractured image is followed by its twin without the breaks (``<stem>_intact``),
+    as an item carrying ``intact_twin_of`` (the fractured image's path).
+    """
     out = Path(out_dir)
     items = []
     for job in jobs:
         anatomy = _anatomy(kind, job.subject, atlas_dir, seed)
-        result = render(anatomy, np.random.default_rng([seed, job.index]), size, positive=job.positive)
+        result = render(
+            anatomy, np.random.default_rng([seed, job.index]), size, positive=job.positive, intact_twin=intact_twins
+        )
         stem = f"img{job.index:05d}_{kind}_{job.subject}"
         subject = f"{kind}-{job.subject}"
+        extra = {"seed": seed, "index": job.index}
+        uid = (seed, kind, job.index)
         image_rel, ann_rel = write_example(
-            out, stem, result, subject, kind, (seed, kind, job.index), job.monochrome1, anatomy.attribution, {"seed": seed, "index": job.index}
+            out, stem, result, subject, kind, uid, job.monochrome1, anatomy.attribution, extra
         )
-        items.append({"image": image_rel, "annotation": ann_rel, "label": int(len(result.fractures) > 0), "subject": subject, "index": job.index})
+        label = int(len(result.fractures) > 0)
+        items.append({"image": image_rel, "annotation": ann_rel, "label": label, "subject": subject, "index": job.index})
+        if result.intact_pixels is not None:
+            twin = replace(
+                result,
+                pixels=result.intact_pixels,
+                fractures=np.zeros((0, 2)),
+                intact_pixels=None,
+                info=dict(result.info, fractures=[]),
+            )
+            twin_image, twin_ann = write_example(
+                out, f"{stem}_intact", twin, subject, kind, (*uid, "intact"), job.monochrome1, anatomy.attribution,
+                dict(extra, intact_twin_of=image_rel),
+            )
+            items.append({"image": twin_image, "annotation": twin_ann, "label": 0, "subject": subject,
+                          "index": job.index, "intact_twin_of": image_rel})
     return items
 
 
@@ -177,6 +211,7 @@ def generate_dataset(
     subjects: Sequence[str] | None = None,
     positive_fraction: float = POSITIVE_FRACTION,
     progress: bool = True,
+    intact_twins: bool = False,
 ) -> str:
     """Simulate ``n`` AP pelvic radiographs into ``out_dir``; return the path of ``datalist.json``.
 
@@ -185,12 +220,16 @@ def generate_dataset(
         n: number of images.
         anatomy: ``"procedural"`` (built in, no data needed) or ``"atlas"``.
         seed: the same seed gives byte-identical files.
-        atlas_dir: atlas folder (default ``../shared/data/pelvis_atlas`` next to the repository).
+        atlas_dir: atlas folder, full or packed (default ``../shared/data/pelvis_atlas`` next to the repository,
+            else the packed subset ``simulation/atlas_subset``).
         size: detector size ``(H, W)`` in pixels (or one int for a square); the detector is 430 mm wide.
         workers: processes rendering in parallel (one subject per task).
         subjects: restrict to these subject ids (atlas member ids, or ``P###`` for procedural).
         positive_fraction: share of images with fractures (default 759/2359, as in the paper).
         progress: show a progress bar.
+        intact_twins: also write every fractured image's twin without the breaks (same patient, pose, exposure
+            and noise draw), listed under ``"intact_twins"`` in the datalist, never among its ``"training"``
+            items: training data in which only the fracture differs (``scripts.datalist.intact_twins``).
 
     Raises:
         AtlasError: bad atlas directory, member files or subject id (the message names the file).
@@ -218,20 +257,25 @@ def generate_dataset(
     bar = _progress(len(jobs), progress)
     if workers <= 1:
         for subject, sjobs in by_subject.items():
-            items += _render_jobs(anatomy, atlas_str, sjobs, str(out), size, int(seed))
+            items += _render_jobs(anatomy, atlas_str, sjobs, str(out), size, int(seed), intact_twins)
             bar.update(len(sjobs))
     else:
         import multiprocessing as mp
 
         with ProcessPoolExecutor(max_workers=int(workers), mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_render_jobs, anatomy, atlas_str, sjobs, str(out), size, int(seed)): len(sjobs) for sjobs in by_subject.values()}
+            futures = {
+                pool.submit(_render_jobs, anatomy, atlas_str, sjobs, str(out), size, int(seed), intact_twins): len(sjobs)
+                for sjobs in by_subject.values()
+            }
             for fut in as_completed(futures):
                 items += fut.result()
                 bar.update(futures[fut])
     bar.close()
-    items.sort(key=lambda it: it.pop("index"))
+    items.sort(key=lambda it: (it.pop("index"), "intact_twin_of" in it))
     for it in items:
         it["fold"] = folds[it["subject"].split("-", 1)[1]]
+    twins = [it for it in items if "intact_twin_of" in it]
+    items = [it for it in items if "intact_twin_of" not in it]
     datalist = {
         "description": f"Simulated AP pelvic radiographs ({anatomy} anatomy), {len(items)} images, seed {seed}",
         "anatomy": anatomy,
@@ -242,6 +286,8 @@ def generate_dataset(
         "attribution": _attribution(anatomy),
         "training": items,
     }
+    if intact_twins:
+        datalist["intact_twins"] = twins
     path = out / DATALIST_NAME
     path.write_text(json.dumps(datalist, indent=1))
     return str(path)

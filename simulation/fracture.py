@@ -72,6 +72,7 @@ class Fracture:
             "normal": np.round(self.normal, 4).tolist(),
             "gap_mm": round(float(self.gap_mm), 3),
             "shift_mm": np.round(self.shift_mm, 3).tolist(),
+            "displacement_mm": round(float(np.linalg.norm(self.shift_mm)), 3),
             "rotation_deg": round(float(self.rotation_deg), 3),
         }
 
@@ -142,12 +143,19 @@ def snap_to_cross_section(vertices: np.ndarray, point, axis, radius: float, slab
     return centre, float(r)
 
 
-def sample_fracture(anatomy, site: str, side: str, rng: np.random.Generator) -> Fracture | None:
+def sample_fracture(anatomy, site: str, side: str, rng: np.random.Generator, accept=None, tries: int = 16) -> Fracture | None:
+    """A random fracture at ``site`` on ``side``, or None when no position along the site is usable.
+
+    Args:
+        accept: optional ``accept(centre_lps) -> bool``; positions it rejects are drawn again (the renderer
+            passes "projects inside the anterior-pelvis ROI").
+        tries: positions drawn along the site before giving up.
+    """
     bone = anatomy.bones[f"hip_{side}"].outer
-    for _ in range(8):
+    for _ in range(tries):
         point, axis, search = site_axis(anatomy, site, side, rng.uniform())
         snapped = snap_to_cross_section(bone.vertices, point, axis, search)
-        if snapped is not None:
+        if snapped is not None and (accept is None or accept(snapped[0])):
             break
     else:
         return None
@@ -196,8 +204,8 @@ def sample_fracture(anatomy, site: str, side: str, rng: np.random.Generator) -> 
     )
 
 
-def sample_fractures(anatomy, rng: np.random.Generator) -> list[Fracture]:
-    """One to three fractures at distinct sites, sometimes bilateral."""
+def sample_fractures(anatomy, rng: np.random.Generator, accept=None) -> list[Fracture]:
+    """One to three fractures at distinct sites, sometimes bilateral (``accept`` as in :func:`sample_fracture`)."""
     n = int(rng.choice([1, 2, 3], p=COUNT_PROBABILITIES))
     side = str(rng.choice(["r", "l"]))
     chosen: list[tuple[str, str]] = []
@@ -211,7 +219,7 @@ def sample_fractures(anatomy, rng: np.random.Generator) -> list[Fracture]:
         p = weights[free] / weights[free].sum()
         site = sites[int(rng.choice(free, p=p))]
         chosen.append((site, side))
-        frac = sample_fracture(anatomy, site, side, rng)
+        frac = sample_fracture(anatomy, site, side, rng, accept)
         if frac is not None:
             out.append(frac)
     return out

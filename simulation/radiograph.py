@@ -78,20 +78,10 @@ def _lowpass(img: np.ndarray, sigma_px: float) -> np.ndarray:
     return np.pad(out, ((0, pad_h), (0, pad_w)), mode="edge")
 
 
-def form_image(
-    attenuation: np.ndarray, body_mask: np.ndarray, bone_mask: np.ndarray, pixel_mm: float, exposure: Exposure, rng: np.random.Generator
-) -> np.ndarray:
-    """Processed radiograph, uint16 in 0..4095 (high = more attenuation = displayed bright).
-
-    Args:
-        attenuation: line integral of mu per pixel (dimensionless), everything included.
-        body_mask: pixels whose ray passes through the patient.
-        bone_mask: pixels whose ray passes through bone (the window maps soft tissue and bone to
-            the exposure's display levels, as a console's automatic windowing does).
-        pixel_mm: detector pixel size (mm).
-        exposure: acquisition and processing parameters.
-        rng: random generator (quantum noise).
-    """
+def expected_counts(
+    attenuation: np.ndarray, body_mask: np.ndarray, pixel_mm: float, exposure: Exposure
+) -> tuple[np.ndarray, float]:
+    """Mean detected quanta per pixel (primary + scatter, detector blur) and the unattenuated quanta ``n0``."""
     primary = np.exp(-attenuation)
     scatter_sigma = 40.0 / pixel_mm
     scatter = exposure.scatter_to_primary * _lowpass(primary, scatter_sigma) * (body_mask.mean() > 0)
@@ -101,9 +91,15 @@ def form_image(
     body_level = np.median(primary[body_mask]) if body_mask.any() else 1.0
     # Quanta per pixel at unattenuated beam such that the body receives quanta_per_mm2.
     n0 = exposure.quanta_per_mm2 * pixel_mm**2 / max(body_level, 1e-6)
-    counts = rng.poisson(np.maximum(signal * n0, 0.0)).astype(np.float64)
+    return np.maximum(signal * n0, 0.0), float(n0)
+
+
+def process_counts(
+    counts: np.ndarray, n0: float, body_mask: np.ndarray, bone_mask: np.ndarray, pixel_mm: float, exposure: Exposure
+) -> np.ndarray:
+    """A console's processing of detected quanta into the displayed radiograph, uint16 in 0..4095."""
     # Light correlation of the noise, as a scintillator's spread gives.
-    counts = ndimage.gaussian_filter(counts, 0.5)
+    counts = ndimage.gaussian_filter(np.asarray(counts, dtype=np.float64), 0.5)
     log = -np.log(np.maximum(counts, 0.5) / n0)
     # Frequency processing: compress the large-scale range (soft-tissue thickness), sharpen edges.
     low = _lowpass(log, 30.0 / pixel_mm)
@@ -118,6 +114,25 @@ def form_image(
     unit = exposure.soft_tissue_level + (processed - v_soft) / (v_bone - v_soft) * (exposure.bone_level - exposure.soft_tissue_level)
     unit = np.clip(unit, 0.0, 1.0) ** exposure.gamma
     return np.round(unit * MAX_VALUE).astype(np.uint16)
+
+
+def form_image(
+    attenuation: np.ndarray, body_mask: np.ndarray, bone_mask: np.ndarray, pixel_mm: float, exposure: Exposure, rng: np.random.Generator
+) -> np.ndarray:
+    """Processed radiograph, uint16 in 0..4095 (high = more attenuation = displayed bright).
+
+    Args:
+        attenuation: line integral of mu per pixel (dimensionless), everything included.
+        body_mask: pixels whose ray passes through the patient.
+        bone_mask: pixels whose ray passes through bone (the window maps soft tissue and bone to
+            the exposure's display levels, as a console's automatic windowing does).
+        pixel_mm: detector pixel size (mm).
+        exposure: acquisition and processing parameters.
+        rng: random generator (quantum noise).
+    """
+    mean, n0 = expected_counts(attenuation, body_mask, pixel_mm, exposure)
+    counts = rng.poisson(mean).astype(np.float64)
+    return process_counts(counts, n0, body_mask, bone_mask, pixel_mm, exposure)
 
 
 def body_mask_soft(body_mask: np.ndarray, pixel_mm: float) -> np.ndarray:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from custom_transforms.conventions import LANDMARK_INDEX
+from custom_transforms.roi import roi_edge_clearance_mm
 
 from .anatomy import Anatomy
 from .camera import ConeBeamCamera, Pose, apply
@@ -19,13 +20,26 @@ from .femur import LegPose, femur_meshes
 from .foreign_bodies import foreign_bodies
 from .fracture import Fracture, fracture_patch_projection, sample_fractures
 from .projector import path_length
-from .radiograph import MU_CANCELLOUS_EXCESS, MU_CORTICAL_EXCESS, MU_FAT, MU_SOFT, Exposure, form_image, trabecular_texture
+from .radiograph import (
+    MU_CANCELLOUS_EXCESS,
+    MU_CORTICAL_EXCESS,
+    MU_FAT,
+    MU_SOFT,
+    Exposure,
+    expected_counts,
+    process_counts,
+    trabecular_texture,
+)
 from .soft_tissue import Habitus, body_path_lengths, bowel_gas
 
 #: Detector width (mm) imaged by the output's columns; pixel size = DETECTOR_WIDTH_MM / W, square pixels.
 DETECTOR_WIDTH_MM = 430.0
 #: Share of images with at least one anterior-ring fracture (paper: 759 / 2,359).
 POSITIVE_FRACTION = 759 / 2359
+#: Every fracture label lies at least this far (mm) inside the anterior-pelvis ROI cut from the true landmarks
+#: (``custom_transforms.roi.roi_edge_clearance_mm``): the paper's task is fractures inside that region, and the
+#: clearance survives the training's landmark jitter (4 mm, 5 %).
+ROI_LABEL_CLEARANCE_MM = 10.0
 
 
 @dataclass
@@ -39,6 +53,7 @@ class SimulatedRadiograph:
         spacing_mm: detector pixel size ``(row, col)`` (ImagerPixelSpacing).
         bone_path_mm: ``(H, W)`` total bone path length per ray (for checks, not written).
         info: pose, exposure, habitus, fracture and foreign-body descriptions.
+        intact_pixels: the same radiograph without its fractures (``render(..., intact_twin=True)``), else None.
     """
 
     pixels: np.ndarray
@@ -47,6 +62,7 @@ class SimulatedRadiograph:
     spacing_mm: tuple[float, float]
     bone_path_mm: np.ndarray
     info: dict = field(default_factory=dict)
+    intact_pixels: np.ndarray | None = None
 
 
 def _region(camera: ConeBeamCamera, landmarks_px: np.ndarray) -> dict:
@@ -71,6 +87,7 @@ def render(
     positive: bool | None = None,
     pose: Pose | None = None,
     artefacts: bool = True,
+    intact_twin: bool = False,
 ) -> SimulatedRadiograph:
     """Render one radiograph of ``anatomy``.
 
@@ -81,6 +98,8 @@ def render(
         positive: force fractures (True) or none (False); ``None`` draws with :data:`POSITIVE_FRACTION`.
         pose: fixed pose instead of a random one.
         artefacts: bowel gas and foreign bodies (off for clean geometry checks).
+        intact_twin: for an image with fractures, also render ``intact_pixels``: the same radiograph without the
+            breaks (training data in which only the fracture differs).
     """
     h, w = int(size[0]), int(size[1])
     pixel = DETECTOR_WIDTH_MM / w
@@ -100,7 +119,18 @@ def render(
 
     if positive is None:
         positive = bool(rng.uniform() < POSITIVE_FRACTION)
-    fractures: list[Fracture] = sample_fractures(anatomy, rng) if positive else []
+    landmarks_px = camera.project(apply(matrix, anatomy.landmarks))
+    spacing = (pixel, pixel)
+
+    def in_roi(points_px: np.ndarray) -> bool:
+        return bool(np.all(roi_edge_clearance_mm(points_px, landmarks_px, spacing) >= ROI_LABEL_CLEARANCE_MM))
+
+    def centre_in_roi(centre_lps: np.ndarray) -> bool:
+        # The label (centroid of the removed cortex) lies within a few mm of the cross-section's centre; the
+        # label itself is checked again after the cut.
+        return in_roi(camera.project(apply(matrix, centre_lps[None])))
+
+    fractures: list[Fracture] = sample_fractures(anatomy, rng, centre_in_roi) if positive else []
 
     cortical = np.zeros((h, w))
     cancellous = np.zeros((h, w))
@@ -119,23 +149,27 @@ def render(
         cancellous += inner
     labels = []
     kept: list[Fracture] = []
+    fracture_cortical = np.zeros((h, w))
+    fracture_cancellous = np.zeros((h, w))
     for attempt in range(5):
         for frac in fractures:
             change = fracture_patch_projection(anatomy, frac, matrix, camera)
             if change is None:
                 continue
             d_cort, d_canc, label3d = change
+            if not in_roi(camera.project(apply(matrix, label3d[None]))):
+                continue
             kept.append(frac)
-            cortical += d_cort
-            cancellous += d_canc
+            fracture_cortical += d_cort
+            fracture_cancellous += d_canc
             labels.append(camera.project(apply(matrix, label3d)))
         if kept or not positive:
             break
-        fractures = sample_fractures(anatomy, rng)  # every cut missed the bone: a positive film needs one
-    cortical = np.maximum(cortical, 0.0)
-    cancellous = np.maximum(cancellous, 0.0)
+        fractures = sample_fractures(anatomy, rng, centre_in_roi)  # every cut missed: a positive film needs one
+    intact_cortical, intact_cancellous = cortical, cancellous
+    cortical = np.maximum(cortical + fracture_cortical, 0.0)
+    cancellous = np.maximum(cancellous + fracture_cancellous, 0.0)
 
-    landmarks_px = camera.project(apply(matrix, anatomy.landmarks))
     region = _region(camera, landmarks_px)
     exposure = Exposure.sample(rng)
     habitus = Habitus.sample(rng)
@@ -156,19 +190,32 @@ def render(
     body_mask = (fat + lean) > 1.0
 
     texture = trabecular_texture((h, w), pixel, rng)
-    attenuation = (
-        MU_FAT * fat
-        + MU_SOFT * lean
-        + MU_CORTICAL_EXCESS * cortical
-        + MU_CANCELLOUS_EXCESS * cancellous * (1.0 + exposure.trabecular_contrast * texture)
-    )
+
+    def bone_attenuation(cortical_mm: np.ndarray, cancellous_mm: np.ndarray) -> np.ndarray:
+        return MU_CORTICAL_EXCESS * cortical_mm + MU_CANCELLOUS_EXCESS * cancellous_mm * (
+            1.0 + exposure.trabecular_contrast * texture
+        )
+
+    attenuation = MU_FAT * fat + MU_SOFT * lean
     kinds: list[str] = []
     if artefacts:
         gas = bowel_gas((h, w), obj, region, rng)
         attenuation -= MU_SOFT * np.minimum(gas, lean)
         fb, kinds = foreign_bodies((h, w), pixel, region, rng)
         attenuation += fb
-    pixels = form_image(attenuation, body_mask, (cortical + cancellous) > 2.0, pixel, exposure, rng)
+    soft_tissue = attenuation
+    attenuation = soft_tissue + bone_attenuation(cortical, cancellous)
+    mean, n0 = expected_counts(attenuation, body_mask, pixel, exposure)
+    counts = rng.poisson(mean).astype(np.float64)
+    pixels = process_counts(counts, n0, body_mask, (cortical + cancellous) > 2.0, pixel, exposure)
+    intact_pixels = None
+    if intact_twin and kept:
+        # Same patient, pose, exposure, artefacts and quantum-noise draw, without the breaks: the twin's counts are
+        # the fractured image's, moved by the difference of the means, so the two differ only at the breaks.
+        twin_mean, twin_n0 = expected_counts(soft_tissue + bone_attenuation(intact_cortical, intact_cancellous),
+                                             body_mask, pixel, exposure)
+        intact_pixels = process_counts(counts + (twin_mean - mean), twin_n0, body_mask,
+                                       (intact_cortical + intact_cancellous) > 2.0, pixel, exposure)
 
     info = {
         "subject": anatomy.subject,
@@ -188,4 +235,5 @@ def render(
         spacing_mm=(pixel, pixel),
         bone_path_mm=cortical + cancellous,
         info=info,
+        intact_pixels=intact_pixels,
     )

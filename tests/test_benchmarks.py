@@ -62,6 +62,85 @@ def test_run_overrides_cache_only_without_augmentation(tmp_path):
     assert paper["roi_size"] == [256, 512] and paper["network_kwargs"] == {}
 
 
+def test_run_order_puts_table_2_first_then_table_1():
+    order = bench_accuracy.run_order(["lse", "liu", "aasn", "vanilla", "cbn", "ff"], [3, 1])
+    assert order == [("vanilla", 3), ("ff", 3), ("aasn", 3), ("vanilla", 1), ("ff", 1), ("aasn", 1),
+                     ("liu", 3), ("cbn", 3), ("lse", 3), ("liu", 1), ("cbn", 1), ("lse", 1)]
+    everything = bench_accuracy.run_order(bench_accuracy.METHODS, [0])
+    assert [m for m, _ in everything] == ["vanilla", "ff", "ff_fa", "ff_cl", "ff_fa_cl_noproj", "aasn",
+                                          "liu", "deepsymnet", "cbn", "chexnet", "lse"]
+
+
+def test_cpu_scale_overrides_only_data_fold_and_folders(tmp_path):
+    scale = bench_accuracy.SCALES["cpu"]
+    overrides = bench_accuracy.run_overrides(scale, "aasn", 2, tmp_path / "run", tmp_path / "w" / "list.json", None, 0)
+    assert set(overrides) == {"bundle_root", "dataset_dir", "datalist", "generate_demo_data", "fold", "ckpt_dir",
+                              "log_dir", "resume"}
+    assert overrides["fold"] == 2 and overrides["ckpt_dir"] == str(tmp_path / "run" / "models")
+    configs = bench_accuracy.CONFIGS
+    assert bench_accuracy.config_files(scale, "aasn") == [
+        configs / "train.json", configs / "scale_cpu.json", configs / "variants" / "aasn.json"]
+    assert bench_accuracy.config_files(scale, "ff", evaluation=True) == [
+        configs / "train.json", configs / "scale_cpu.json", configs / "evaluate.json", configs / "variants" / "ff.json"]
+    assert bench_accuracy.config_files(bench_accuracy.SCALES["reduced"], "ff") == [
+        configs / "train.json", configs / "variants" / "ff.json"]
+
+
+def test_pool_group_recall_over_folds_by_hand():
+    fold0 = {"recall_by_kind": {
+        "displaced": {"num_fractures": 4, "recall_at_fp_1pct": 0.25, "recall_at_fp_10pct": 0.75},
+        "hairline": {"num_fractures": 2, "recall_at_fp_1pct": 0.0, "recall_at_fp_10pct": 0.5}}}
+    fold1 = {"recall_by_kind": {"displaced": {"num_fractures": 6, "recall_at_fp_1pct": 0.5, "recall_at_fp_10pct": 1.0}}}
+    no_details = {"auc": 0.5}  # a fold whose annotations have no fracture_details adds nothing
+    pooled = bench_accuracy.pool_group_recall([fold0, fold1, no_details], "kind")
+    # displaced: (1 + 3) / 10 at 1 %, (3 + 6) / 10 at 10 %; hairline: 0 / 2 and 1 / 2
+    assert pooled == {
+        "displaced": {"num_fractures": 10, "recall_at_fp_1pct": 0.4, "recall_at_fp_10pct": 0.9},
+        "hairline": {"num_fractures": 2, "recall_at_fp_1pct": 0.0, "recall_at_fp_10pct": 0.5},
+    }
+    assert bench_accuracy.pool_group_recall([fold0, fold1], "site") == {}
+
+
+def _paired_cases(shift_baseline=0.0):
+    """Four subjects of two images each (one fractured with 2 fractures, one not), in two folds."""
+    cases = []
+    for k in range(4):
+        for label in (1, 0):
+            cases.append({"fold": k % 2, "case": f"s{k}_{label}", "subject": f"s{k}", "label": label,
+                          "score": 0.5 + (0.1 * k + 0.2 if label else -0.1 * k - 0.2),
+                          "num_fractures": 2 * label, "recalled_at_fp_10pct": 2 * label})
+    return cases
+
+
+def test_paired_difference_planted():
+    method = _paired_cases()  # AUC 1, every fracture recalled
+    baseline = [{**c, "score": 1 - c["score"], "recalled_at_fp_10pct": c["num_fractures"] // 2} for c in method]
+    # the baseline ranks every negative above every positive (AUC 0) and recalls one fracture of two, in every
+    # resample of subjects: the paired differences are +1 and +0.5 exactly, interval included
+    result = bench_accuracy.paired_difference(method, baseline, n_boot=200, seed=1)
+    assert result["num_images"] == 8 and result["num_subjects"] == 4
+    assert result["auc"]["method"] == 1.0 and result["auc"]["baseline"] == 0.0 and result["auc"]["difference"] == 1.0
+    assert result["auc"]["ci95"] == pytest.approx([1.0, 1.0])
+    assert result["recall"]["difference"] == pytest.approx(0.5) and result["recall"]["ci95"] == pytest.approx([0.5, 0.5])
+    # a method against itself: 0 in every resample (an unpaired resampling would give a wide interval)
+    same = bench_accuracy.paired_difference(method, [dict(c) for c in method], n_boot=200, seed=1)
+    assert same["auc"]["ci95"] == [0.0, 0.0] and same["recall"]["ci95"] == [0.0, 0.0]
+    # mixed: the baseline swaps subject s0's scores (its positive below its negative) -> AUC 15/16
+    mixed = [dict(c) for c in method]
+    mixed[0]["score"], mixed[1]["score"] = mixed[1]["score"], mixed[0]["score"]
+    mixed[2]["recalled_at_fp_10pct"] = 0  # s1's fractures missed: recall 6 / 8
+    result = bench_accuracy.paired_difference(method, mixed, n_boot=300, seed=0)
+    assert result["auc"]["difference"] == pytest.approx(1 / 16) and result["recall"]["difference"] == pytest.approx(0.25)
+    low, high = result["auc"]["ci95"]
+    assert 0.0 <= low <= 1 / 16 <= high  # a resample without s0 has difference 0; never negative
+    # images are matched by (fold, case); rows only one method has are left out; no recall without its counts
+    partial = bench_accuracy.paired_difference(method[:6], [{k: v for k, v in c.items() if k != "recalled_at_fp_10pct"}
+                                                            for c in baseline], n_boot=20)
+    assert partial["num_images"] == 6 and partial["recall"] is None
+    with pytest.raises(ValueError, match="disagree"):
+        bench_accuracy.paired_difference(method, [{**c, "label": 1 - c["label"]} for c in method], n_boot=5)
+
+
 def _summary_row(auc, recall, folds=(0, 1)):
     return {
         "folds": list(folds),
@@ -107,6 +186,63 @@ def test_accuracy_benchmark_tiny_run(tmp_path):
     stamp = (tmp_path / "work" / "runs" / "vanilla" / "fold1" / "eval" / "metrics.json").stat().st_mtime
     bench_accuracy.main(argv + ["--report-only"])
     assert (tmp_path / "work" / "runs" / "vanilla" / "fold1" / "eval" / "metrics.json").stat().st_mtime == stamp
+
+
+def test_accuracy_benchmark_cpu_scale_tiny_run(tmp_path):
+    """The config-defined scale: its file's settings, resumable runs, logged test-fold reads, a partial report."""
+    data = tmp_path / "data"
+    _tiny_dataset(data, 15)
+    items = json.loads((data / "datalist.json").read_text())["training"]
+    fold = next(f for f in range(5) if sum(i["fold"] == f and i["label"] == 1 for i in items) >= 2)
+    config = tmp_path / "scale_tiny.json"
+    config.write_text(json.dumps({"roi_size": [32, 64], "network_kwargs": bench_accuracy.TINY_DENSENET, "max_epochs": 1,
+                                  "batch_size": 4, "num_workers": 0, "show_progress": False}))
+    results, work = tmp_path / "results", tmp_path / "work"
+    base = ["--scale", "cpu", "--scale-config", str(config), "--data", str(data), "--work", str(work),
+            "--results", str(results), "--n-boot", "20", "--folds", str(fold)]
+    with pytest.raises(SystemExit):  # the training settings are the config's
+        bench_accuracy.main(base + ["--epochs", "3"])
+    summary = bench_accuracy.main(base + ["--methods", "aasn", "vanilla"])
+    record = json.loads((results / "accuracy_cpu.json").read_text())
+    assert record["scale"]["config_path"] == str(config) and record["scale"]["roi_size"] == [32, 64]
+    assert record["scale"]["max_epochs"] == 1 and record["scale"]["config_content"]["batch_size"] == 4
+    machine = record["environment"]["machine"]
+    assert machine["cpu_model"] and machine["load_average"] and record["load_average_start"] and record["started"]
+    assert len(record["environment"]["git"]["commit"]) == 40 and record["command"].startswith("python benchmarks/")
+    assert [(r["method"], r["reads"], r["completed"], r["finished"]) for r in record["test_fold_reads"]] == [
+        ("vanilla", 1, 1, True), ("aasn", 1, 1, True)]
+    run = work / "runs" / "vanilla" / f"fold{fold}"
+    provenance = json.loads((run / "eval" / "metrics.json").read_text())["provenance"]
+    assert provenance["training"]["config_sha256"] == record["scale"]["config_sha256"]
+    assert provenance["training"]["git_commit"] == record["environment"]["git"]["commit"]
+    # the simulator's fracture_details reach the evaluation: recall per kind and site, pooled over folds
+    assert record["data"]["positives_with_fracture_details"] == sum(i["label"] for i in items)
+    by_kind = summary["aasn"]["recall_by_kind"]
+    test_fractures = sum(len(json.loads((data / i["annotation"]).read_text())["fractures"]) for i in items
+                         if i["fold"] == fold and i["image"] not in {r["image"] for r in record["data"]["refused"]})
+    assert sum(g["num_fractures"] for g in by_kind.values()) == test_fractures
+    assert sum(g["num_fractures"] for g in summary["aasn"]["recall_by_site"].values()) == test_fractures
+    (paired,) = record["paired_differences"]  # AASN - FF needs FF
+    assert (paired["method"], paired["baseline"]) == ("aasn", "vanilla") and paired["recall"] is not None
+    assert paired["auc"]["difference"] == pytest.approx(summary["aasn"]["pooled"]["auc"] - summary["vanilla"]["pooled"]["auc"])
+    text = (results / "accuracy_cpu.md").read_text()
+    assert "## Recall per fracture kind and site" in text and "| AASN - Vanilla DenseNet | 1 |" in text
+
+    # a run killed during its evaluation is evaluated again, not retrained; the second read is recorded
+    last, trained = (run / "models" / "last.pt").stat().st_mtime, (run / "trained.json").read_text()
+    (run / "eval" / "metrics.json").unlink()
+    bench_accuracy.main(base + ["--methods", "vanilla"])
+    assert (run / "models" / "last.pt").stat().st_mtime == last and (run / "trained.json").read_text() == trained
+    assert bench_accuracy.run_finished(run)
+    rerun = json.loads((run / "eval" / "metrics.json").read_text())["provenance"]
+    assert rerun["training"] == provenance["training"]
+    # the report of a partial set: FF never ran
+    bench_accuracy.main(base + ["--methods", "vanilla", "ff", "aasn", "--report-only"])
+    record = json.loads((results / "accuracy_cpu.json").read_text())
+    assert record["missing_runs"] == [["ff", fold]]
+    assert [(r["method"], r["reads"]) for r in record["test_fold_reads"]] == [("vanilla", 2), ("ff", 0), ("aasn", 1)]
+    text = (results / "accuracy_cpu.md").read_text()
+    assert f"Missing: FF fold {fold}." in text and "evaluated 2 times" in text
 
 
 def test_end_to_end_benchmark_tiny_run(tmp_path):

@@ -115,10 +115,12 @@ def test_demo_dataset_is_generated_once_with_a_log_line(tmp_path, monkeypatch, c
         return str(path)
 
     monkeypatch.setitem(sys.modules, "simulation", types.SimpleNamespace(generate_dataset=generate_dataset))
+    monkeypatch.setitem(sys.modules, "simulation.atlas", types.SimpleNamespace(SUBSET_DIR=Path("/subset")))
     datalist = tmp_path / "demo" / "datalist.json"
     with caplog.at_level(logging.WARNING):
         assert ensure_demo_dataset(tmp_path / "demo", datalist, num_images=7, seed=3, size=128) == str(datalist)
-    assert calls == [(str(tmp_path / "demo"), 7, "procedural", 3, {"size": 128})]
+    # the shipped atlas subset, whatever atlas lies beside the repository, with intact twins for training
+    assert calls == [(str(tmp_path / "demo"), 7, "atlas", 3, {"size": 128, "atlas_dir": "/subset", "intact_twins": True})]
     assert "generating the built-in demo dataset" in caplog.text
     ensure_demo_dataset(tmp_path / "demo", datalist)  # present now: not generated again
     assert len(calls) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 import sys
 from pathlib import Path
@@ -117,3 +119,114 @@ def test_bad_inputs_raise():
         FROCAccumulator().add(np.zeros((2, 3, 3)), np.zeros((0, 2)), (1, 1))
     with pytest.raises(ValueError, match="2 heatmaps"):
         modified_froc([np.zeros((2, 2))] * 2, [np.zeros((0, 2))], [(1, 1)])
+
+
+# --------------------------------------------------------------------------- recall per fracture kind and site
+def _planted_details_images():
+    """Two 20 x 20 images (1 mm pixels, radius 1.5 mm: each point excludes its 3 x 3 block, 382 negative pixels).
+
+    A: fractures at [3, 3] = 0.9 (displaced, superior ramus) and [15, 3] = 0.3 (hairline, ischium); 19 negative
+    pixels at 0.4. B: [5, 5] = 0.6 (hairline, superior ramus) and [12, 8] = 0.2 (displaced, parasymphyseal);
+    100 negative pixels at 0.25. Mean FP ratio: t = 0.9, 0.6 -> 0; t = 0.3 -> 19 / 382 / 2 = 2.5 %;
+    t = 0.2 -> (19 + 100) / 382 / 2 = 15.6 %. So at 1 % FP the threshold is 0.6 (0.9 and 0.6 recalled), at 10 %
+    it is 0.3 (0.9, 0.3 and 0.6 recalled; 0.2 missed).
+    """
+    a = np.zeros((20, 20))
+    a[3, 3], a[3, 15] = 0.9, 0.3
+    a[19, 0:19] = 0.4
+    b = np.zeros((20, 20))
+    b[5, 5], b[8, 12] = 0.6, 0.2
+    b[15:20, :] = 0.25
+    points = [np.array([[3.0, 3.0], [15.0, 3.0]]), np.array([[5.0, 5.0], [12.0, 8.0]])]
+    details = [
+        [{"site": "superior_ramus", "side": "r", "kind": "displaced", "displacement_mm": 3.0, "gap_mm": 1.0},
+         {"site": "ischium", "side": "r", "kind": "hairline", "displacement_mm": 0.0, "gap_mm": 0.4}],
+        [{"site": "superior_ramus", "side": "l", "kind": "hairline", "displacement_mm": 0.0, "gap_mm": 0.5},
+         {"site": "parasymphyseal", "side": "l", "kind": "displaced", "displacement_mm": 2.0, "gap_mm": 1.5}],
+    ]
+    return [a, b], points, details
+
+
+def test_recall_by_group_hand_computed():
+    heatmaps, points, details = _planted_details_images()
+    curve = modified_froc(heatmaps, points, [(1.0, 1.0)] * 2, radius_mm=1.5)
+    np.testing.assert_allclose(curve.fp_ratio, [0, 0, 0, 19 / 382 / 2, 119 / 382 / 2])
+    assert curve.threshold_at(0.01) == pytest.approx(0.6) and curve.threshold_at(0.1) == pytest.approx(0.3)
+    np.testing.assert_array_equal(curve.recalled_at(0.01), [True, False, True, False])
+    np.testing.assert_array_equal(curve.recalled_per_image(0.1), [2, 1])
+    kinds = [d["kind"] for image in details for d in image]
+    assert curve.recall_by_group(0.01, kinds) == {
+        "displaced": {"num_fractures": 2, "recall": 0.5}, "hairline": {"num_fractures": 2, "recall": 0.5}}
+    assert curve.recall_by_group(0.1, kinds) == {
+        "displaced": {"num_fractures": 2, "recall": 0.5}, "hairline": {"num_fractures": 2, "recall": 1.0}}
+    sites = [d["site"] for image in details for d in image]
+    assert curve.recall_by_group(0.1, sites) == {
+        "ischium": {"num_fractures": 1, "recall": 1.0}, "parasymphyseal": {"num_fractures": 1, "recall": 0.0},
+        "superior_ramus": {"num_fractures": 2, "recall": 1.0}}
+    # None leaves a point out; the overall recall is the groups' recalled points over all points
+    assert curve.recall_by_group(0.01, [None, None, "x", "x"]) == {"x": {"num_fractures": 2, "recall": 0.5}}
+    assert curve.recall_at(0.01) == pytest.approx(0.5) and curve.recall_at(0.1) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="3 group labels for 4"):
+        curve.recall_by_group(0.01, kinds[:3])
+
+
+def _write_annotations(folder, details, with_details=True):
+    paths = []
+    for i, d in enumerate(details):
+        ann = {"landmarks": {}, "fractures": [[0, 0]] * len(d), **({"fracture_details": d} if with_details else {})}
+        path = folder / f"ann{i}.json"
+        path.write_text(json.dumps(ann))
+        paths.append(str(path))
+    return paths
+
+
+def _evaluate_planted(tmp_path, annotations):
+    from scripts.evaluation_writer import FractureEvaluationWriter
+
+    heatmaps, points, _ = _planted_details_images()
+    writer = FractureEvaluationWriter(tmp_path / "eval", radius_mm=1.5, num_case_pictures=0)
+    # a third image, without fractures and all zero: one more image in the FP mean, nothing else
+    for i, (h, p, ann) in enumerate(zip(heatmaps + [np.zeros((20, 20))], points + [np.zeros((0, 2))],
+                                        annotations + [None])):
+        writer.add({"pred": h[None], "label": int(len(p) > 0), "roi_fractures": p, "roi_spacing_mm": (1.0, 1.0),
+                    "annotation": ann, "image": f"img{i}.dcm"})
+    metrics = writer.write()
+    with open(tmp_path / "eval" / "per_case.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return metrics, json.loads((tmp_path / "eval" / "metrics.json").read_text()), rows
+
+
+def test_evaluation_writer_reports_recall_per_kind_and_site(tmp_path):
+    _, _, details = _planted_details_images()
+    _, metrics, rows = _evaluate_planted(tmp_path, _write_annotations(tmp_path, details))
+    # the third image (no fracture, no FP) only adds an image to the FP mean: 19/382/3 and 119/382/3
+    assert metrics["threshold_at_fp_1pct"] == pytest.approx(0.6)
+    assert metrics["threshold_at_fp_10pct"] == pytest.approx(0.3)
+    assert metrics["recall_by_kind"] == {
+        "displaced": {"num_fractures": 2, "recall_at_fp_1pct": 0.5, "recall_at_fp_10pct": 0.5},
+        "hairline": {"num_fractures": 2, "recall_at_fp_1pct": 0.5, "recall_at_fp_10pct": 1.0},
+    }
+    assert metrics["recall_by_site"] == {  # no inferior-ramus fracture: no such group
+        "ischium": {"num_fractures": 1, "recall_at_fp_1pct": 0.0, "recall_at_fp_10pct": 1.0},
+        "parasymphyseal": {"num_fractures": 1, "recall_at_fp_1pct": 0.0, "recall_at_fp_10pct": 0.0},
+        "superior_ramus": {"num_fractures": 2, "recall_at_fp_1pct": 1.0, "recall_at_fp_10pct": 1.0},
+    }
+    assert [r["fracture_kind"] for r in rows] == ["displaced;hairline", "hairline;displaced", ""]
+    assert [r["fracture_site"] for r in rows] == ["superior_ramus;ischium", "superior_ramus;parasymphyseal", ""]
+    assert [int(r["recalled_at_fp_1pct"]) for r in rows] == [1, 1, 0]
+    assert [int(r["recalled_at_fp_10pct"]) for r in rows] == [2, 1, 0]
+
+
+def test_evaluation_writer_without_fracture_details(tmp_path):
+    """Real annotations have no ``fracture_details``: the same figures, no per-group keys or columns."""
+    _, _, details = _planted_details_images()
+    _, metrics, rows = _evaluate_planted(tmp_path, _write_annotations(tmp_path, details, with_details=False))
+    assert metrics["recall_at_fp_1pct"] == pytest.approx(0.5) and metrics["recall_at_fp_10pct"] == pytest.approx(0.75)
+    assert not any(k.startswith("recall_by_") for k in metrics) and "fracture_kind" not in rows[0]
+    # details that do not match the points (one entry for two points) are ignored for that image only
+    bad = _write_annotations(tmp_path, [details[0][:1], details[1]])
+    _, metrics, _ = _evaluate_planted(tmp_path, bad)
+    assert metrics["recall_by_kind"] == {
+        "displaced": {"num_fractures": 1, "recall_at_fp_1pct": 0.0, "recall_at_fp_10pct": 0.0},
+        "hairline": {"num_fractures": 1, "recall_at_fp_1pct": 1.0, "recall_at_fp_10pct": 1.0},
+    }

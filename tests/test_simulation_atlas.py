@@ -1,5 +1,6 @@
-"""Radiograph simulator on the pelvis atlas: input errors (synthetic folders) and, when the atlas is
-present, its landmark definition and geometry."""
+"""Radiograph simulator on the pelvis atlas: input errors (synthetic folders), the packed subset shipped in
+``simulation/atlas_subset`` (and, when ``../shared`` holds the full atlas, that both give the same members),
+and the landmark definition and geometry on the default atlas (the full one when present, else the subset)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,19 @@ import pytest
 from custom_transforms.conventions import LANDMARK_NAMES
 from simulation import AtlasError, default_atlas_dir, generate_dataset, render
 from simulation.__main__ import main as cli
-from simulation.atlas import list_members, load_member
+from simulation.atlas import PACK_FILE, SHARED_ATLAS_DIR, SUBSET_DIR, list_members, load_member, pack_key
+from simulation.pack_atlas import SUBSET_MEMBERS, pack, pack_arrays
 
 from test_simulation import assert_landmarks_on_bone
 
 ATLAS = default_atlas_dir()
-needs_atlas = pytest.mark.skipif(ATLAS is None, reason="pelvis atlas (../shared/data/pelvis_atlas) not present")
+needs_atlas = pytest.mark.skipif(
+    ATLAS is None, reason="neither the pelvis atlas (../shared/data/pelvis_atlas) nor simulation/atlas_subset present"
+)
+needs_full_atlas = pytest.mark.skipif(
+    not SHARED_ATLAS_DIR.is_dir(),
+    reason=f"the full pelvis atlas ({SHARED_ATLAS_DIR}, ../shared beside the repository) is absent in this checkout",
+)
 
 TETRA = """# vtk DataFile Version 4.0
 vtk output
@@ -126,11 +134,100 @@ def test_atlas_radiograph_landmarks_and_fractures_on_bone():
 
 @needs_atlas
 def test_atlas_dataset_carries_attribution_and_subject_folds(tmp_path):
-    path = Path(generate_dataset(tmp_path, 3, anatomy="atlas", seed=0, size=(96, 96), subjects=["2", "3", "4"], progress=False))
+    subjects = list_members(ATLAS)[:3]  # 2, 3, 4 in the full atlas; 2, 5, 10 in the subset
+    path = Path(generate_dataset(tmp_path, 3, anatomy="atlas", seed=0, size=(96, 96), subjects=subjects,
+                                 progress=False))
     dl = json.loads(path.read_text())
     assert "CC BY 4.0" in dl["attribution"]
-    assert {it["subject"] for it in dl["training"]} == {"atlas-2", "atlas-3", "atlas-4"}
+    assert {it["subject"] for it in dl["training"]} == {f"atlas-{s}" for s in subjects}
     import pydicom
 
     ds = pydicom.dcmread(path.parent / dl["training"][0]["image"])
     assert "CC BY 4.0" in ds.ImageComments
+
+
+# ------------------------------------------------------------------------------------ the packed subset
+def test_subset_lists_exactly_the_packed_members():
+    from simulation.dataset import resolve_subjects
+
+    assert (SUBSET_DIR / PACK_FILE).is_file(), "simulation/atlas_subset is part of the repository"
+    with np.load(SUBSET_DIR / PACK_FILE, allow_pickle=False) as z:
+        stored = [str(s) for s in z["members"]]
+    assert stored == list(SUBSET_MEMBERS)
+    assert list_members(SUBSET_DIR) == sorted(SUBSET_MEMBERS, key=int)
+    assert list_members(SUBSET_DIR / PACK_FILE) == list_members(SUBSET_DIR)  # the archive itself works too
+    ids, atlas_dir = resolve_subjects("atlas", str(SUBSET_DIR), None, 4)  # --atlas-dir simulation/atlas_subset
+    assert ids == list_members(SUBSET_DIR) and atlas_dir == SUBSET_DIR
+    readme = (SUBSET_DIR / "README.md").read_text()
+    assert "CC BY 4.0" in readme and "not for clinical use" in readme.lower() and ", ".join(SUBSET_MEMBERS) in readme
+    assert "Creative Commons Attribution 4.0" in (SUBSET_DIR / "LICENSE.txt").read_text()
+
+
+def test_default_atlas_dir_is_the_shared_atlas_else_the_subset(tmp_path, monkeypatch):
+    import simulation.atlas as atlas
+
+    monkeypatch.setattr(atlas, "SHARED_ATLAS_DIR", tmp_path / "absent")
+    assert atlas.default_atlas_dir() == SUBSET_DIR
+    monkeypatch.setattr(atlas, "SHARED_ATLAS_DIR", tmp_path)
+    assert atlas.default_atlas_dir() == tmp_path
+    monkeypatch.setattr(atlas, "SHARED_ATLAS_DIR", tmp_path / "absent")
+    monkeypatch.setattr(atlas, "SUBSET_DIR", tmp_path / "no_subset")
+    assert atlas.default_atlas_dir() is None
+
+
+def test_subset_member_renders_a_radiograph():
+    from simulation import atlas_anatomy
+
+    anatomy = atlas_anatomy(SUBSET_DIR, "10")
+    assert anatomy.ramus_corridors.keys() == {"r", "l"} and "CC BY 4.0" in anatomy.attribution
+    res = render(anatomy, np.random.default_rng(0), (128, 128), positive=True)
+    assert res.pixels.shape == (128, 128) and np.all(np.isfinite(res.pixels)) and res.pixels.max() > res.pixels.min()
+    assert res.landmarks.shape == (len(LANDMARK_NAMES), 2) == (16, 2) and np.all(np.isfinite(res.landmarks))
+
+
+@needs_full_atlas
+def test_subset_and_full_atlas_give_the_same_member():
+    full, sub = load_member(SHARED_ATLAS_DIR, "10"), load_member(SUBSET_DIR, "10")
+    assert full.bones.keys() == sub.bones.keys() == {"hip_l", "hip_r", "sacrum"}
+    for bone in full.bones:
+        f32 = full.raw_vertices[bone].astype(np.float32)
+        assert np.array_equal(f32, sub.raw_vertices[bone].astype(np.float32)), bone
+        np.testing.assert_array_equal(full.bones[bone].faces, sub.bones[bone].faces)
+        np.testing.assert_allclose(full.bones[bone].vertices, sub.bones[bone].vertices, rtol=1e-7, atol=1e-4)
+    assert full.ramus_corridors.keys() == sub.ramus_corridors.keys() == {"r", "l"}
+    for side, mesh in full.ramus_corridors.items():
+        assert np.array_equal(mesh.vertices.astype(np.float32), sub.ramus_corridors[side].vertices.astype(np.float32))
+        np.testing.assert_array_equal(mesh.faces, sub.ramus_corridors[side].faces)
+
+
+def test_pack_writes_a_readable_subset_with_its_licence(tmp_path):
+    target = pack(SUBSET_DIR, ["10", "2"], tmp_path / "sub")
+    assert target == tmp_path / "sub" / PACK_FILE
+    assert list_members(tmp_path / "sub") == ["2", "10"]
+    with np.load(target, allow_pickle=False) as z:
+        assert z[pack_key("hip_l", "vertices")].dtype == np.float32 and z[pack_key("hip_l", "faces")].dtype == np.int32
+        assert pack_key("hip_l", "faces", "2") not in z.files  # identical faces are stored once per bone
+    a, b = load_member(SUBSET_DIR, "2"), load_member(tmp_path / "sub", "2")
+    assert np.array_equal(a.raw_vertices["sacrum"], b.raw_vertices["sacrum"])
+    assert (tmp_path / "sub" / "LICENSE.txt").read_text() == (SUBSET_DIR / "LICENSE.txt").read_text()
+    assert "10, 2" in (tmp_path / "sub" / "README.md").read_text()
+    with pytest.raises(AtlasError, match=r"unknown: \['99'\]"):
+        pack(SUBSET_DIR, ["2", "99"], tmp_path / "bad")
+
+
+def test_packed_atlas_per_member_faces_and_errors_name_the_file(tmp_path):
+    arrays = pack_arrays(SUBSET_DIR, ["2"])
+    arrays[pack_key("sacrum", "faces", "2")] = arrays.pop(pack_key("sacrum", "faces"))
+    np.savez_compressed(tmp_path / PACK_FILE, **arrays)
+    same = load_member(tmp_path, "2").raw_vertices["sacrum"], load_member(SUBSET_DIR, "2").raw_vertices["sacrum"]
+    assert np.array_equal(*same)
+    (tmp_path / "broken").mkdir()
+    del arrays[pack_key("hip_l", "faces")]
+    np.savez_compressed(tmp_path / "broken" / PACK_FILE, **arrays)
+    with pytest.raises(AtlasError, match=rf"broken/{PACK_FILE}: array 'hip_l.faces' missing"):
+        load_member(tmp_path / "broken", "2")
+    (tmp_path / "broken" / PACK_FILE).write_bytes(b"not a zip")
+    with pytest.raises(AtlasError, match=rf"broken/{PACK_FILE}: not a readable packed atlas"):
+        list_members(tmp_path / "broken")
+    with pytest.raises(AtlasError, match=r"unknown subject id '3'"):
+        load_member(tmp_path, "3")

@@ -82,6 +82,26 @@ def test_pseudo_color_modes():
         PseudoColor("rainbow")
 
 
+def test_highpass_pseudo_color_keeps_only_detail_in_its_bands():
+    from custom_transforms.pseudocolor import HIGHPASS_GAINS
+
+    # a smooth ramp (large-scale intensity) plus one dark vertical line 2 px wide (a break)
+    ramp = torch.linspace(0.2, 0.8, 160)[None, :].repeat(48, 1)
+    roi = ramp.clone()
+    roi[:, 80:82] -= 0.05
+    out = PseudoColor("highpass")(roi[None])
+    assert out.shape == (3, 48, 160) and torch.equal(out[0], roi)
+    flat = PseudoColor("highpass")(ramp[None])
+    interior = (slice(None), slice(40, 120))  # 3 sigma away from the left and right borders' reflection
+    # a linear ramp has no detail: its bands vanish inside (a Gaussian keeps a linear function)
+    assert float(flat[1][interior].abs().max()) < 1e-4 and float(flat[2][interior].abs().max()) < 1e-4
+    # the line: a dip of about gain x contrast in the fine band, centred on the line
+    fine = out[1][24]
+    assert int(torch.argmin(fine)) in (80, 81)
+    # 2-px line minus its blur at sigma 3: 1 - 0.259 of the contrast (hand computation with scipy's kernel)
+    assert float(fine.min()) == pytest.approx(-0.05 * HIGHPASS_GAINS[0] * 0.741, rel=0.02)
+
+
 def test_pack_rejects_wrong_shapes():
     d = {"roi": torch.zeros(1, 16, 32), "roi_mirrored": torch.zeros(3, 16, 32), "tps_grid": torch.zeros(2, 16, 32)}
     with pytest.raises(ValueError, match="'roi' must have shape \\(3, 16, 32\\)"):

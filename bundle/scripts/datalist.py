@@ -20,7 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DATALIST_KEYS", "load_datalist", "split_fold", "fold_split", "ensure_demo_dataset", "inference_items"]
+__all__ = [
+    "DATALIST_KEYS", "load_datalist", "split_fold", "fold_split", "intact_twins", "training_items", "ensure_demo_dataset",
+    "inference_items",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +142,62 @@ def fold_split(datalist: str | os.PathLike, fold: int, section: str, val_fractio
     return parts[section]
 
 
+def intact_twins(datalist: str | os.PathLike, fold: int, val_fraction: float = 1 / 8) -> list[dict]:
+    """The intact twins (simulated data: a fractured image rendered again without its breaks) of ``fold``'s
+    training items, from the datalist's ``"intact_twins"`` list; ``[]`` when it has none.
+
+    A twin shares its patient with the fractured image, so only twins of training subjects are returned: the
+    validation and test sets never see them, nor their anatomy. Each twin carries ``fractures_removed``, its
+    sibling's fracture points (original pixels ``[x, y]``), for :class:`custom_transforms.siamese_crop.CropPointsd`.
+
+    Args:
+        datalist: path of the datalist JSON (a simulator's, ``python -m simulation generate --intact-twins``).
+        fold: the test fold, 0-4.
+        val_fraction: see :func:`split_fold`.
+    """
+    path = Path(datalist)
+    content = json.loads(path.read_text())
+    if not isinstance(content, dict) or not content.get("intact_twins"):
+        return []
+    training = split_fold(load_datalist(path), fold, val_fraction)["training"]
+    subjects = {it["subject"] for it in training}
+    fractured = {it["image"] for it in training}
+    base = path.parent
+    twins = []
+    for raw in content["intact_twins"]:
+        item = dict(raw)
+        for key in ("image", "annotation", "intact_twin_of"):
+            p = Path(item[key])
+            item[key] = str(p if p.is_absolute() else (base / p).resolve())
+        if item["subject"] in subjects and item["intact_twin_of"] in fractured:
+            twins.append(item)
+    annotations = {it["image"]: it["annotation"] for it in training}
+    for item in twins:
+        # where the sibling's breaks are (original pixels): the twin's training windows go there
+        sibling = json.loads(Path(annotations[item["intact_twin_of"]]).read_text())
+        item["fractures_removed"] = sibling.get("fractures", [])
+    return twins
+
+
+def training_items(datalist: str | os.PathLike, fold: int, val_fraction: float = 1 / 8) -> list[dict]:
+    """``fold``'s training items followed by their intact twins (:func:`intact_twins`); each fractured image that
+    has a twin and the twin share a ``pair_id`` (the fractured image's path), every other item has ``pair_id`` None.
+
+    Args:
+        datalist: path of the datalist JSON.
+        fold: the test fold, 0-4.
+        val_fraction: see :func:`split_fold`.
+    """
+    training = [dict(it) for it in fold_split(datalist, fold, "training", val_fraction)]
+    twins = intact_twins(datalist, fold, val_fraction)
+    paired = {t["intact_twin_of"] for t in twins}
+    for item in training:
+        item["pair_id"] = item["image"] if item["image"] in paired else None
+    for twin in twins:
+        twin["pair_id"] = twin["intact_twin_of"]
+    return training + twins
+
+
 def ensure_demo_dataset(
     dataset_dir: str | os.PathLike,
     datalist: str | os.PathLike,
@@ -146,11 +205,16 @@ def ensure_demo_dataset(
     num_images: int = 120,
     seed: int = 0,
     size: int | Sequence[int] | None = None,
+    anatomy: str = "atlas",
+    intact_twins: bool = True,
     **kwargs: Any,
 ) -> str:
     """Return ``datalist``; when it is missing and ``generate`` is true, simulate the built-in demo data first.
 
-    The demo data is the simulator's procedural anatomy (no data files needed), written to ``dataset_dir``.
+    The demo data is simulated from the real anatomy of the atlas subset that ships with the simulator
+    (``simulation/atlas_subset``, 12 members, CC BY 4.0), whether or not a full atlas lies beside the repository, so
+    that every clone gets the same demo; ``anatomy="procedural"`` gives the schematic built-in pelvis instead.
+    Fractured images come with their intact twins (training data only, ``intact_twins``).
 
     Args:
         dataset_dir: where the images, annotations and datalist live.
@@ -159,6 +223,8 @@ def ensure_demo_dataset(
         num_images: how many radiographs to simulate.
         seed: simulator seed.
         size: image size passed to the simulator (its default when ``None``).
+        anatomy: ``"atlas"`` (the shipped subset) or ``"procedural"``.
+        intact_twins: also simulate each fractured image's twin without the breaks.
         kwargs: further simulator arguments.
     """
     datalist = Path(datalist)
@@ -173,11 +239,16 @@ def ensure_demo_dataset(
 
     logger.warning(
         f"{datalist} not found: generating the built-in demo dataset ({num_images} simulated radiographs, "
-        f"procedural anatomy, seed {seed}) in {dataset_dir}."
+        f"{anatomy} anatomy, seed {seed}) in {dataset_dir}."
     )
     if size is not None:
         kwargs["size"] = size
-    written = Path(simulation.generate_dataset(str(dataset_dir), num_images, anatomy="procedural", seed=seed, **kwargs))
+    if anatomy == "atlas":
+        from simulation.atlas import SUBSET_DIR
+
+        kwargs.setdefault("atlas_dir", str(SUBSET_DIR))
+    written = Path(simulation.generate_dataset(
+        str(dataset_dir), num_images, anatomy=anatomy, seed=seed, intact_twins=intact_twins, **kwargs))
     if written.resolve() != datalist.resolve():
         if not datalist.is_file():
             raise FileNotFoundError(f"the simulator wrote {written}, but the configuration expects {datalist}.")

@@ -10,8 +10,8 @@ Everything goes under ``--out``: ``data/`` (simulated DICOMs, annotations, datal
 (``last.pt``, ``model.pt``, ``landmark_*``), ``logs/`` (TensorBoard), ``eval/`` (metrics, curves, case
 pictures; ``eval/landmarks/`` the detector's MRE/SDR), ``inference/`` (per-image heatmap, overlay and report,
 annotated landmarks) and ``inference_bedside/`` (the same images given without annotation: the detector's
-landmarks). The ``monai.bundle run`` calls a user would type are made in-process: ``configs/demo.json`` on top
-of the real AASN configs (small ROI, tiny DenseNet, few epochs), and ``configs/landmark_train.json``'s run ids
+landmarks). The ``monai.bundle run`` calls a user would type are made in-process: ``configs/scale_cpu.json`` (the
+CPU recipe) and ``configs/demo.json`` (data size, epochs) on top of the real AASN configs, and ``configs/landmark_train.json``'s run ids
 ``run_global`` and ``run_refine`` with fewer epochs (``--landmark-epochs``, ``--landmark-refine-epochs``), so that it finishes
 in minutes on a CPU. A rerun resumes or reuses what is already there.
 """
@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     data = out / "data"
     datalist = data / "datalist.json"
     configs = [CONFIGS / "train.json"]
-    demo = [CONFIGS / "demo.json"]
+    # the CPU recipe (configs/scale_cpu.json), with the demo's data size and epochs on top
+    demo = [CONFIGS / "scale_cpu.json", CONFIGS / "demo.json"]
     common = {"bundle_root": str(out), "dataset_dir": str(data), "fold": args.fold, "variant": args.variant,
               "generate_demo_data": True}
     if args.num_images:

@@ -4,6 +4,11 @@ An Ignite handler for the evaluator of ``evaluate.json``. It reads the decollate
 dictionary per image, after the postprocessing (``pred`` = heatmap probabilities in ROI space,
 ``score`` = image score), computes the paper's metrics (:mod:`scripts.metrics`) in ROI space with
 the ROI's pixel spacing, and writes everything at the end of the run.
+
+When the annotations carry ``fracture_details`` (the simulator's: one ``{"site", "side", "kind", ...}`` per point
+of ``fractures``, same order), ``metrics.json`` also gives the recall at each FP ratio per fracture ``kind`` and
+per ``site`` (``recall_by_kind``, ``recall_by_site``), read at the overall curve's thresholds. Annotations
+without it (real ones) give no such keys.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from ignite.engine import Engine, Events
 from .metrics import FROCAccumulator, classification_metrics, image_scores, negative_region, point_values
 from .plots import plot_case, plot_froc, plot_pr, plot_roc
 
-__all__ = ["FractureEvaluationWriter", "case_name", "engine_items", "to_numpy"]
+__all__ = ["FractureEvaluationWriter", "case_name", "engine_items", "fracture_details", "to_numpy"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +62,36 @@ def engine_items(engine: Engine) -> list[dict]:
     if len(outputs) != len(batches):
         raise RuntimeError("engine_items: batch and output differ in length; use decollate=True.")
     return [{**o, **b} for o, b in zip(outputs, batches)]
+
+
+def fracture_details(annotation: Any, num_points: int) -> list[dict | None]:
+    """Each fracture point's entry of the annotation's optional ``fracture_details`` (same order as ``fractures``).
+
+    Args:
+        annotation: the annotation JSON's path (the datalist item's ``annotation``) or its parsed content.
+        num_points: how many fracture points the image has.
+
+    Returns:
+        ``num_points`` dictionaries, or ``None`` for every point when there are no details (real annotations,
+        no annotation) or they cannot be matched to the points (a warning says so).
+    """
+    missing: list[dict | None] = [None] * int(num_points)
+    if num_points == 0 or annotation is None:
+        return missing
+    raw = annotation
+    if isinstance(annotation, (str, os.PathLike)):
+        try:
+            raw = json.loads(Path(annotation).read_text())
+        except (OSError, ValueError) as error:
+            logger.warning(f"fracture details: cannot read {annotation} ({error}); no per-kind/site recall for it.")
+            return missing
+    details = raw.get("fracture_details") if isinstance(raw, dict) else None
+    if details is None:
+        return missing
+    if not isinstance(details, list) or len(details) != num_points or not all(isinstance(d, dict) for d in details):
+        logger.warning(f"fracture details of {annotation} do not match its {num_points} fracture point(s); ignored.")
+        return missing
+    return list(details)
 
 
 def case_name(item: dict, image_key: str = "image", fallback: str = "case") -> str:
@@ -97,6 +132,8 @@ class FractureEvaluationWriter:
         network: when given (with ``forward_with_distance``), the case pictures include the feature distance map.
         num_case_pictures: how many Fig. 6-like pictures (the highest-scoring positives and negatives, half each).
         extra: fields copied into ``metrics.json`` (fold, configuration, ...).
+        annotation_key: the annotation path, whose optional ``fracture_details`` give each point's groups.
+        group_by: fields of ``fracture_details`` by which recall is also reported (``recall_by_<field>``).
     """
 
     def __init__(
@@ -115,6 +152,8 @@ class FractureEvaluationWriter:
         network: torch.nn.Module | None = None,
         num_case_pictures: int = 6,
         extra: dict | None = None,
+        annotation_key: str = "annotation",
+        group_by: Sequence[str] = ("kind", "site"),
     ) -> None:
         self.output_dir = Path(output_dir)
         self.pred_key, self.score_key, self.label_key = pred_key, score_key, label_key
@@ -127,6 +166,8 @@ class FractureEvaluationWriter:
         self.network = network
         self.num_case_pictures = int(num_case_pictures)
         self.extra = dict(extra or {})
+        self.annotation_key = annotation_key
+        self.group_by = tuple(group_by)
         self.metrics: dict[str, Any] = {}
         self._reset()
 
@@ -134,6 +175,7 @@ class FractureEvaluationWriter:
         self.froc = FROCAccumulator(self.radius_mm)
         self.rows: list[dict[str, Any]] = []
         self._candidates: list[dict[str, Any]] = []
+        self._details: list[dict | None] = []  # one per fracture point, in the FROC's order
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
@@ -157,6 +199,7 @@ class FractureEvaluationWriter:
         points = to_numpy(item[self.fractures_key]).astype(np.float64).reshape(-1, 2)
         spacing = to_numpy(item[self.spacing_key]).astype(np.float64).ravel()
         self.froc.add(heatmap, points, spacing)
+        self._details += fracture_details(item.get(self.annotation_key), points.shape[0])
         hit = point_values(heatmap, points) >= self.threshold
         negative = negative_region(heatmap.shape, points, spacing, self.radius_mm)
         fp_ratio = float((heatmap[negative] >= self.threshold).mean()) if negative.any() else 0.0
@@ -214,6 +257,9 @@ class FractureEvaluationWriter:
         for r in self.fp_ratios:
             m[f"recall_at_fp_{100 * r:g}pct"] = curve.recall_at(r)
             m[f"threshold_at_fp_{100 * r:g}pct"] = curve.threshold_at(r)
+            for row, n in zip(self.rows, curve.recalled_per_image(r)):
+                row[f"recalled_at_fp_{100 * r:g}pct"] = int(n)
+        m.update(self.recall_by_group(curve))
         positives = [r for r in self.rows if r["label"] == 1]
         negatives = [r for r in self.rows if r["label"] == 0]
         m.update(
@@ -227,6 +273,26 @@ class FractureEvaluationWriter:
         )
         self.curve = curve
         return m
+
+    def recall_by_group(self, curve) -> dict[str, dict]:
+        """``{"recall_by_<field>": {value: {"num_fractures": n, "recall_at_fp_<r>pct": ...}}}`` for each field of
+        ``group_by`` that some fracture point's details give; groups without fractures are absent. Adds the
+        ``fracture_<field>`` column to the per-case rows (each fracture's value, ``;``-separated)."""
+        out: dict[str, dict] = {}
+        for key in self.group_by:
+            labels = [d.get(key) if d is not None else None for d in self._details]
+            if all(label is None for label in labels):
+                continue
+            for i, row in enumerate(self.rows):  # per case: each fracture's value, in annotation order
+                row[f"fracture_{key}"] = ";".join(
+                    "" if labels[j] is None else str(labels[j]) for j in np.flatnonzero(curve.image_index == i))
+            table: dict[str, dict] = {}
+            for r in self.fp_ratios:
+                for label, g in curve.recall_by_group(r, labels).items():
+                    entry = table.setdefault(str(label), {"num_fractures": g["num_fractures"]})
+                    entry[f"recall_at_fp_{100 * r:g}pct"] = g["recall"]
+            out[f"recall_by_{key}"] = table
+        return out
 
     def write(self, engine: Engine | None = None) -> dict[str, Any]:
         if not self.rows:

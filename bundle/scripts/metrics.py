@@ -16,6 +16,10 @@ Localisation: the paper's *modified FROC*
     ``t``, so the best recall at a given FP ratio is attained at one of those values; evaluating the
     curve there is exact, with no threshold grid.
 
+    Recall per group of fractures (e.g. per fracture kind or site, :meth:`FROCCurve.recall_by_group`) is
+    read at the whole curve's operating point: the threshold that gives the reported overall recall at
+    that FP ratio, so that the groups' recalled fractures add up to the overall recall.
+
 Points are ``[x, y]`` (column, row) pixels of the heatmap's grid, spacing ``(row, col)`` mm
 (``custom_transforms.conventions``). A point's heatmap value is read at its nearest pixel; a point
 outside the heatmap cannot be recalled (it counts as a miss).
@@ -25,7 +29,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -113,25 +118,61 @@ def point_values(heatmap: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 @dataclass
 class FROCCurve:
-    """The modified FROC evaluated at every fracture-point value (descending thresholds)."""
+    """The modified FROC evaluated at every fracture-point value (descending thresholds).
+
+    ``values`` holds the heatmap value of every fracture point in the order the points were added (``-inf``
+    outside the grid) and ``image_index`` the image (order of addition) each belongs to.
+    """
 
     thresholds: np.ndarray
     recall: np.ndarray
     fp_ratio: np.ndarray
     num_fractures: int
     num_images: int
-
-    def recall_at(self, max_fp_ratio: float) -> float:
-        """Best fracture recall whose mean FP ratio is ``<= max_fp_ratio`` (0 when none; nan without fractures)."""
-        if self.num_fractures == 0:
-            return float("nan")
-        ok = self.fp_ratio <= max_fp_ratio
-        return float(self.recall[ok].max()) if ok.any() else 0.0
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    image_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def threshold_at(self, max_fp_ratio: float) -> float:
         """The lowest threshold whose mean FP ratio is ``<= max_fp_ratio`` (``inf`` when none)."""
         ok = self.fp_ratio <= max_fp_ratio
         return float(self.thresholds[ok].min()) if ok.any() else float("inf")
+
+    def recalled_at(self, max_fp_ratio: float) -> np.ndarray:
+        """Which fracture points (order of ``values``) are recalled at the best recall whose mean FP ratio is
+        ``<= max_fp_ratio``: heatmap value ``>=`` :meth:`threshold_at` (recall and FP ratio both fall with the
+        threshold, so the lowest admissible threshold gives the best recall)."""
+        return np.asarray(self.values) >= self.threshold_at(max_fp_ratio)
+
+    def recall_at(self, max_fp_ratio: float) -> float:
+        """Best fracture recall whose mean FP ratio is ``<= max_fp_ratio`` (0 when none; nan without fractures)."""
+        if self.num_fractures == 0:
+            return float("nan")
+        return float(self.recalled_at(max_fp_ratio).mean())
+
+    def recalled_per_image(self, max_fp_ratio: float) -> np.ndarray:
+        """Number of recalled fracture points of each image (order of addition) at :meth:`recall_at`'s point."""
+        hit = self.recalled_at(max_fp_ratio)
+        return np.bincount(np.asarray(self.image_index)[hit], minlength=self.num_images)
+
+    def recall_by_group(self, max_fp_ratio: float, groups: Sequence[Any]) -> dict[Any, dict[str, float]]:
+        """Recall of each group of fracture points at :meth:`recall_at`'s operating point (one threshold for all).
+
+        Args:
+            max_fp_ratio: the FP area ratio, as in :meth:`recall_at`.
+            groups: one label per fracture point (order of ``values``); ``None`` leaves a point out of every group.
+
+        Returns:
+            ``{label: {"num_fractures": n, "recall": r}}`` for the labels present (sorted), none for empty groups.
+        """
+        groups = list(groups)
+        if len(groups) != self.num_fractures:
+            raise ValueError(f"recall_by_group: {len(groups)} group labels for {self.num_fractures} fracture points.")
+        hit = self.recalled_at(max_fp_ratio)
+        out: dict[Any, dict[str, float]] = {}
+        for label in sorted({g for g in groups if g is not None}, key=str):
+            member = np.array([g == label for g in groups])
+            out[label] = {"num_fractures": int(member.sum()), "recall": float(hit[member].mean())}
+        return out
 
 
 class FROCAccumulator:
@@ -191,12 +232,15 @@ class FROCAccumulator:
             if values.size
             else np.zeros(thresholds.shape)
         )
+        sizes = [v.size for v in self._point_values]
         return FROCCurve(
             thresholds=thresholds,
             recall=recall,
             fp_ratio=self.fp_ratio(thresholds),
             num_fractures=int(values.size),
             num_images=len(self._negatives),
+            values=values,
+            image_index=np.repeat(np.arange(len(sizes), dtype=np.int64), sizes),
         )
 
 
