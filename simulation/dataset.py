@@ -159,6 +159,49 @@ def write_example(out: Path, stem: str, result, subject: str, kind: str, uid_see
     return image_rel, ann_rel
 
 
+#: ROI sizes (h, w) whose geometry a simulated image must pass (the CPU recipe's and the paper's).
+CHECKED_ROI_SIZES = ((192, 384), (256, 512))
+#: Renders tried per image before its geometry is accepted as refused.
+GEOMETRY_TRIES = 5
+
+
+def geometry_refusal(landmarks: np.ndarray, spacing_mm) -> str | None:
+    """Why the preprocessing would refuse these landmarks (a folding or ill-conditioned TPS warp, a degenerate
+    axis or box), or None. The same transforms as the bundle's, on the landmarks alone (no image is resampled)."""
+    from custom_transforms.conventions import ROI_LANDMARK_INDICES
+    from custom_transforms.errors import GeometryError
+    from custom_transforms.geometry import transform_points
+    from custom_transforms.roi import DEFAULT_MARGIN, roi_box_matrix
+    from custom_transforms.symmetry import SymmetryAxis, mirror_landmarks
+    from custom_transforms.tps import TPSGrid
+
+    roi = list(ROI_LANDMARK_INDICES)
+    try:
+        mirror = SymmetryAxis()(landmarks, spacing_mm)["mirror_matrix"]
+        mirrored = mirror_landmarks(landmarks, mirror)
+        for size in CHECKED_ROI_SIZES:
+            box = roi_box_matrix(landmarks[roi], size, DEFAULT_MARGIN, spacing_mm)
+            box_f = roi_box_matrix(mirrored[roi], size, DEFAULT_MARGIN, spacing_mm)
+            TPSGrid()(transform_points(np.linalg.inv(box), landmarks), transform_points(np.linalg.inv(box_f), mirrored),
+                      size)
+    except GeometryError as error:
+        return str(error)
+    return None
+
+
+def _render_usable(anatomy, seed: int, index: int, size, positive: bool, intact_twin: bool):
+    """Render image ``index``; a pose whose true landmarks the preprocessing would refuse (a folding TPS in about one
+    image of 600) is drawn again from the next generator (``[seed, index, try]``), so every written image is usable."""
+    for attempt in range(GEOMETRY_TRIES):
+        rng = np.random.default_rng([seed, index] if attempt == 0 else [seed, index, attempt])
+        result = render(anatomy, rng, size, positive=positive, intact_twin=intact_twin)
+        refusal = geometry_refusal(result.landmarks, result.spacing_mm)
+        if refusal is None:
+            break
+        logger.info(f"image {index}: pose {attempt} refused by the preprocessing ({refusal}); drawing another")
+    return result
+
+
 def _render_jobs(
     kind: str, atlas_dir: str | None, jobs: list[_Job], out_dir: str, size, seed: int, intact_twins: bool = False
 ) -> list[dict]:
@@ -171,9 +214,7 @@ def _render_jobs(
     items = []
     for job in jobs:
         anatomy = _anatomy(kind, job.subject, atlas_dir, seed)
-        result = render(
-            anatomy, np.random.default_rng([seed, job.index]), size, positive=job.positive, intact_twin=intact_twins
-        )
+        result = _render_usable(anatomy, seed, job.index, size, job.positive, intact_twins)
         stem = f"img{job.index:05d}_{kind}_{job.subject}"
         subject = f"{kind}-{job.subject}"
         extra = {"seed": seed, "index": job.index}

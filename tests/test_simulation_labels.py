@@ -84,3 +84,32 @@ def test_annotation_describes_each_fracture_and_twins_differ_only_at_the_breaks(
         # the change sits at the breaks: a displaced fragment moves over up to 16 mm from the plane, plus its shift
         assert np.percentile(distance_mm, 99) < 35.0
         assert len(changed) < 0.02 * a.size
+
+
+def test_refused_geometry_is_drawn_again(anatomies, monkeypatch):
+    import simulation.dataset as dataset
+
+    refusals = []
+
+    def refuse_first(landmarks, spacing_mm):
+        refusals.append(len(refusals))
+        return "the thin-plate spline warp folds" if len(refusals) == 1 else None
+
+    monkeypatch.setattr(dataset, "geometry_refusal", refuse_first)
+    result = dataset._render_usable(anatomies[0], 5, 7, SIZE, True, False)
+    expected = render(anatomies[0], np.random.default_rng([5, 7, 1]), SIZE, positive=True)  # the second pose
+    assert len(refusals) == 2 and np.array_equal(result.pixels, expected.pixels)
+
+
+def test_geometry_refusal_names_a_folding_warp_and_passes_a_pelvis(anatomies):
+    from simulation.dataset import geometry_refusal
+
+    result = render(anatomies[1], np.random.default_rng([9, 0]), SIZE, positive=False)
+    assert geometry_refusal(result.landmarks, result.spacing_mm) is None
+    folded = result.landmarks.copy()
+    from custom_transforms.conventions import LANDMARK_INDEX
+
+    # the left obturator's top and bottom exchanged: the mirrored side no longer matches, the warp folds
+    a, b = LANDMARK_INDEX["obturator_superior_l"], LANDMARK_INDEX["obturator_inferior_l"]
+    folded[[a, b]] = folded[[b, a]]
+    assert "thin-plate spline" in geometry_refusal(folded, result.spacing_mm)
