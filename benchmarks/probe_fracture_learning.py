@@ -55,7 +55,7 @@ def _run_all(items: list[dict]) -> dict:
     with ProcessPoolExecutor(2) as pool:
         done = list(pool.map(_prepare, items, chunksize=8))
     return {"x": torch.from_numpy(np.stack([d[0] for d in done])), "t": torch.from_numpy(np.stack([d[1] for d in done])),
-            "points": [d[2] for d in done], "y": torch.tensor([int(it["label"]) for it in items])}
+            "points": [torch.from_numpy(d[2]) for d in done], "y": torch.tensor([int(it["label"]) for it in items])}
 
 
 def cache(args) -> None:
@@ -109,7 +109,8 @@ def _scores(net, x: torch.Tensor, batch_stats: bool = False) -> np.ndarray:
 def whole_roi(args) -> None:
     from sklearn.metrics import roc_auc_score
 
-    train, val = torch.load(CACHE / "whole_training.pt"), torch.load(CACHE / "whole_validation.pt")
+    train = torch.load(CACHE / "whole_training.pt", weights_only=True)
+    val = torch.load(CACHE / "whole_validation.pt", weights_only=True)
     x, t, y = _recolour(train["x"], args.pseudo_color), train["t"], train["y"]
     xv = _recolour(val["x"], args.pseudo_color)
     if args.n:
@@ -143,7 +144,8 @@ def pairs(args) -> None:
     from custom_transforms.siamese_crop import SiameseCrop
 
     rng = np.random.default_rng(args.seed)
-    train, val = torch.load(CACHE / "pairs_training.pt"), torch.load(CACHE / "pairs_validation.pt")
+    train = torch.load(CACHE / "pairs_training.pt", weights_only=True)
+    val = torch.load(CACHE / "pairs_validation.pt", weights_only=True)
     train["x"], val["x"] = _recolour(train["x"], args.pseudo_color), _recolour(val["x"], args.pseudo_color)
     size = args.window
     crop = SiameseCrop((size, size))
@@ -152,7 +154,7 @@ def pairs(args) -> None:
         xs, ts = [], []
         for k in pair_ids:  # 2k the fractured image, 2k + 1 its twin: one window for both
             points = data["points"][2 * k]
-            x, y = points[rng.integers(len(points))] if jitter else points[0]
+            x, y = (float(v) for v in (points[rng.integers(len(points))] if jitter else points[0]))
             shift = rng.uniform(-size / 4, size / 4, 2) if jitter else np.zeros(2)
             top = int(np.clip(round(y + shift[1] - (size - 1) / 2), 0, ROI[0] - size))
             left = int(np.clip(round(x + shift[0] - (size - 1) / 2), 0, ROI[1] - size))
