@@ -89,3 +89,43 @@ def test_missing_and_malformed_datalist(tmp_path):
     bad.write_text(json.dumps({"foo": 1}))
     with pytest.raises(ValueError, match="expected a JSON list"):
         load_datalist(bad)
+
+
+def test_intact_twins_only_of_training_subjects_and_paired_with_their_sibling(tmp_path):
+    from scripts.datalist import intact_twins, training_items
+
+    items, twins = [], []
+    for s in range(40):
+        fold = s % 5
+        for k in range(2):
+            stem = f"s{s}_{k}"
+            label = int(k == 0)
+            (tmp_path / f"{stem}.json").write_text(json.dumps({"fractures": [[10.0 + s, 20.0]] if label else []}))
+            items.append({"image": f"{stem}.dcm", "annotation": f"{stem}.json", "label": label,
+                          "subject": f"S{s}", "fold": fold})
+            if label:
+                twins.append({"image": f"{stem}_intact.dcm", "annotation": f"{stem}_intact.json", "label": 0,
+                              "subject": f"S{s}", "fold": fold, "intact_twin_of": f"{stem}.dcm"})
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps({"training": items, "intact_twins": twins}))
+    parts = split_fold(load_datalist(path), 0)
+    training_subjects = {it["subject"] for it in parts["training"]}
+    got = intact_twins(path, 0)
+    # every training subject's twin, and no twin of a validation or test subject
+    assert {t["subject"] for t in got} == training_subjects
+    for t in got:
+        s = int(t["subject"][1:])
+        assert t["fractures_removed"] == [[10.0 + s, 20.0]]  # the sibling's fracture points
+        assert t["intact_twin_of"] == str(tmp_path / f"s{s}_0.dcm")
+    both = training_items(path, 0)
+    assert len(both) == len(parts["training"]) + len(got)
+    pairs = {}
+    for it in both:
+        if it["pair_id"] is not None:
+            pairs.setdefault(it["pair_id"], []).append(it["image"])
+    assert len(pairs) == len(got) and all(len(v) == 2 and v[1].endswith("_intact.dcm") for v in pairs.values())
+    assert all(it["pair_id"] is None for it in both if it["label"] == 0 and "intact_twin_of" not in it)
+    # a datalist without twins (real data) gives none
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"training": items}))
+    assert intact_twins(plain, 0) == [] and len(training_items(plain, 0)) == len(parts["training"])
