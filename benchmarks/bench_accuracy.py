@@ -17,7 +17,7 @@ killed after its training only evaluates):
    started and finished is logged in ``<work>/test_reads.jsonl`` and the results list them. Table 2's rows run
    first (all folds), then Table 1's other methods.
 3. Tables 1 and 2: mean and standard deviation over folds of AUC, AP and fracture recall at 1 % / 10 % FP area
-   ratio (the paper's modified FROC, ``scripts.metrics``); a 95 % bootstrap interval of the AUC of the pooled
+   ratio (the paper's modified FROC, ``scripts.reporting.metrics``); a 95 % bootstrap interval of the AUC of the pooled
    out-of-fold scores, resampling subjects (images of one subject are not independent); ROC and PR curves of
    all methods (pooled out-of-fold scores) on one figure. When the data's annotations carry
    ``fracture_details`` (the simulator's), recall at 1 % / 10 % FP per fracture kind and site pooled over folds;
@@ -206,7 +206,7 @@ def bootstrap_auc_ci(
         alpha: 1 - coverage.
         seed: random seed of the resampling.
     """
-    from scripts.metrics import classification_metrics
+    from scripts.reporting.metrics import classification_metrics
 
     labels = np.asarray(labels).astype(int).ravel()
     scores = np.asarray(scores, dtype=np.float64).ravel()
@@ -536,7 +536,7 @@ def summarise(work: Path, methods: Sequence[str], folds: Sequence[int], n_boot: 
     """Per method: per-fold metrics, mean/std over folds, pooled out-of-fold AUC with its bootstrap interval; for
     methods with localisation, the recall per fracture kind and site pooled over folds (when the annotations give
     them) and the pooled recall at 10 % FP (each fold's threshold; when ``per_case.csv`` has its counts)."""
-    from scripts.metrics import classification_metrics
+    from scripts.reporting.metrics import classification_metrics
 
     summary = {}
     for method in methods:

@@ -56,8 +56,8 @@ def detect_test_fold(
     from custom_transforms.conventions import LANDMARK_NAMES
     from custom_transforms.loading import LoadPXRd
     from custom_transforms.pipeline import aasn_geometry
-    from scripts.landmark_detector import NotAPelvisError, load_landmark_detector
-    from scripts.landmark_metrics import radial_errors_mm, write_landmark_metrics
+    from scripts.landmarks.detector import NotAPelvisError, load_landmark_detector
+    from scripts.landmarks.metrics import radial_errors_mm, write_landmark_metrics
 
     detector = load_landmark_detector(ROOT / "bundle", ckpt_dir=str(models), device="cpu")
     load = Compose([LoadPXRd("image"), LoadAnnotationd("annotation", image_key="image")])

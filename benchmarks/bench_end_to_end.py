@@ -87,7 +87,7 @@ def simulate_case(folder: Path, seed: int = 0) -> dict:
 # ----------------------------------------------------------------------------------------------- latency
 def jittered_shape_model(landmarks_px: np.ndarray, spacing_mm: Sequence[float], copies: int = 32, seed: int = 0):
     """A shape model from random similarity transforms and 2 mm noise of one configuration (stand-in when untrained)."""
-    from scripts.shape_model import StatisticalShapeModel
+    from scripts.landmarks.shape_model import StatisticalShapeModel
 
     rng = np.random.default_rng(seed)
     mm = landmarks_px * np.asarray([spacing_mm[1], spacing_mm[0]])
@@ -112,7 +112,7 @@ def build_detector(case_landmarks: np.ndarray, spacing_mm, device: torch.device)
     if not trained:
         torch.manual_seed(0)
         parser["network"] = "$@network_def.to(@device).eval()"
-        parser["refiner"] = ("$scripts.landmark_refinement.LandmarkRefiner(@refine_network_def.to(@device).eval(), "
+        parser["refiner"] = ("$scripts.landmarks.refinement.LandmarkRefiner(@refine_network_def.to(@device).eval(), "
                              "@refine_long_side, @refine_patch_size, @device) if @use_refiner else None")
         parser["shape_model"] = jittered_shape_model(case_landmarks, spacing_mm)
     return parser.get_parsed_content("landmark_detector"), trained
@@ -143,8 +143,8 @@ def latency(case: dict, runs: int, device: torch.device, roi_size: Sequence[int]
     from custom_transforms.backprojection import ROIToOriginald
     from custom_transforms.loading import LoadPXRd
     from custom_transforms.pipeline import aasn_geometry
-    from scripts.inference_writer import FractureReportWriter
-    from scripts.scoring import ImageScored
+    from scripts.reporting.inference_writer import FractureReportWriter
+    from scripts.fracture.scoring import ImageScored
 
     rss = {"start": peak_rss_mb()}
     reader = LoadPXRd(keys="image")

@@ -42,8 +42,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from scripts.losses import loss_for_variant  # noqa: E402
-from scripts.networks import build_network  # noqa: E402
+from scripts.fracture.losses import loss_for_variant  # noqa: E402
+from scripts.fracture.networks import build_network  # noqa: E402
 
 FORMATS = ("nchw", "channels_last", "frozen")
 MODELS = ("vanilla", "aasn")

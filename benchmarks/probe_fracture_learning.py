@@ -1,7 +1,7 @@
 """Why the detector did not learn: short training probes on fold 0's training and validation members (never its test).
 
-Each probe trains a network of the bundle (``scripts.networks.build_network``, the CPU recipe's DenseNet sizes) with
-the bundle's loss (``scripts.losses``) in a plain loop on preprocessed ROIs held in memory, so that a probe takes
+Each probe trains a network of the bundle (``scripts.fracture.networks.build_network``, the CPU recipe's DenseNet sizes) with
+the bundle's loss (``scripts.fracture.losses``) in a plain loop on preprocessed ROIs held in memory, so that a probe takes
 a minute or two:
 
 * ``whole-roi``: the whole 192 x 384 ROI, ``--n`` training images (0 = all); training AUC (first 200 images) with
@@ -92,8 +92,8 @@ def _recolour(x: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def _network(variant: str):
-    from scripts.losses import loss_for_variant
-    from scripts.networks import build_network
+    from scripts.fracture.losses import loss_for_variant
+    from scripts.fracture.networks import build_network
 
     return build_network(variant, **NETWORK), loss_for_variant(variant)
 

@@ -5,7 +5,7 @@ The app does not re-implement any step of the pipeline. :class:`BundleInference`
 ``python -m monai.bundle run --config_file configs/inference.json --bundle_root <bundle>`` does, overriding
 only ``input`` (a datalist of the selected files), ``output_dir`` (the app's work folder) and, when the model
 path is a TorchScript file, the network. It then reads back what the bundle wrote per image
-(``report.json`` and ``heatmap.nii.gz``, see ``bundle/scripts/inference_writer.py``), so the app's
+(``report.json`` and ``heatmap.nii.gz``, see ``bundle/scripts/reporting/inference_writer.py``), so the app's
 probabilities, peaks and heatmaps are the bundle's.
 
 Model path (``-m`` / ``HOLOSCAN_MODEL_PATH``):

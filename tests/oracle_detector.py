@@ -36,9 +36,9 @@ def save_oracle_detector(
         module: import name of ``tests/deploy_oracle_landmarks.py`` where the bundle runs.
     """
     from custom_transforms import LoadPXR
-    from scripts.heatmap_decoding import gaussian_heatmaps
-    from scripts.letterbox import Letterbox, apply_matrix
-    from scripts.shape_model import StatisticalShapeModel
+    from scripts.landmarks.heatmap_decoding import gaussian_heatmaps
+    from scripts.landmarks.letterbox import Letterbox, apply_matrix
+    from scripts.landmarks.shape_model import StatisticalShapeModel
 
     from deploy_oracle_landmarks import OracleHeatmaps
 

@@ -34,7 +34,7 @@ def test_bootstrap_auc_interval():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 2, 200)
     scores = labels + rng.normal(0, 1.0, 200)
-    from scripts.metrics import classification_metrics
+    from scripts.reporting.metrics import classification_metrics
 
     auc = classification_metrics(scores, labels)["auc"]
     low, high = bench_accuracy.bootstrap_auc_ci(labels, scores, n_boot=300, seed=3)

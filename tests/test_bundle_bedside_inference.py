@@ -242,7 +242,7 @@ def test_a_run_whose_only_image_is_refused_completes_with_its_summary(bedside, t
 
 def test_inputs_with_the_same_file_name_get_separate_reports(bedside, tmp_path):
     """``a/pelvis.dcm`` and ``b/pelvis.dcm`` in one datalist: neither report overwrites the other."""
-    from scripts.inference_writer import unique_folder_names
+    from scripts.reporting.inference_writer import unique_folder_names
 
     inputs = []
     for side in ("a", "b"):

@@ -22,8 +22,8 @@ from scripts.augmentation import (  # noqa: E402
     RandRadiographIntensityd,
 )
 from scripts.datalist import ensure_demo_dataset  # noqa: E402
-from scripts.prepare_batch import SiamesePrepareBatch  # noqa: E402
-from scripts.scoring import ImageScored  # noqa: E402
+from scripts.fracture.prepare_batch import SiamesePrepareBatch  # noqa: E402
+from scripts.fracture.scoring import ImageScored  # noqa: E402
 
 
 def _pairwise_mm(points, spacing):
@@ -129,7 +129,7 @@ def test_demo_dataset_is_generated_once_with_a_log_line(tmp_path, monkeypatch, c
 
 
 def test_limit_image_size_moves_points_and_spacing_with_the_image():
-    from scripts.downsample import LimitImageSized
+    from scripts.fracture.downsample import LimitImageSized
 
     h, w, spot = 300, 200, (120.0, 210.0)
     yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")

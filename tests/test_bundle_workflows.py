@@ -172,7 +172,7 @@ def test_inference_report_peak_lies_on_planted_bright_spot(tmp_path):
         output_dir=str(out),
         roi_size=[64, 128],
         network_def=BrightnessNetwork(),
-        handlers=[{"_target_": "scripts.inference_writer.FractureReportWriter", "output_dir": str(out),
+        handlers=[{"_target_": "scripts.reporting.inference_writer.FractureReportWriter", "output_dir": str(out),
                    "threshold": 0.5}],
     )
     workflow.initialize()
@@ -292,7 +292,7 @@ def test_ckpt_export_writes_torchscript_equal_to_eager(work, trained, tmp_path):
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600, cwd=BUNDLE)
     assert done.returncode == 0, done.stderr[-4000:]
     scripted = torch.jit.load(str(ts))
-    from scripts.networks import build_network
+    from scripts.fracture.networks import build_network
 
     eager = build_network("aasn", **TINY["network_kwargs"])
     eager.load_state_dict(torch.load(trained / "models" / "model.pt", weights_only=True))

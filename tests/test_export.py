@@ -14,7 +14,7 @@ import torch
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 sys.path.insert(0, str(BUNDLE))
 
-from scripts.networks import VARIANTS, build_network  # noqa: E402
+from scripts.fracture.networks import VARIANTS, build_network  # noqa: E402
 
 TINY = {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1], "bn_size": 2}
 
@@ -41,8 +41,8 @@ def test_torchscript_equals_eager(variant):
 
 def test_ckpt_export_of_aasn(tmp_path):
     config = {
-        "imports": ["$import scripts", "$import scripts.networks"],
-        "network_def": {"_target_": "scripts.networks.build_network", "variant": "aasn", **TINY},
+        "imports": ["$import scripts", "$import scripts.fracture.networks"],
+        "network_def": {"_target_": "scripts.fracture.networks.build_network", "variant": "aasn", **TINY},
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "metadata.json").write_text(json.dumps({"version": "0.0.1", "name": "aasn-export-test"}))

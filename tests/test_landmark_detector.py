@@ -21,15 +21,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from custom_transforms.conventions import LANDMARK_NAMES  # noqa: E402
 from landmark_testdata import random_pelvis, render_chest, render_pelvis, training_shapes  # noqa: E402
-from scripts.heatmap_decoding import gaussian_heatmaps  # noqa: E402
-from scripts.landmark_detector import (  # noqa: E402
+from scripts.landmarks.heatmap_decoding import gaussian_heatmaps  # noqa: E402
+from scripts.landmarks.detector import (  # noqa: E402
     DetectLandmarksd,
     LandmarkDetector,
     NotAPelvisError,
     load_network_weights,
 )
-from scripts.letterbox import apply_matrix, letterbox_matrix  # noqa: E402
-from scripts.shape_model import StatisticalShapeModel  # noqa: E402
+from scripts.landmarks.letterbox import apply_matrix, letterbox_matrix  # noqa: E402
+from scripts.landmarks.shape_model import StatisticalShapeModel  # noqa: E402
 
 INPUT_SIZE = (96, 96)
 IMAGE_SIZE = (300, 400)  # (H, W): letterboxed with padding above and below

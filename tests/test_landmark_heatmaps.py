@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from scripts.heatmap_decoding import (  # noqa: E402
+from scripts.landmarks.heatmap_decoding import (  # noqa: E402
     decode_heatmaps,
     gaussian_heatmaps,
     heatmap_confidence,

@@ -14,9 +14,9 @@ from monai.data import MetaTensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from landmark_testdata import training_shapes  # noqa: E402
-from scripts.heatmap_decoding import gaussian_heatmaps  # noqa: E402
-from scripts.landmark_detector import LandmarkDetector  # noqa: E402
-from scripts.landmark_refinement import (  # noqa: E402
+from scripts.landmarks.heatmap_decoding import gaussian_heatmaps  # noqa: E402
+from scripts.landmarks.detector import LandmarkDetector  # noqa: E402
+from scripts.landmarks.refinement import (  # noqa: E402
     LOCAL_MATRIX,
     LandmarkPatchesd,
     LandmarkRefiner,
@@ -26,8 +26,8 @@ from scripts.landmark_refinement import (  # noqa: E402
     local_size,
     patch_matrices,
 )
-from scripts.letterbox import apply_matrix, letterbox_matrix  # noqa: E402
-from scripts.shape_model import StatisticalShapeModel  # noqa: E402
+from scripts.landmarks.letterbox import apply_matrix, letterbox_matrix  # noqa: E402
+from scripts.landmarks.shape_model import StatisticalShapeModel  # noqa: E402
 
 
 def _blobs(shape, points, sigma=2.0) -> np.ndarray:

@@ -16,15 +16,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from landmark_testdata import write_toy_dataset  # noqa: E402
 from scripts.datalist import fold_split  # noqa: E402
-from scripts.landmark_training import (  # noqa: E402
+from scripts.landmarks.training import (  # noqa: E402
     SpatialSoftmaxCrossEntropy,
     WeightedHeatmapMSE,
     build_shape_model,
     landmark_configurations_mm,
     landmark_training_dataset,
 )
-from scripts.nonpelvic_radiographs import NONPELVIC_KINDS, NonPelvicDataset, render_nonpelvic  # noqa: E402
-from scripts.shape_model import StatisticalShapeModel  # noqa: E402
+from scripts.landmarks.nonpelvic_radiographs import NONPELVIC_KINDS, NonPelvicDataset, render_nonpelvic  # noqa: E402
+from scripts.landmarks.shape_model import StatisticalShapeModel  # noqa: E402
 
 
 def test_spatial_softmax_cross_entropy_hand_computed():

@@ -13,14 +13,14 @@ from monai.data import MetaTensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from custom_transforms.conventions import LANDMARK_INDEX, MIRROR_PERMUTATION  # noqa: E402
-from scripts.heatmap_decoding import decode_heatmaps  # noqa: E402
-from scripts.landmark_transforms import (  # noqa: E402
+from scripts.landmarks.heatmap_decoding import decode_heatmaps  # noqa: E402
+from scripts.landmarks.transforms import (  # noqa: E402
     HeatmapsToMillimetresd,
     LandmarkHeatmapd,
     RandLandmarkAffined,
     pixels_to_mm,
 )
-from scripts.letterbox import Letterbox, Letterboxd, apply_matrix, letterbox_matrix  # noqa: E402
+from scripts.landmarks.letterbox import Letterbox, Letterboxd, apply_matrix, letterbox_matrix  # noqa: E402
 
 
 def _centroid(img: np.ndarray) -> np.ndarray:

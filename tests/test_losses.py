@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from scripts.losses import (  # noqa: E402
+from scripts.fracture.losses import (  # noqa: E402
     VARIANT_LOSSES,
     AASNLoss,
     ContrastiveMarginLoss,
@@ -19,8 +19,8 @@ from scripts.losses import (  # noqa: E402
     any_overlap,
     loss_for_variant,
 )
-from scripts.networks import VARIANTS  # noqa: E402
-from scripts.pooling import image_logit, image_score  # noqa: E402
+from scripts.fracture.networks import VARIANTS  # noqa: E402
+from scripts.fracture.pooling import image_logit, image_score  # noqa: E402
 
 LN3 = math.log(3.0)
 

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from scripts.metrics import (  # noqa: E402
+from scripts.reporting.metrics import (  # noqa: E402
     FROCAccumulator,
     classification_metrics,
     image_scores,
@@ -181,7 +181,7 @@ def _write_annotations(folder, details, with_details=True):
 
 
 def _evaluate_planted(tmp_path, annotations):
-    from scripts.evaluation_writer import FractureEvaluationWriter
+    from scripts.reporting.evaluation_writer import FractureEvaluationWriter
 
     heatmaps, points, _ = _planted_details_images()
     writer = FractureEvaluationWriter(tmp_path / "eval", radius_mm=1.5, num_case_pictures=0)

@@ -94,10 +94,10 @@ def deployment(tmp_path_factory):
     from dicom_factory import write_dx, write_non_image
     from landmark_testdata import render_chest
     from scripts.datalist import load_datalist
-    from scripts.heatmap_decoding import gaussian_heatmaps
-    from scripts.landmark_training import build_shape_model
-    from scripts.letterbox import Letterbox, apply_matrix
-    from scripts.networks import build_network
+    from scripts.landmarks.heatmap_decoding import gaussian_heatmaps
+    from scripts.landmarks.training import build_shape_model
+    from scripts.landmarks.letterbox import Letterbox, apply_matrix
+    from scripts.fracture.networks import build_network
 
     from custom_transforms.annotation import read_annotation
     from custom_transforms.loading import LoadPXR

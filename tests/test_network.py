@@ -10,10 +10,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from scripts.aasn import AASN, warp  # noqa: E402
-from scripts.losses import AASNLoss  # noqa: E402
-from scripts.networks import VARIANTS, build_network  # noqa: E402
-from scripts.pretrained import torchvision_to_monai_key  # noqa: E402
+from scripts.fracture.aasn import AASN, warp  # noqa: E402
+from scripts.fracture.losses import AASNLoss  # noqa: E402
+from scripts.fracture.networks import VARIANTS, build_network  # noqa: E402
+from scripts.fracture.pretrained import torchvision_to_monai_key  # noqa: E402
 
 TINY = {"init_features": 8, "growth_rate": 4, "block_config": (1, 1, 1, 1), "bn_size": 2}
 H, W = 32, 64
@@ -270,7 +270,7 @@ def test_bad_input_is_rejected():
 def test_shared_network_kwargs_serve_every_variant(caplog):
     """One network_kwargs (as a bundle config has) builds every variant; arguments of other variants are ignored."""
     shared = {**TINY, "projection_channels": 8, "split_block": 3, "margin": 0.5, "lse_r": 5.0}
-    with caplog.at_level("INFO", logger="scripts.networks"):
+    with caplog.at_level("INFO", logger="scripts.fracture.networks"):
         for variant in VARIANTS:
             build_network(variant, **shared)
     assert "DenseNetCAM does not use ['margin', 'projection_channels', 'split_block']" in caplog.text

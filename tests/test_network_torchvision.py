@@ -17,8 +17,8 @@ torchvision = pytest.importorskip("torchvision")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from scripts.networks import build_network  # noqa: E402
-from scripts.pretrained import load_torchvision_densenet  # noqa: E402
+from scripts.fracture.networks import build_network  # noqa: E402
+from scripts.fracture.pretrained import load_torchvision_densenet  # noqa: E402
 
 
 def torchvision_state_dict() -> dict[str, torch.Tensor]:

@@ -10,9 +10,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from scripts.inferers import DistanceOutput, SiameseTrainingInferer  # noqa: E402
-from scripts.losses import loss_for_variant  # noqa: E402
-from scripts.networks import build_network  # noqa: E402
+from scripts.fracture.inferers import DistanceOutput, SiameseTrainingInferer  # noqa: E402
+from scripts.fracture.losses import loss_for_variant  # noqa: E402
+from scripts.fracture.networks import build_network  # noqa: E402
 
 TINY = {"init_features": 8, "growth_rate": 4, "block_config": (1, 1, 1, 1), "bn_size": 2}
 

@@ -10,8 +10,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
-from scripts.networks import build_network  # noqa: E402
-from scripts.pretrained import load_torchvision_densenet, read_state_dict, torchvision_to_monai_key  # noqa: E402
+from scripts.fracture.networks import build_network  # noqa: E402
+from scripts.fracture.pretrained import load_torchvision_densenet, read_state_dict, torchvision_to_monai_key  # noqa: E402
 
 TINY = {"init_features": 8, "growth_rate": 4, "block_config": (1, 2, 1, 1), "bn_size": 2}
 
@@ -135,7 +135,7 @@ def test_other_variants(variant):
 def test_build_network_with_pretrained_file(tmp_path, caplog):
     path = tmp_path / "densenet.pth"
     torch.save({"state_dict": torchvision_state_dict()}, path)
-    with caplog.at_level("INFO", logger="scripts.networks"):
+    with caplog.at_level("INFO", logger="scripts.fracture.networks"):
         net = build_network("aasn", pretrained=str(path), **TINY)
     assert torch.equal(net.encoder.conv0.weight, torchvision_state_dict()["features.conv0.weight"])
     assert "unmatched classifier.weight" in caplog.text

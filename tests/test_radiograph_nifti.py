@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bundle"))
 
 from custom_transforms.conventions import radiograph_nifti_affine  # noqa: E402
-from scripts.inference_writer import write_heatmap_nifti  # noqa: E402
+from scripts.reporting.inference_writer import write_heatmap_nifti  # noqa: E402
 
 SHAPE = (20, 50)  # (rows, cols): not square, so a transposition shows
 SPACING = (0.5, 0.8)  # (row, col) mm: anisotropic, so swapped spacings show

@@ -13,7 +13,7 @@ def save_random_aasn(path: str | Path, network_kwargs: dict, seed: int = 0) -> P
     The head is initialised at zero (every probability 0.5); the perturbation makes the probabilities vary over
     the image, so that tests comparing two inferences compare something.
     """
-    from scripts.networks import build_network
+    from scripts.fracture.networks import build_network
 
     torch.manual_seed(seed)
     network = build_network("aasn", **network_kwargs)

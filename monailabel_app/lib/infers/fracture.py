@@ -58,8 +58,8 @@ class FractureInfer(BundleConfigInfer):
         self.threshold = threshold
 
     def build(self, parser: ConfigParser, weights: str, device: torch.device) -> dict[str, Any]:
-        from scripts.inference_writer import find_peaks, roi_to_original_points
-        from scripts.landmark_detector import load_network_weights
+        from scripts.reporting.inference_writer import find_peaks, roi_to_original_points
+        from scripts.landmarks.detector import load_network_weights
 
         network = parser.get_parsed_content("network")
         load_network_weights(network, weights, key="model").to(device)

@@ -58,7 +58,7 @@ class LandmarkInfer(BundleConfigInfer):
         return all(os.path.isfile(path) for path in self.required_files)
 
     def build(self, parser: ConfigParser, weights: str, device: torch.device) -> dict[str, Any]:
-        from scripts.landmark_detector import DetectLandmarksd
+        from scripts.landmarks.detector import DetectLandmarksd
 
         parser["network_path"] = weights
         transforms = list(parser.get_parsed_content("preprocessing").transforms)

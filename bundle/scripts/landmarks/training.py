@@ -28,9 +28,9 @@ from torch.utils.data import ConcatDataset, Dataset
 from custom_transforms.annotation import read_annotation
 from custom_transforms.loading import LoadPXR, dicom_spacing, is_dicom_file
 
-from .landmark_transforms import pixels_to_mm
-from .nonpelvic_radiographs import NONPELVIC_KINDS, NonPelvicDataset
-from .shape_model import StatisticalShapeModel
+from scripts.landmarks.transforms import pixels_to_mm
+from scripts.landmarks.nonpelvic_radiographs import NONPELVIC_KINDS, NonPelvicDataset
+from scripts.landmarks.shape_model import StatisticalShapeModel
 
 __all__ = [
     "image_spacing_mm",

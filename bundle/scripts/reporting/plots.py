@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .metrics import FROCCurve  # noqa: E402
+from scripts.reporting.metrics import FROCCurve  # noqa: E402
 
 __all__ = ["plot_roc", "plot_pr", "plot_froc", "plot_case", "save_overlay"]
 

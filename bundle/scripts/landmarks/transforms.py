@@ -25,8 +25,8 @@ from monai.transforms import MapTransform, RandomizableTransform
 
 from custom_transforms.conventions import MIRROR_PERMUTATION
 
-from .heatmap_decoding import activate_heatmaps, decode_heatmaps, gaussian_heatmaps
-from .letterbox import LETTERBOX_MATRIX, apply_matrix
+from scripts.landmarks.heatmap_decoding import activate_heatmaps, decode_heatmaps, gaussian_heatmaps
+from scripts.landmarks.letterbox import LETTERBOX_MATRIX, apply_matrix
 
 __all__ = ["RandLandmarkAffined", "warp_affine", "LandmarkHeatmapd", "HeatmapsToMillimetresd", "pixels_to_mm"]
 

@@ -17,7 +17,7 @@
   (``null`` for annotated ones).
 
 An image whose preprocessing failed (:meth:`FractureReportWriter.write_failure`, called by
-:class:`~.failure_tolerant_dataset.FailureTolerantDataset`) gets a ``report.json`` with its ``status``
+:class:`~scripts.failure_tolerant_dataset.FailureTolerantDataset`) gets a ``report.json`` with its ``status``
 (``not_a_pelvis``, ``unreadable``, ... see :mod:`.inference_failures`) and the ``error`` naming the file, and
 no probability. At the end of the run ``output_dir/inference_summary.json`` lists every image with its status,
 and one log line counts them.
@@ -44,9 +44,9 @@ from ignite.engine import Engine, Events
 from custom_transforms import ROIToOriginal
 from custom_transforms.conventions import LANDMARK_NAMES, radiograph_nifti_affine
 
-from .evaluation_writer import case_name, engine_items, to_numpy
-from .inference_failures import describe_failure
-from .plots import save_overlay
+from scripts.reporting.evaluation_writer import case_name, engine_items, to_numpy
+from scripts.reporting.inference_failures import describe_failure
+from scripts.reporting.plots import save_overlay
 
 __all__ = [
     "FractureReportWriter", "SUMMARY_FILE", "find_peaks", "landmark_provenance", "roi_to_original_points",
@@ -140,7 +140,7 @@ class FractureReportWriter:
             status of its ``report.json``, also for failures recorded in ``DataLoader`` workers. Otherwise it
             lists what this process wrote.
 
-    Landmark provenance is read from the data (``scripts.landmark_detector.DetectLandmarksd``'s keys):
+    Landmark provenance is read from the data (``scripts.landmarks.detector.DetectLandmarksd``'s keys):
     ``landmarks_detected``, ``landmark_confidence`` (16,), ``landmark_corrected`` (16,) and
     ``landmark_plausibility``; a ``landmark_source`` string in the data (e.g. ``"request"`` from MONAI Label)
     overrides the ``"detector"`` / ``"annotation"`` these imply.

@@ -3,7 +3,7 @@
 ``SupervisedTrainer`` calls ``inferer(inputs, network)`` and hands the result to ``loss_function(y_pred, y)``. The
 networks' ``forward`` returns the heatmap alone (what export, MONAI Label and Deploy need), so training goes through
 :class:`SiameseTrainingInferer`, which calls ``forward_with_distance`` and yields ``(heatmap, distance)`` for
-``scripts.losses``. Validation and inference use MONAI's ``SimpleInferer`` (heatmap only).
+``scripts.fracture.losses``. Validation and inference use MONAI's ``SimpleInferer`` (heatmap only).
 
 Under ``DistributedDataParallel`` the gradient synchronisation is armed by DDP's own ``forward``; calling the wrapped
 module's ``forward_with_distance`` would bypass it. For multi-GPU training wrap the network as
@@ -26,7 +26,7 @@ class DistanceOutput(nn.Module):
     """A view of a network whose ``forward`` is the network's ``forward_with_distance`` (for DDP training).
 
     Args:
-        network: a bundle network (``scripts.networks.build_network``).
+        network: a bundle network (``scripts.fracture.networks.build_network``).
     """
 
     def __init__(self, network: nn.Module) -> None:
@@ -54,6 +54,6 @@ class SiameseTrainingInferer(Inferer):
         if isinstance(output, torch.Tensor):
             raise TypeError(
                 f"{type(network).__name__} returned only a heatmap: SiameseTrainingInferer needs a network with "
-                "forward_with_distance, or DistributedDataParallel(scripts.inferers.DistanceOutput(network))"
+                "forward_with_distance, or DistributedDataParallel(scripts.fracture.inferers.DistanceOutput(network))"
             )
         return output

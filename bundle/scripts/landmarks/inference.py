@@ -1,6 +1,6 @@
 """Landmark inference over a list of images: one ``landmarks.json`` (and an overlay PNG) per image.
 
-Each image is read with ``LoadPXR`` and given to the :class:`~.landmark_detector.LandmarkDetector`.
+Each image is read with ``LoadPXR`` and given to the :class:`~.detector.LandmarkDetector`.
 An image that cannot be read, or that does not look like an AP pelvic radiograph, gets a report with
 an ``error`` entry and a warning in the log, and the batch goes on with the next image.
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from custom_transforms.loading import LoadPXR
 
-from .landmark_detector import LandmarkDetection, LandmarkDetector, NotAPelvisError
+from scripts.landmarks.detector import LandmarkDetection, LandmarkDetector, NotAPelvisError
 
 __all__ = ["image_output_name", "detection_report", "save_overlay", "run_landmark_inference"]
 

@@ -2,7 +2,7 @@
 
 An Ignite handler for the evaluator of ``evaluate.json``. It reads the decollated engine output, one
 dictionary per image, after the postprocessing (``pred`` = heatmap probabilities in ROI space,
-``score`` = image score), computes the paper's metrics (:mod:`scripts.metrics`) in ROI space with
+``score`` = image score), computes the paper's metrics (:mod:`scripts.reporting.metrics`) in ROI space with
 the ROI's pixel spacing, and writes everything at the end of the run.
 
 When the annotations carry ``fracture_details`` (the simulator's: one ``{"site", "side", "kind", ...}`` per point
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from .metrics import FROCAccumulator, classification_metrics, image_scores, negative_region, point_values
-from .plots import plot_case, plot_froc, plot_pr, plot_roc
+from scripts.reporting.metrics import FROCAccumulator, classification_metrics, image_scores, negative_region, point_values
+from scripts.reporting.plots import plot_case, plot_froc, plot_pr, plot_roc
 
 __all__ = ["FractureEvaluationWriter", "case_name", "engine_items", "fracture_details", "to_numpy"]
 

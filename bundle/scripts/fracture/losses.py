@@ -2,7 +2,7 @@
 
 All losses take ``(y_pred, y)`` as an Ignite ``SupervisedTrainer`` passes them, with ``y_pred`` either the heatmap
 logits (B, 1, H, W) or the pair ``(heatmap logits, distance map d (B, 1, h, w))`` returned by
-``forward_with_distance`` (see ``scripts.inferers.SiameseTrainingInferer``), and ``y`` the ``target`` (B, 2, H, W) =
+``forward_with_distance`` (see ``scripts.fracture.inferers.SiameseTrainingInferer``), and ``y`` the ``target`` (B, 2, H, W) =
 [M, M-hat]: the fracture mask M (heatmap target) and the contrastive mask M-hat = M ∪ T∘M_f, at ROI resolution.
 
 Normalisation: every sum over pixels is a mean over all pixels of the batch (BCE over the B*H*W heatmap pixels,
@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.utils import convert_to_tensor
 
-from scripts.pooling import SCORE_POOLINGS, image_logit
+from scripts.fracture.pooling import SCORE_POOLINGS, image_logit
 
 __all__ = [
     "AASNLoss",
@@ -126,7 +126,7 @@ class AASNLoss(ContrastiveMarginLoss):
         if distance is None:
             raise ValueError(
                 "AASNLoss with lambda_contrastive > 0 needs the distance map: train through "
-                "scripts.inferers.SiameseTrainingInferer with a contrastive variant, or set lambda_contrastive=0"
+                "scripts.fracture.inferers.SiameseTrainingInferer with a contrastive variant, or set lambda_contrastive=0"
             )
         return bce + self.lambda_contrastive * self.contrastive(distance, target[:, 1:2])
 
@@ -138,7 +138,7 @@ class ImageLevelLoss(nn.Module):
     Mean over the batch.
 
     Args:
-        pooling: how the image logit is pooled from the heatmap (``scripts.pooling``); must match the network's
+        pooling: how the image logit is pooled from the heatmap (``scripts.fracture.pooling``); must match the network's
             ``score_pooling``.
         lse_r: sharpness of LSE pooling.
     """
@@ -170,7 +170,7 @@ VARIANT_LOSSES = {
     "chexnet": "image_mean",
     "lse": "image_lse",
 }
-"""Which loss each network variant of ``scripts.networks.build_network`` trains with."""
+"""Which loss each network variant of ``scripts.fracture.networks.build_network`` trains with."""
 
 
 def loss_for_variant(
@@ -179,7 +179,7 @@ def loss_for_variant(
     """The training loss of a network variant (see ``VARIANT_LOSSES``).
 
     Args:
-        variant: a name of ``scripts.networks.VARIANTS``.
+        variant: a name of ``scripts.fracture.networks.VARIANTS``.
         lambda_contrastive: lambda of Eq. (1) for the contrastive variants.
         margin: contrastive margin m (contrastive variants and Liu et al.; must match the Liu network's ``margin``).
         lse_r: LSE sharpness (LSE baseline; must match the network's ``lse_r``).

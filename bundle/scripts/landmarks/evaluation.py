@@ -1,7 +1,7 @@
 """Evaluation of the landmark detector on annotated radiographs (e.g. the test fold = held-out atlas members).
 
 For every item the image and its annotation are loaded (``LoadPXRd``, ``LoadAnnotationd``: the
-annotation's spacing wins), the detector runs (:meth:`~.landmark_detector.LandmarkDetector.detect`,
+annotation's spacing wins), the detector runs (:meth:`~.detector.LandmarkDetector.detect`,
 no rejection) and radial errors in mm are computed for the final landmarks and, to show what the
 shape prior does, for the raw heatmap peaks. Synthetic non-pelvic radiographs of every kind
 (:mod:`.nonpelvic_radiographs`) are then given to the detector to measure how many it rejects.
@@ -24,9 +24,9 @@ from monai.data import MetaTensor
 from custom_transforms.annotation import LoadAnnotationd
 from custom_transforms.loading import LoadPXRd
 
-from .landmark_detector import LandmarkDetector
-from .landmark_metrics import landmark_summary, radial_errors_mm, write_landmark_metrics
-from .nonpelvic_radiographs import NONPELVIC_KINDS, render_nonpelvic
+from scripts.landmarks.detector import LandmarkDetector
+from scripts.landmarks.metrics import landmark_summary, radial_errors_mm, write_landmark_metrics
+from scripts.landmarks.nonpelvic_radiographs import NONPELVIC_KINDS, render_nonpelvic
 
 __all__ = ["evaluate_detector"]
 

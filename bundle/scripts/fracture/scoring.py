@@ -1,6 +1,6 @@
 """Postprocessing transform: the image-level fracture score from the heatmap logits.
 
-The score is ``scripts.pooling.image_score`` of the logits with the network's own pooling rule
+The score is ``scripts.fracture.pooling.image_score`` of the logits with the network's own pooling rule
 (``network.score_pooling``: ``"max"`` for AASN, the paper's maximum of the probability heatmap).
 It must run before the sigmoid is applied to the heatmap.
 """
@@ -14,7 +14,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_tensor
 
-from scripts.pooling import image_score
+from scripts.fracture.pooling import image_score
 
 __all__ = ["ImageScore", "ImageScored"]
 
@@ -23,7 +23,7 @@ class ImageScore(Transform):
     """``(1, H, W)`` heatmap logits -> ``(1,)`` image probability.
 
     Args:
-        pooling: ``"max"``, ``"mean"`` or ``"lse"`` (see ``scripts.pooling``).
+        pooling: ``"max"``, ``"mean"`` or ``"lse"`` (see ``scripts.fracture.pooling``).
         lse_r: LSE sharpness.
     """
 

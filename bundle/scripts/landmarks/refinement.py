@@ -29,9 +29,9 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable
 
-from .heatmap_decoding import activate_heatmaps, decode_heatmaps, gaussian_heatmaps, heatmap_confidence
-from .letterbox import Letterbox, apply_matrix, letterbox_matrix
-from .landmark_transforms import warp_affine
+from scripts.landmarks.heatmap_decoding import activate_heatmaps, decode_heatmaps, gaussian_heatmaps, heatmap_confidence
+from scripts.landmarks.letterbox import Letterbox, apply_matrix, letterbox_matrix
+from scripts.landmarks.transforms import warp_affine
 
 __all__ = [
     "LOCAL_MATRIX",

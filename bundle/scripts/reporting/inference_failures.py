@@ -6,7 +6,7 @@ whose messages already name the file and say what was expected. :func:`describe_
 and gives the report's ``status``:
 
 ========================= ===========================================================================
-``not_a_pelvis``          the landmark detector refused the image (:class:`~.landmark_detector.NotAPelvisError`:
+``not_a_pelvis``          the landmark detector refused the image (:class:`~scripts.landmarks.detector.NotAPelvisError`:
                           chest, extremity, lateral view, blank or saturated film)
 ``unreadable``            the file cannot be read as a radiograph (``PXRReadError``: corrupt or truncated DICOM,
                           not an image, no pixel data, missing file)
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from custom_transforms.errors import AnnotationError, GeometryError, PXRReadError
 
-from .landmark_detector import NotAPelvisError
+from scripts.landmarks.detector import NotAPelvisError
 
 __all__ = ["FAILURE_STATUSES", "Failure", "describe_failure", "root_cause"]
 

@@ -16,8 +16,8 @@ variant             network                                          loss       
 ``lse``             CAM, LSE pooling                                 image-label BCE   lse
 =================== ================================================ ================= ===============
 
-The loss column is ``scripts.losses.loss_for_variant(variant)``; the image score is the network's ``score_pooling``
-(``scripts.pooling.image_score``). Every network takes ``siamese_input`` (B, 8, H, W), returns heatmap logits
+The loss column is ``scripts.fracture.losses.loss_for_variant(variant)``; the image score is the network's ``score_pooling``
+(``scripts.fracture.pooling.image_score``). Every network takes ``siamese_input`` (B, 8, H, W), returns heatmap logits
 (B, 1, H, W) from ``forward`` and ``(heatmap, distance)`` from ``forward_with_distance``.
 """
 
@@ -30,8 +30,8 @@ from typing import Any, Dict, Optional
 import torch
 import torch.nn as nn
 
-from scripts.aasn import AASN
-from scripts.baselines import DenseNetCAM, SymmetryDistanceNet
+from scripts.fracture.aasn import AASN
+from scripts.fracture.baselines import DenseNetCAM, SymmetryDistanceNet
 
 __all__ = ["VARIANTS", "build_network"]
 
@@ -77,9 +77,9 @@ def build_network(
     Args:
         variant: a key of ``VARIANTS``.
         pretrained: path of a torchvision-format DenseNet state dict (e.g. ImageNet ``densenet121-a639ec97.pth``),
-            loaded with ``scripts.pretrained.load_torchvision_densenet``; the report of unmatched keys is logged.
+            loaded with ``scripts.fracture.pretrained.load_torchvision_densenet``; the report of unmatched keys is logged.
         doubled_conv_rule: how the fused transition conv is initialised from the pretrained one
-            (``scripts.pretrained.DOUBLED_CONV_RULES``).
+            (``scripts.fracture.pretrained.DOUBLED_CONV_RULES``).
         channels_last: store the conv weights channels-last (NHWC). Convolutions then produce channels-last outputs
             whatever the input's layout, which oneDNN (CPU) and tensor cores (CUDA) run faster; values are unchanged.
         kwargs: constructor arguments (DenseNet size ``init_features``, ``growth_rate``, ``block_config``,
@@ -106,7 +106,7 @@ def build_network(
         logger.info("build_network(%r): %s does not use %s", variant, cls.__name__, ignored)
     network = cls(**defining, **{k: v for k, v in kwargs.items() if k in accepted})
     if pretrained is not None:
-        from scripts.pretrained import load_torchvision_densenet
+        from scripts.fracture.pretrained import load_torchvision_densenet
 
         report = load_torchvision_densenet(network, pretrained, doubled_conv_rule=doubled_conv_rule)
         logger.info("%s initialised from %s: %s", variant, pretrained, report)

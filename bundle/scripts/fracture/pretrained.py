@@ -116,7 +116,7 @@ def load_torchvision_densenet(
     """Initialise ``network``'s DenseNet parts from a torchvision-format DenseNet state dict, in place.
 
     Args:
-        network: a bundle network with ``densenet_prefixes()`` (``scripts.networks.build_network``).
+        network: a bundle network with ``densenet_prefixes()`` (``scripts.fracture.networks.build_network``).
         state_dict: the state dict or the path of a file holding it.
         doubled_conv_rule: ``"original"`` ([W, 0]) or ``"average"`` ([W/2, W/2]) for convs whose input channels
             are doubled by fusion.
@@ -127,7 +127,7 @@ def load_torchvision_densenet(
     if doubled_conv_rule not in DOUBLED_CONV_RULES:
         raise ValueError(f"doubled_conv_rule must be one of {DOUBLED_CONV_RULES}, got {doubled_conv_rule!r}")
     if not hasattr(network, "densenet_prefixes"):
-        raise TypeError(f"{type(network).__name__} has no densenet_prefixes(); build it with scripts.networks")
+        raise TypeError(f"{type(network).__name__} has no densenet_prefixes(); build it with scripts.fracture.networks")
     source = read_state_dict(state_dict) if isinstance(state_dict, (str, os.PathLike)) else dict(state_dict)
     prefixes = network.densenet_prefixes()
     target = network.state_dict()

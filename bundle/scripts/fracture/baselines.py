@@ -1,7 +1,7 @@
-"""Baselines of the paper's Table 1 that are not fusion variants of :class:`scripts.aasn.AASN`.
+"""Baselines of the paper's Table 1 that are not fusion variants of :class:`scripts.fracture.aasn.AASN`.
 
 CBN (gated concatenation) and DeepSymNet (absolute-difference fusion) are ``AASN(fusion=..., alignment="image",
-contrastive=False)``: see ``scripts.networks``. This file holds the two other kinds, all on the same DenseNet
+contrastive=False)``: see ``scripts.fracture.networks``. This file holds the two other kinds, all on the same DenseNet
 backbone and the same packed input (B, 8, H, W):
 
 * :class:`SymmetryDistanceNet` (Liu et al.): a Siamese encoder and projection head trained with the contrastive
@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scripts.aasn import (
+from scripts.fracture.aasn import (
     ALIGNMENTS,
     HeatmapHead,
     ProjectionHead,
@@ -29,7 +29,7 @@ from scripts.aasn import (
     initialise_weights,
     squared_distance,
 )
-from scripts.pooling import SCORE_POOLINGS
+from scripts.fracture.pooling import SCORE_POOLINGS
 
 __all__ = ["DenseNetCAM", "SymmetryDistanceNet"]
 
@@ -40,13 +40,13 @@ class SymmetryDistanceNet(SiameseDenseNetBase):
     ROI and (image-aligned) mirrored ROI go through the shared encoder (conv0 .. dense block ``split_block``) and the
     projection head g; ``d = ||g(F) - g(F'_f)||^2`` at feature resolution. The heatmap logits are ``d - margin``,
     bilinearly upsampled: probability 0.5 where the distance equals the contrastive margin, the boundary the loss
-    (``scripts.losses.ContrastiveMarginLoss``) draws between symmetric and fractured pixels.
+    (``scripts.fracture.losses.ContrastiveMarginLoss``) draws between symmetric and fractured pixels.
 
     Args:
         margin: the contrastive margin, the same as the loss's.
         alignment: ``"image"`` (as in the paper's comparison) or ``"feature"``.
         in_channels, init_features, growth_rate, block_config, bn_size, split_block, projection_channels,
-        dropout_prob: as :class:`scripts.aasn.AASN`.
+        dropout_prob: as :class:`scripts.fracture.aasn.AASN`.
     """
 
     def __init__(
@@ -102,7 +102,7 @@ class DenseNetCAM(SiameseDenseNetBase):
     """CheXNet / LSE-pooling baseline: DenseNet on the ROI alone, trained with image labels, heatmap = CAM.
 
     The classifier is a per-pixel linear layer (1x1 conv) on the final ReLU features, giving the class activation
-    map; the image logit is the map pooled by ``score_pooling`` (see ``scripts.pooling``): ``"mean"`` is exactly
+    map; the image logit is the map pooled by ``score_pooling`` (see ``scripts.fracture.pooling``): ``"mean"`` is exactly
     CheXNet's global average pooling + linear layer, ``"lse"`` is LSE pooling applied to the class map. The map is
     upsampled to the input size by pixel repetition so that pooling the returned heatmap gives the trained logit.
     The mirrored ROI and grid channels of the input are ignored.
@@ -110,7 +110,7 @@ class DenseNetCAM(SiameseDenseNetBase):
     Args:
         score_pooling: ``"mean"`` (CheXNet) or ``"lse"`` (Wang et al.); ``"max"`` is allowed too.
         lse_r: sharpness r of LSE pooling.
-        in_channels, init_features, growth_rate, block_config, bn_size, dropout_prob: as :class:`scripts.aasn.AASN`.
+        in_channels, init_features, growth_rate, block_config, bn_size, dropout_prob: as :class:`scripts.fracture.aasn.AASN`.
     """
 
     def __init__(

@@ -17,7 +17,7 @@ here a heatmap network with a statistical shape prior plays that role):
    An image without contrast (intensity standard deviation below ``min_contrast``: blank or saturated)
    has plausibility 0 and is refused whatever the threshold;
 6. optionally (``refiner``), each landmark is refined in a patch at a finer resolution
-   (:mod:`.landmark_refinement`) and the shape prior is applied again to the refined positions;
+   (:mod:`.refinement`) and the shape prior is applied again to the refined positions;
 7. ``confidence`` of each landmark, read from the last stage's heatmap at its final position: for a
    network trained with a spatial softmax (the default) the probability that the landmark lies within
    ``confidence_radius`` pixels; for regressed Gaussian heatmaps the heatmap maximum within one pixel
@@ -44,10 +44,10 @@ from monai.transforms import MapTransform, Transform
 
 from custom_transforms.conventions import LANDMARK_NAMES
 
-from .heatmap_decoding import activate_heatmaps, decode_heatmaps, heatmap_confidence
-from .landmark_refinement import LandmarkRefiner, network_device
-from .letterbox import Letterbox, apply_matrix
-from .shape_model import StatisticalShapeModel
+from scripts.landmarks.heatmap_decoding import activate_heatmaps, decode_heatmaps, heatmap_confidence
+from scripts.landmarks.refinement import LandmarkRefiner, network_device
+from scripts.landmarks.letterbox import Letterbox, apply_matrix
+from scripts.landmarks.shape_model import StatisticalShapeModel
 
 __all__ = [
     "NotAPelvisError",
@@ -147,7 +147,7 @@ class LandmarkDetector(Transform):
         device: where the network runs (default: where its parameters are).
         names: landmark names, in the network's channel order.
         refiner: optional second stage refining each landmark in a patch at a finer resolution
-            (:class:`~.landmark_refinement.LandmarkRefiner`), followed by the shape prior again.
+            (:class:`~.refinement.LandmarkRefiner`), followed by the shape prior again.
         activation: the network's output: ``"spatial_softmax"`` (logits, trained by cross-entropy) or
             ``"none"`` (regressed Gaussian heatmaps); see :mod:`.heatmap_decoding`.
         confidence_radius: for ``"spatial_softmax"``, the confidence of a landmark is the probability

@@ -1,0 +1,1 @@
+"""The 16-landmark detector: letterboxed whole-image heatmaps, patch refinement and a statistical shape model."""
