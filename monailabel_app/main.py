@@ -80,8 +80,10 @@ class AASNPelvisApp(MONAILabelApp):
         )
 
     def init_datastore(self) -> Datastore:
-        if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
+        if self.studies.startswith(("http://", "https://")):  # a DICOMweb PACS: MONAI Label's datastore, for 2D
+            from lib.dicomweb_datastore import dicomweb_datastore
+
+            return dicomweb_datastore(self.studies)
         return LocalDatastore(
             self.studies,
             extensions=IMAGE_EXTENSIONS,
@@ -116,7 +118,11 @@ class AASNPelvisApp(MONAILabelApp):
         image = request.get("image")
         store = datastore if datastore else self.datastore()
         if isinstance(image, str) and not os.path.exists(image):
-            if not image or not store.get_image_uri(image):
+            try:
+                found = bool(image) and bool(store.get_image_uri(image))
+            except ValueError as e:  # a PACS series the app cannot read as one radiograph
+                raise HTTPException(422, str(e)) from e
+            if not found:
                 raise HTTPException(404, f"Image {image!r} is not in the datastore ({self.studies}).")
         try:
             if model == FRACTURE_TASK:

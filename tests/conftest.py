@@ -36,3 +36,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    """A real Orthanc PACS with its DICOMweb plugin (``tests/orthanc_server.py``): 127.0.0.1, free HTTP and DICOM
+    ports, a temporary storage folder, a generated configuration; stopped at the end of the module, also when a test
+    fails. Skipped where Orthanc is not installed (``apt-get install orthanc orthanc-dicomweb``), failed under CI."""
+    import os
+
+    from orthanc_server import OrthancServer, OrthancUnavailable
+
+    try:
+        server = OrthancServer(tmp_path_factory.mktemp("orthanc"))
+    except OrthancUnavailable as e:
+        if os.environ.get("CI"):
+            pytest.fail(str(e))
+        pytest.skip(str(e))
+    with server:
+        yield server

@@ -46,6 +46,19 @@ class _Constants(BundleConstants):
         return [self.config_name]
 
 
+#: Suffixes of the datastore's image files; an image id may hold dots (a DICOMweb datastore's SeriesInstanceUID).
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def image_id_of(path: str) -> str:
+    """The datastore id of an image file: its name without the image suffix (``1.2.3.dcm`` -> ``1.2.3``)."""
+    name = os.path.basename(path)
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def stable_fold(image_id: str) -> int:
     """A fold 0-4 that depends only on the image id (reproducible datalists)."""
     return int(hashlib.sha1(image_id.encode()).hexdigest(), 16) % NUM_FOLDS
@@ -109,7 +122,7 @@ class AASNTrain(BundleTrainTask):
         items = []
         for entry in datastore.datalist():
             image, label = entry["image"], entry["label"]
-            image_id = os.path.basename(image).split(".")[0]
+            image_id = image_id_of(image)
             try:
                 annotation, content = annotation_from_label(label, image, self.work_dir)
             except (ValueError, OSError) as e:
