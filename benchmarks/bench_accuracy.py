@@ -872,8 +872,9 @@ def screen_dataset(datalist: Path, roi_size: Sequence[int], out: Path, margin: S
         return out, json.loads(refused_path.read_text())
     from monai.transforms import Compose
 
-    from custom_transforms.errors import AnnotationError, GeometryError
+    from custom_transforms.errors import AnnotationError, GeometryError, root_cause
     from custom_transforms.pipeline import aasn_geometry, aasn_loading
+
     from scripts.datalist import load_datalist
 
     geometry = aasn_geometry(roi_size=roi_size, **({} if margin is None else {"margin": margin}))
@@ -886,7 +887,7 @@ def screen_dataset(datalist: Path, roi_size: Sequence[int], out: Path, margin: S
             chain(dict(resolved))
             usable.append(item)
         except RuntimeError as error:  # MONAI wraps the transform's error
-            cause = error.__cause__
+            cause = root_cause(error, prefer=(AnnotationError, GeometryError))
             if not isinstance(cause, (AnnotationError, GeometryError)):
                 raise
             refused.append({"image": item["image"], "reason": str(cause).split(": ", 1)[-1]})

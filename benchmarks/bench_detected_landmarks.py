@@ -56,6 +56,7 @@ def detect_test_fold(
     from custom_transforms.conventions import LANDMARK_NAMES
     from custom_transforms.loading import LoadPXRd
     from custom_transforms.pipeline import aasn_geometry
+
     from scripts.landmarks.detector import NotAPelvisError, load_landmark_detector
     from scripts.landmarks.metrics import radial_errors_mm, write_landmark_metrics
 
@@ -87,7 +88,7 @@ def detect_test_fold(
                                      extra={"refused": refused, "seconds_per_image_median": float(np.median(seconds))})
 
     # the AASN preprocessing must accept the detected geometry (as it must the annotated one)
-    from custom_transforms.errors import AnnotationError, GeometryError
+    from custom_transforms.errors import AnnotationError, GeometryError, root_cause
 
     chain = Compose([LoadPXRd("image"), LoadAnnotationd("annotation", image_key="image"), *aasn_geometry(roi_size=roi_size, with_masks=False)])
     usable = []
@@ -96,9 +97,10 @@ def detect_test_fold(
             chain(dict(item))
             usable.append(item)
         except RuntimeError as error:
-            if not isinstance(error.__cause__, (AnnotationError, GeometryError)):
+            cause = root_cause(error, prefer=(AnnotationError, GeometryError))
+            if not isinstance(cause, (AnnotationError, GeometryError)):
                 raise
-            refused.append({"image": item["image"], "reason": f"preprocessing: {error.__cause__}"})
+            refused.append({"image": item["image"], "reason": f"preprocessing: {cause}"})
     return usable, refused, metrics
 
 

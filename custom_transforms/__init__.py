@@ -1,7 +1,22 @@
 """MONAI transforms for anatomy-grounded preprocessing of pelvic radiographs (AASN, ECCV 2020).
 
-Conventions (landmark names, ``[x, y]`` pixel coordinates, spacing ``(row, col)`` mm, file formats) are owned by
-:mod:`custom_transforms.conventions`; the data-flow contract is in ``docs/architecture.md``.
+The rule of the tree: **pixel geometry and file conventions live here; ``bundle/scripts`` holds models, losses and
+workflows.** Whatever maps points between frames, converts pixels to ``grid_sample`` coordinates or millimetres,
+resamples an image through an affine, names an image or its outputs by its file, or reads a radiograph or an
+annotation has one owner in this package, and the bundle, the MONAI Label and Deploy apps and the benchmarks call
+it instead of restating it:
+
+* :mod:`~custom_transforms.conventions`: landmark names, ``[x, y]`` pixel coordinates, spacing ``(row, col)`` mm,
+  the annotation and datalist formats, the radiograph NIfTI affine;
+* :mod:`~custom_transforms.geometry`: points under ``(3, 3)`` homogeneous matrices, pixel <-> ``grid_sample``
+  coordinates, spacing and millimetres;
+* :mod:`~custom_transforms.resampling`: one image (or a batch) resampled through affine maps;
+* :mod:`~custom_transforms.files`: image extensions, :func:`~custom_transforms.files.image_stem` and per-image
+  output folder names;
+* :mod:`~custom_transforms.errors`: the preprocessing's errors and
+  :func:`~custom_transforms.errors.root_cause`, which finds them under MONAI's wrappers.
+
+The data-flow contract is in ``docs/architecture.md``.
 """
 
 from .annotation import LoadAnnotationd, landmarks_to_array, read_annotation
@@ -18,7 +33,9 @@ from .conventions import (
     ROI_LANDMARK_NAMES,
     mirror_name,
 )
-from .errors import AnnotationError, GeometryError, PXRReadError
+from .errors import AnnotationError, GeometryError, PXRReadError, root_cause
+from .files import IMAGE_SUFFIXES, image_stem, unique_image_stems
+from .geometry import normalized_to_pixel, pixel_to_normalized, pixels_to_mm, spacing_xy, transform_points
 from .loading import LoadPXR, LoadPXRd
 from .masks import FractureMask, FractureMaskd, disc_mask
 from .packing import SIAMESE_CHANNELS, PackSiameseInputd

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform, Randomizable, Transform
 
-from .geometry import as_points, transform_points
+from .geometry import as_points, normalized_to_pixel, pixel_to_normalized, transform_points
 
 __all__ = ["SiameseCrop", "RandSiameseCropd", "CropPointsd"]
 
@@ -53,8 +53,8 @@ class SiameseCrop(Transform):
         """Top-left (row, col) of the mirrored window for a cut grid (2, h, w) of a mirrored ROI of ``full_hw``."""
         big_h, big_w = int(full_hw[0]), int(full_hw[1])
         h, w = self.size
-        px = ((grid[0] + 1.0) * big_w - 1.0) / 2.0
-        py = ((grid[1] + 1.0) * big_h - 1.0) / 2.0
+        px = normalized_to_pixel(grid[0], big_w)
+        py = normalized_to_pixel(grid[1], big_h)
         col = 0.5 * float(px.min() + px.max())
         row = 0.5 * float(py.min() + py.max())
         top = int(np.clip(round(row - (h - 1) / 2.0), 0, big_h - h))
@@ -79,9 +79,9 @@ class SiameseCrop(Transform):
         grid = x[6:8, row : row + h, col : col + w]
         top, left = self.mirrored_origin(grid, (big_h, big_w))
         # mirrored-ROI pixel position -> the window's normalised coordinates (align_corners=False)
-        px = ((grid[0] + 1.0) * big_w - 1.0) / 2.0 - left
-        py = ((grid[1] + 1.0) * big_h - 1.0) / 2.0 - top
-        rebased = torch.stack([(2.0 * px + 1.0) / w - 1.0, (2.0 * py + 1.0) / h - 1.0])
+        px = normalized_to_pixel(grid[0], big_w) - left
+        py = normalized_to_pixel(grid[1], big_h) - top
+        rebased = torch.stack([pixel_to_normalized(px, w), pixel_to_normalized(py, h)])
         window = torch.cat(
             [x[0:3, row : row + h, col : col + w], x[3:6, top : top + h, left : left + w], rebased.to(x.dtype)]
         )

@@ -47,10 +47,12 @@ def _is_bundle(folder: Path) -> bool:
 
 def annotation_sidecar(path: str | os.PathLike) -> Path | None:
     """The annotation JSON the bundle would use for an image: ``<name>.json`` beside ``<name>[.dcm]``, if any."""
+    from custom_transforms.files import (
+        image_stem,  # the bundle's datalist names annotations by the same rule
+    )
+
     path = Path(path)
-    suffix = next((s for s in (".dcm", ".dicom") if path.name.lower().endswith(s)), None)
-    name = path.name[: -len(suffix)] if suffix else path.stem  # as the bundle's datalist names annotations
-    sidecar = path.with_name(f"{name}.json")
+    sidecar = path.with_name(f"{image_stem(path)}.json")
     return sidecar if sidecar.is_file() else None
 
 
@@ -238,6 +240,7 @@ class BundleInference:
     def _run_batch(self, links: dict[str, str], workdir: Path) -> tuple[dict[str, ImageResult], str | None]:
         """One run of the bundle on ``{input path: link}``; returns the results and the bundle's error, if any."""
         from custom_transforms import LoadPXR
+        from custom_transforms.errors import root_cause
 
         if workdir.exists():
             shutil.rmtree(workdir)
@@ -254,9 +257,7 @@ class BundleInference:
             workflow.run()
             workflow.finalize()
         except Exception as err:  # the bundle stopped: reported for every image that got no report
-            root = err
-            while root.__cause__ is not None:  # config evaluation wraps the real error
-                root = root.__cause__
+            root = root_cause(err)  # config evaluation wraps the real error
             failure = f"the bundle's inference failed: {type(root).__name__}: {root}"
             logger.exception("The bundle's inference failed")
         finally:

@@ -38,6 +38,7 @@ from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.generic import name_to_device
 
+from custom_transforms.errors import root_cause
 from lib.bundle_configs import BundleConfigs
 from lib.datastore_labels import annotation_from_label
 from lib.infers.fracture import FractureInfer
@@ -51,8 +52,8 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = ("*.dcm", "*.DCM", "*.dicom", "*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.nii.gz", "*.nii")
 
 LANDMARKS_TASK = "aasn_landmarks"
+#: The fracture infer task, and its trainer: MONAI Label names a trainer after the model it trains.
 FRACTURE_TASK = "aasn_fracture"
-TRAIN_TASK = "aasn_fracture"
 
 
 class AASNPelvisApp(MONAILabelApp):
@@ -100,7 +101,7 @@ class AASNPelvisApp(MONAILabelApp):
         }
 
     def init_trainers(self) -> dict[str, TrainTask]:
-        return {TRAIN_TASK: AASNTrain(self.bundle_configs, self.work_dir)}
+        return {FRACTURE_TASK: AASNTrain(self.bundle_configs, self.work_dir)}
 
     def init_strategies(self) -> dict[str, Strategy]:
         """How a viewer's "next sample" picks an unlabelled radiograph."""
@@ -131,8 +132,8 @@ class AASNPelvisApp(MONAILabelApp):
         except HTTPException:
             raise
         except Exception as e:
-            cause = _project_error(e)
-            if cause is not None:  # the project's errors (PXRReadError, AnnotationError, NotAPelvisError, ...)
+            cause = root_cause(e)  # under MONAI's and MONAI Label's wrappers
+            if isinstance(cause, ValueError):  # the project's errors (PXRReadError, AnnotationError, NotAPelvisError, ...)
                 logger.warning(f"Infer {model} on {image}: {cause}")
                 raise HTTPException(422, f"{type(cause).__name__}: {cause}") from e
             if isinstance(e, MONAILabelException):
@@ -165,14 +166,3 @@ class AASNPelvisApp(MONAILabelApp):
 def _file_list(value: str | None) -> list[str]:
     return [p.strip() for p in (value or "").split(",") if p.strip()]
 
-
-def _project_error(error: BaseException) -> ValueError | None:
-    """The first ``ValueError`` (the project's error classes derive from it) in the chain of causes: MONAI's
-    ``Compose`` re-raises a transform's error as ``RuntimeError`` from it."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, ValueError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None

@@ -10,11 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (
-    ExplicitVRLittleEndian,
-    RTStructureSetStorage,
-    generate_uid,
-)
+from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
@@ -127,16 +123,6 @@ def write_corrupt_files(folder: str | Path) -> list[Path]:
     truncated.write_bytes(data[: len(data) - 2000])
     return [garbage, truncated]
 
-
-def chest_pixels(rows: int = 96, cols: int = 80, seed: int = 0) -> np.ndarray:
-    """A crude chest-like picture: two dark lung fields in a brighter body, 12-bit."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:rows, :cols].astype(np.float32)
-    body = np.full((rows, cols), 2600.0, np.float32)
-    for cx in (0.3 * cols, 0.7 * cols):
-        lung = ((xx - cx) / (0.15 * cols)) ** 2 + ((yy - 0.5 * rows) / (0.3 * rows)) ** 2 < 1
-        body[lung] = 900.0
-    return np.clip(body + rng.normal(0, 30, body.shape), 0, 4095).astype(np.uint16)
 
 
 def content_items(ds, value_type: str, concept_code: str | None = None) -> list:

@@ -69,22 +69,6 @@ def render_pelvis(landmarks_mm: np.ndarray, shape, spacing_mm: float, rng: np.ra
     return np.clip(img, 0, 1).astype(np.float32)
 
 
-def render_chest(shape, spacing_mm: float) -> np.ndarray:
-    """A toy PA chest radiograph ``(H, W)`` in [0, 1]: dark lungs, ribs, spine and heart."""
-    h, w = shape
-    ys, xs = np.mgrid[:h, :w] * float(spacing_mm)
-    cx, cy = w * spacing_mm / 2, h * spacing_mm / 2
-    img = np.full((h, w), 0.6)
-    for side in (-1, 1):
-        lung = ((xs - cx - side * 70) / 55) ** 2 + ((ys - cy) / 110) ** 2 < 1
-        img[lung] = 0.2
-        for k in range(10):  # ribs: arcs across each lung
-            rib = np.abs(ys - (cy - 100 + 22 * k) - 0.004 * (xs - cx) ** 2) < 3
-            img[rib & lung] = 0.55
-    img[np.abs(xs - cx) < 12] = 0.85  # spine
-    img[((xs - cx - 25) / 55) ** 2 + ((ys - cy - 40) / 45) ** 2 < 1] = 0.7  # heart
-    return img.astype(np.float32)
-
 
 def write_toy_dataset(folder, count: int = 20, shape=(120, 150), spacing_mm: float = 2.5, seed: int = 0) -> str:
     """Toy pelvis PNGs with annotation JSONs and a 5-fold, subject-grouped datalist; returns its path."""

@@ -36,11 +36,12 @@ def save_oracle_detector(
         module: import name of ``tests/deploy_oracle_landmarks.py`` where the bundle runs.
     """
     from custom_transforms import LoadPXR
-    from scripts.landmarks.heatmap_decoding import gaussian_heatmaps
-    from scripts.landmarks.letterbox import Letterbox, apply_matrix
-    from scripts.landmarks.shape_model import StatisticalShapeModel
-
+    from custom_transforms.geometry import transform_points
     from deploy_oracle_landmarks import OracleHeatmaps
+
+    from scripts.landmarks.heatmap_decoding import gaussian_heatmaps
+    from scripts.landmarks.letterbox import Letterbox
+    from scripts.landmarks.shape_model import StatisticalShapeModel
 
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -49,7 +50,7 @@ def save_oracle_detector(
     oracle = OracleHeatmaps(len(cases), num_landmarks, size)
     for index, (image, landmarks_px) in enumerate(cases):
         boxed = Letterbox(size)(LoadPXR()(str(image)))
-        points = apply_matrix(np.asarray(landmarks_px), boxed.meta["letterbox_matrix"])  # -> detector input pixels
+        points = transform_points(boxed.meta["letterbox_matrix"], np.asarray(landmarks_px))  # -> detector input pixels
         points = torch.as_tensor(points, dtype=torch.float32)
         oracle.inputs[index] = boxed.as_tensor()
         oracle.heatmaps[index] = torch.log(gaussian_heatmaps(points, size, 1.5).clamp_min(1e-30))

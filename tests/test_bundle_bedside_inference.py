@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundle"
@@ -29,8 +28,9 @@ sys.path.insert(0, str(TESTS))
 
 from custom_transforms.conventions import LANDMARK_NAMES  # noqa: E402
 from dicom_factory import write_dx  # noqa: E402
-from landmark_testdata import random_pelvis, render_chest, render_pelvis  # noqa: E402
+from landmark_testdata import random_pelvis, render_pelvis  # noqa: E402
 from oracle_detector import save_oracle_detector  # noqa: E402
+from simulation.nonpelvic import render_nonpelvic  # noqa: E402
 from synthetic_pelvis import write_annotation  # noqa: E402
 
 TINY_AASN = {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1], "bn_size": 2, "projection_channels": 8}
@@ -138,7 +138,7 @@ def write_batch(folder: Path, pelvis: Path) -> Path:
     folder.mkdir()
     os.symlink(pelvis, folder / "pelvis.dcm")
     write_dx(folder / "blank.dcm", np.full(IMAGE_SHAPE, 2000, np.uint16), spacing_mm=(SPACING_MM, SPACING_MM))
-    chest = np.rint(render_chest((300, 250), 1.6) * 4095).astype(np.uint16)
+    chest = np.rint(render_nonpelvic("chest", (300, 250), np.random.default_rng(0))[0] * 4095).astype(np.uint16)
     write_dx(folder / "chest.dcm", chest, spacing_mm=(1.6, 1.6), body_part="CHEST", view="PA")
     (folder / "corrupt.dcm").write_bytes(pelvis.read_bytes()[:2000])  # truncated inside the pixel data
     return folder
@@ -242,16 +242,16 @@ def test_a_run_whose_only_image_is_refused_completes_with_its_summary(bedside, t
 
 def test_inputs_with_the_same_file_name_get_separate_reports(bedside, tmp_path):
     """``a/pelvis.dcm`` and ``b/pelvis.dcm`` in one datalist: neither report overwrites the other."""
-    from scripts.reporting.inference_writer import unique_folder_names
+    from custom_transforms.files import unique_image_stems
 
     inputs = []
     for side in ("a", "b"):
         (tmp_path / side).mkdir()
         os.symlink(bedside["pelvis"], tmp_path / side / "pelvis.dcm")
         inputs.append(str(tmp_path / side / "pelvis.dcm"))
-    names = unique_folder_names(inputs)
+    names = unique_image_stems(inputs)
     assert len(set(names.values())) == 2 and all(n.startswith("pelvis_") for n in names.values())
-    assert unique_folder_names([inputs[0], str(tmp_path / "other.dcm")])[inputs[0]] == "pelvis"  # no clash: plain
+    assert unique_image_stems([inputs[0], str(tmp_path / "other.dcm")])[inputs[0]] == "pelvis"  # no clash: plain
 
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps([{"image": p} for p in inputs]))

@@ -20,12 +20,13 @@ pytest.importorskip("monai.deploy", reason="needs the MONAI Deploy App SDK: bash
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import deploy_dicom_factory as factory  # noqa: E402
 from operators.dicom_loader_operator import CheckedDICOMDataLoaderOperator, dicom_file_problem  # noqa: E402
 from operators.finding import AASNFinding  # noqa: E402
 from operators.json_summary_operator import build_summary  # noqa: E402
 from operators.sc_writer_operator import BANNER_BACKGROUND, banner_height, build_heatmap_sc, render_overlay  # noqa: E402
 from operators.sr_writer_operator import build_fracture_sr, to_dicom_scoord  # noqa: E402
+
+import deploy_dicom_factory as factory  # noqa: E402
 
 PROBABILITY = "122157"  # DCM Probability
 PRESENT, ABSENT = "52101004", "272519000"  # SCT
@@ -162,7 +163,7 @@ def test_summary_status_tells_no_radiograph_from_success_and_failure(source):
     summary = build_summary([good, bad], [{"sop_instance_uid": uid, "file": "sr.dcm"}], [], [])
     assert summary["status"] == "partial"
     first, second = summary["results"]
-    assert first["status"] == "analysed" and first["fracture_probability"] == 0.7 and first["positive"] is True
+    assert first["status"] == "ok" and first["fracture_probability"] == 0.7 and first["positive"] is True
     assert first["outputs"] == {"sr": "sr.dcm", "secondary_capture": None}
     assert first["sop_instance_uid"] == uid and first["study_instance_uid"] == source.StudyInstanceUID
     assert second["status"] == "failed" and "AP pelvic" in second["error"]

@@ -20,15 +20,18 @@ from monai.networks.nets import UNet
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from custom_transforms.conventions import LANDMARK_NAMES  # noqa: E402
-from landmark_testdata import random_pelvis, render_chest, render_pelvis, training_shapes  # noqa: E402
-from scripts.landmarks.heatmap_decoding import gaussian_heatmaps  # noqa: E402
+from custom_transforms.geometry import transform_points  # noqa: E402
+from landmark_testdata import random_pelvis, render_pelvis, training_shapes  # noqa: E402
+from simulation.nonpelvic import render_nonpelvic  # noqa: E402
+
 from scripts.landmarks.detector import (  # noqa: E402
     DetectLandmarksd,
     LandmarkDetector,
     NotAPelvisError,
     load_network_weights,
 )
-from scripts.landmarks.letterbox import apply_matrix, letterbox_matrix  # noqa: E402
+from scripts.landmarks.heatmap_decoding import gaussian_heatmaps  # noqa: E402
+from scripts.landmarks.letterbox import letterbox_matrix  # noqa: E402
 from scripts.landmarks.shape_model import StatisticalShapeModel  # noqa: E402
 
 INPUT_SIZE = (96, 96)
@@ -67,7 +70,7 @@ def case():
 
 
 def _heatmaps(points_px: np.ndarray, matrix: np.ndarray, sigma: float = 1.5) -> torch.Tensor:
-    return gaussian_heatmaps(torch.as_tensor(apply_matrix(points_px, matrix), dtype=torch.float32), INPUT_SIZE, sigma)
+    return gaussian_heatmaps(torch.as_tensor(transform_points(matrix, points_px), dtype=torch.float32), INPUT_SIZE, sigma)
 
 
 def _detector(heatmaps, shape_model, **kwargs) -> LandmarkDetector:
@@ -143,7 +146,7 @@ def test_blank_image_is_rejected(case, shape_model):
 
 
 def test_chest_radiograph_without_pelvic_landmarks_is_rejected(shape_model):
-    chest = MetaTensor(torch.from_numpy(render_chest(IMAGE_SIZE, 1.0))[None], meta={"spacing_mm": (1.0, 1.0)})
+    chest = MetaTensor(torch.from_numpy(render_nonpelvic("chest", IMAGE_SIZE, np.random.default_rng(0))[0])[None], meta={"spacing_mm": (1.0, 1.0)})
     # a network that finds no landmark on a chest film: low, flat heatmaps
     flat = torch.full((16, *INPUT_SIZE), 0.05)
     with pytest.raises(NotAPelvisError, match=r"chest.dcm: does not look like an AP pelvic radiograph.*plausibility 0.0"):
@@ -151,7 +154,7 @@ def test_chest_radiograph_without_pelvic_landmarks_is_rejected(shape_model):
 
 
 def test_confident_peaks_in_a_non_pelvic_configuration_are_rejected(shape_model):
-    chest = MetaTensor(torch.from_numpy(render_chest(IMAGE_SIZE, 1.0))[None], meta={"spacing_mm": (1.0, 1.0)})
+    chest = MetaTensor(torch.from_numpy(render_nonpelvic("chest", IMAGE_SIZE, np.random.default_rng(0))[0])[None], meta={"spacing_mm": (1.0, 1.0)})
     rng = np.random.default_rng(0)
     scattered = rng.uniform([20, 20], [380, 280], size=(16, 2))  # e.g. peaks on ribs and spine
     matrix, _ = letterbox_matrix(IMAGE_SIZE, INPUT_SIZE)

@@ -14,6 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from custom_transforms.conventions import LANDMARK_NAMES  # noqa: E402
+
 from scripts.landmarks.metrics import (  # noqa: E402
     MeanRadialErrorMetric,
     SuccessDetectionRateMetric,

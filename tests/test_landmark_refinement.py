@@ -13,9 +13,12 @@ from monai.data import MetaTensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
+from custom_transforms.geometry import transform_points  # noqa: E402
 from landmark_testdata import training_shapes  # noqa: E402
-from scripts.landmarks.heatmap_decoding import gaussian_heatmaps  # noqa: E402
+
 from scripts.landmarks.detector import LandmarkDetector  # noqa: E402
+from scripts.landmarks.heatmap_decoding import gaussian_heatmaps  # noqa: E402
+from scripts.landmarks.letterbox import letterbox_matrix  # noqa: E402
 from scripts.landmarks.refinement import (  # noqa: E402
     LOCAL_MATRIX,
     LandmarkPatchesd,
@@ -26,7 +29,6 @@ from scripts.landmarks.refinement import (  # noqa: E402
     local_size,
     patch_matrices,
 )
-from scripts.landmarks.letterbox import apply_matrix, letterbox_matrix  # noqa: E402
 from scripts.landmarks.shape_model import StatisticalShapeModel  # noqa: E402
 
 
@@ -45,9 +47,9 @@ def _centroid(img: np.ndarray) -> np.ndarray:
 
 def test_patch_matrices_centre_rotation_and_scale():
     m = patch_matrices([[100.0, 50.0]], 64, angles=[math.pi / 2], scales=[2.0])[0]
-    np.testing.assert_allclose(apply_matrix([100.0, 50.0], m), [31.5, 31.5])
+    np.testing.assert_allclose(transform_points(m, [100.0, 50.0]), [31.5, 31.5])
     # one pixel to the right of the centre: rotated a quarter turn (y down) and doubled
-    np.testing.assert_allclose(apply_matrix([101.0, 50.0], m) - 31.5, [0.0, 2.0], atol=1e-12)
+    np.testing.assert_allclose(transform_points(m, [101.0, 50.0]) - 31.5, [0.0, 2.0], atol=1e-12)
 
 
 def test_resize_long_side_maps_landmarks_with_the_image():
@@ -119,7 +121,7 @@ def test_detector_with_refiner_corrects_coarse_errors():
     input_size = (96, 128)
     matrix, _ = letterbox_matrix((600, 800), input_size)
     coarse = truth + rng.normal(scale=3.0, size=(16, 2))  # the whole-image stage is a few pixels off
-    planted = gaussian_heatmaps(torch.as_tensor(apply_matrix(coarse, matrix), dtype=torch.float32), input_size, 1.5)
+    planted = gaussian_heatmaps(torch.as_tensor(transform_points(matrix, coarse), dtype=torch.float32), input_size, 1.5)
 
     class Planted(torch.nn.Module):
         def forward(self, x):
@@ -142,7 +144,7 @@ def test_only_the_chosen_landmarks_take_the_refined_position():
     input_size = (96, 128)
     matrix, _ = letterbox_matrix((600, 800), input_size)
     coarse = truth + np.random.default_rng(2).normal(scale=3.0, size=(16, 2))
-    planted = gaussian_heatmaps(torch.as_tensor(apply_matrix(coarse, matrix), dtype=torch.float32), input_size, 1.5)
+    planted = gaussian_heatmaps(torch.as_tensor(transform_points(matrix, coarse), dtype=torch.float32), input_size, 1.5)
 
     class Planted(torch.nn.Module):
         def forward(self, x):

@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from landmark_testdata import TEMPLATE_MM, random_pelvis, training_shapes  # noqa: E402
+
 from scripts.landmarks.shape_model import StatisticalShapeModel, procrustes_align, similarity_fit  # noqa: E402
 
 

@@ -15,7 +15,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from landmark_testdata import write_toy_dataset  # noqa: E402
+from simulation.nonpelvic import NONPELVIC_KINDS, render_nonpelvic  # noqa: E402
+
 from scripts.datalist import fold_split  # noqa: E402
+from scripts.landmarks.nonpelvic_radiographs import NonPelvicDataset  # noqa: E402
+from scripts.landmarks.shape_model import StatisticalShapeModel  # noqa: E402
 from scripts.landmarks.training import (  # noqa: E402
     SpatialSoftmaxCrossEntropy,
     WeightedHeatmapMSE,
@@ -23,8 +27,6 @@ from scripts.landmarks.training import (  # noqa: E402
     landmark_configurations_mm,
     landmark_training_dataset,
 )
-from scripts.landmarks.nonpelvic_radiographs import NONPELVIC_KINDS, NonPelvicDataset, render_nonpelvic  # noqa: E402
-from scripts.landmarks.shape_model import StatisticalShapeModel  # noqa: E402
 
 
 def test_spatial_softmax_cross_entropy_hand_computed():

@@ -13,14 +13,15 @@ from monai.data import MetaTensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from custom_transforms.conventions import LANDMARK_INDEX, MIRROR_PERMUTATION  # noqa: E402
+from custom_transforms.geometry import pixels_to_mm, transform_points  # noqa: E402
+
 from scripts.landmarks.heatmap_decoding import decode_heatmaps  # noqa: E402
+from scripts.landmarks.letterbox import Letterbox, Letterboxd, letterbox_matrix  # noqa: E402
 from scripts.landmarks.transforms import (  # noqa: E402
     HeatmapsToMillimetresd,
     LandmarkHeatmapd,
     RandLandmarkAffined,
-    pixels_to_mm,
 )
-from scripts.landmarks.letterbox import Letterbox, Letterboxd, apply_matrix, letterbox_matrix  # noqa: E402
 
 
 def _centroid(img: np.ndarray) -> np.ndarray:
@@ -44,9 +45,9 @@ def test_letterbox_keeps_aspect_and_maps_points(image_size):
     assert out.shape == (1, 128, 160)
     np.testing.assert_allclose(out.meta["letterbox_matrix"], matrix)
     # the blob's centre of mass lands where the matrix sends its centre
-    np.testing.assert_allclose(_centroid(out[0].numpy()), apply_matrix(centre, matrix), atol=0.05)
+    np.testing.assert_allclose(_centroid(out[0].numpy()), transform_points(matrix, centre), atol=0.05)
     # the image's outer edges map onto whole pixels of the canvas, centred (padding differs by at most 1)
-    edges = apply_matrix([[-0.5, -0.5], [image_size[1] - 0.5, image_size[0] - 0.5]], matrix) + 0.5
+    edges = transform_points(matrix, [[-0.5, -0.5], [image_size[1] - 0.5, image_size[0] - 0.5]]) + 0.5
     np.testing.assert_allclose(edges, np.round(edges), atol=1e-9)
     assert 0 <= (160 - edges[1, 0]) - edges[0, 0] <= 1 and 0 <= (128 - edges[1, 1]) - edges[0, 1] <= 1
 

@@ -50,7 +50,7 @@ TINY_AASN = {
     "num_workers": 0,
     "cache_rate": 0.0,
 }
-LANDMARKS_TASK, FRACTURE_TASK, TRAINER = "aasn_landmarks", "aasn_fracture", "aasn_fracture"
+LANDMARKS_TASK, FRACTURE_TASK = "aasn_landmarks", "aasn_fracture"  # the fracture trainer has its model's name
 SERVER_START_TIMEOUT_S = 240
 TRAIN_TIMEOUT_S = 300
 
@@ -91,16 +91,17 @@ def deployment(tmp_path_factory):
     sys.path.insert(0, str(REPO / "bundle"))
     sys.path.insert(0, str(REPO / "tests"))
     import simulation
-    from dicom_factory import write_dx, write_non_image
-    from landmark_testdata import render_chest
-    from scripts.datalist import load_datalist
-    from scripts.landmarks.heatmap_decoding import gaussian_heatmaps
-    from scripts.landmarks.training import build_shape_model
-    from scripts.landmarks.letterbox import Letterbox, apply_matrix
-    from scripts.fracture.networks import build_network
-
     from custom_transforms.annotation import read_annotation
+    from custom_transforms.geometry import transform_points
     from custom_transforms.loading import LoadPXR
+    from dicom_factory import write_dx, write_non_image
+    from simulation.nonpelvic import render_nonpelvic
+
+    from scripts.datalist import load_datalist
+    from scripts.fracture.networks import build_network
+    from scripts.landmarks.heatmap_decoding import gaussian_heatmaps
+    from scripts.landmarks.letterbox import Letterbox
+    from scripts.landmarks.training import build_shape_model
 
     root = tmp_path_factory.mktemp("monailabel")
     bundle = root / "bundle"
@@ -123,7 +124,7 @@ def deployment(tmp_path_factory):
         assert inside.all(), f"{item['annotation']}: the simulator put landmarks outside the image"
         boxed = letterbox(LoadPXR()(item["image"]))
         oracle.inputs[i] = boxed.as_tensor()
-        points = apply_matrix(annotation["landmarks"], boxed.meta["letterbox_matrix"])
+        points = transform_points(boxed.meta["letterbox_matrix"], annotation["landmarks"])
         gaussians = gaussian_heatmaps(torch.as_tensor(points, dtype=torch.float32), DETECTOR_INPUT, 1.5)
         oracle.heatmaps[i] = torch.log(gaussians.clamp_min(1e-30))  # spatial softmax of these = the Gaussians
         spacing = LoadPXR()(item["image"]).meta["spacing_mm"]
@@ -138,7 +139,7 @@ def deployment(tmp_path_factory):
     torch.save(build_network("aasn", **TINY_AASN["network_kwargs"]).state_dict(), models / "model.pt")
 
     spacing = cases[next(iter(cases))]["spacing"]
-    write_dx(studies / "chest.dcm", (render_chest(IMAGE_HW, spacing[0]) * 4095).astype(np.uint16), spacing_mm=spacing,
+    write_dx(studies / "chest.dcm", (render_nonpelvic("chest", IMAGE_HW, np.random.default_rng(0))[0] * 4095).astype(np.uint16), spacing_mm=spacing,
              body_part="CHEST", view="PA")
     write_dx(studies / "blank.dcm", np.full(IMAGE_HW, 1800, np.uint16), spacing_mm=spacing)
     write_non_image(studies / "rtplan.dcm")
@@ -289,7 +290,7 @@ def test_info_lists_both_infer_tasks_and_the_trainer(server):
     info = json.loads(body)
     assert status == 200
     assert {LANDMARKS_TASK, FRACTURE_TASK} <= set(info["models"])
-    assert TRAINER in info["trainers"]
+    assert FRACTURE_TASK in info["trainers"]
     assert info["models"][LANDMARKS_TASK]["dimension"] == 2
     assert info["labels"]["asis_r"] == 1 and info["labels"]["symphysis_inferior"] == 16 and info["labels"]["fracture"] == 17
     objects = json.loads(_request("GET", f"{server['url']}/datastore/?output=all")[1])["objects"]
@@ -383,7 +384,7 @@ def test_training_one_epoch_from_the_final_labels_writes_a_checkpoint(server):
     checkpoint_dir = server["bundle"] / "models" / "monailabel"
     started = time.time()
     params = json.dumps({"max_epochs": 1, "val_split": 0.5, "device": "cpu"}).encode()
-    status, body = _request("POST", f"{server['url']}/train/{TRAINER}", params, {"Content-Type": "application/json"})
+    status, body = _request("POST", f"{server['url']}/train/{FRACTURE_TASK}", params, {"Content-Type": "application/json"})
     assert status == 200, body
     deadline = time.monotonic() + TRAIN_TIMEOUT_S
     while True:

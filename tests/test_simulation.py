@@ -269,5 +269,10 @@ def test_distractor_films_load_and_say_what_they_are(tmp_path):
     chest_img = LoadPXRd(keys="image")({"image": str(chest)})["image"][0].numpy()
     assert np.percentile(chest_img, 95) - np.percentile(chest_img, 20) > 0.3
     assert write_distractor(tmp_path / "again.dcm", "chest", 128, seed=1).read_bytes() == chest.read_bytes()
+    # the chest is the project's one drawn chest film (simulation.nonpelvic), drawn from the seed's generator
+    from simulation.nonpelvic import render_nonpelvic
+
+    drawn = render_nonpelvic("chest", (128, 128), np.random.default_rng([1, 2718]))[0]
+    np.testing.assert_array_equal(ds.pixel_array, np.rint(drawn * 4095).astype(np.uint16))
     with pytest.raises(ValueError, match="kind must be one of"):
         write_distractor(tmp_path / "x.dcm", "knee")

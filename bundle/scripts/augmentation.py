@@ -29,6 +29,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, RandomizableTransform
 
+from custom_transforms.geometry import spacing_xy
+
 __all__ = ["RandLandmarkJitter", "RandLandmarkJitterd", "RandRadiographIntensity", "RandRadiographIntensityd"]
 
 
@@ -84,7 +86,7 @@ class RandLandmarkJitter(RandomizableTransform):
             self.randomize(points.shape[0])
         if not self._do_transform:
             return landmarks
-        to_mm = np.array([float(spacing_mm[1]), float(spacing_mm[0])])  # [x, y] <- (col, row)
+        to_mm = spacing_xy(spacing_mm)
         mm = points * to_mm
         centre = mm.mean(axis=0)
         c, s = np.cos(self._angle), np.sin(self._angle)

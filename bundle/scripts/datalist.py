@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from custom_transforms.files import IMAGE_SUFFIXES, image_stem
+
 __all__ = [
     "DATALIST_KEYS", "load_datalist", "split_fold", "fold_split", "intact_twins", "training_items", "ensure_demo_dataset",
     "inference_items",
@@ -255,17 +257,6 @@ def ensure_demo_dataset(
     return str(datalist)
 
 
-IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nii", ".nii.gz")
-
-
-def _image_stem(path: Path) -> str:
-    name = path.name
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def _is_image(path: Path) -> bool:
     if path.name.lower().endswith(IMAGE_SUFFIXES):
         return True
@@ -310,7 +301,7 @@ def inference_items(
                 raise FileNotFoundError(f"{item['image']}: its annotation {item['annotation']} does not exist.")
             continue
         image = Path(item["image"])
-        candidate = Path(annotation_dir or image.parent) / f"{_image_stem(image)}.json"
+        candidate = Path(annotation_dir or image.parent) / f"{image_stem(image)}.json"
         if candidate.is_file():
             item["annotation"] = str(candidate)
         elif require_landmarks:

@@ -22,7 +22,9 @@ from monai.data import IterableDataset
 from monai.transforms import apply_transform
 from torch.utils.data import get_worker_info
 
-__all__ = ["FailureTolerantDataset", "transform_error"]
+from custom_transforms.errors import root_cause
+
+__all__ = ["FailureTolerantDataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ class FailureTolerantDataset(IterableDataset):
             try:
                 result = item if self.transform is None else apply_transform(self.transform, item)
             except Exception as raised:
-                error = transform_error(raised)
+                error = root_cause(raised, prefer=self.catch)  # the transform's own error, not MONAI's wrapper
                 if not isinstance(error, self.catch):
                     raise
                 if self.on_failure is None:
@@ -68,14 +70,3 @@ class FailureTolerantDataset(IterableDataset):
                 continue
             yield result
 
-
-def transform_error(error: BaseException) -> BaseException:
-    """The error a transform raised, without MONAI's ``RuntimeError("applying transform ...")`` wrappers around it
-    (one per nested ``Compose``)."""
-    while (
-        type(error) is RuntimeError
-        and str(error).startswith("applying transform")
-        and error.__cause__ is not None
-    ):
-        error = error.__cause__
-    return error

@@ -50,7 +50,7 @@ class AASNInferenceOperator(Operator):
     Named output:
         findings: list of :class:`~operators.finding.AASNFinding`, one per selected image (an image the
         bundle could not analyse, e.g. one its landmark detector refuses as not an AP pelvis, gives a finding with
-        ``error`` and ``reason`` set, and a log line naming the file and why).
+        ``error`` and ``status`` set, and a log line naming the file and why).
 
     Args:
         fragment: the application.
@@ -94,7 +94,7 @@ class AASNInferenceOperator(Operator):
                     heatmap=result.heatmap,
                     image=result.image,
                     error=result.error,
-                    reason=result.status,
+                    status=result.status,
                 )
             )
         op_output.emit(findings, "findings")

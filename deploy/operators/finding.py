@@ -25,8 +25,8 @@ class AASNFinding:
         heatmap: ``(H, W)`` fracture probabilities on the original image grid, or ``None`` on failure.
         image: ``(H, W)`` radiograph in ``[0, 1]``, bone bright, as the bundle's loader gave it.
         error: why the image could not be analysed (then ``report``, ``heatmap`` and ``image`` are empty).
-        reason: the bundle's status for the image: ``"ok"``, or e.g. ``"not_a_pelvis"`` (refused by the landmark
-            detector), ``"unreadable"``, ``"failed"``.
+        status: the bundle's status for the image (its ``report.json``'s ``status``): ``"ok"``, or e.g.
+            ``"not_a_pelvis"`` (refused by the landmark detector), ``"unreadable"``, ``"failed"``.
     """
 
     source: Dataset
@@ -35,11 +35,11 @@ class AASNFinding:
     heatmap: np.ndarray | None = None
     image: np.ndarray | None = None
     error: str | None = None
-    reason: str = "ok"
+    status: str = "ok"
 
     def __post_init__(self) -> None:
-        if self.error is not None and self.reason == "ok":
-            self.reason = "failed"
+        if self.error is not None and self.status == "ok":
+            self.status = "failed"
 
     @property
     def ok(self) -> bool:

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 SUMMARY_FILE_NAME = "aasn_summary.json"
 #: Version of the summary's layout (bumped when keys change).
-SUMMARY_SCHEMA_VERSION = "2"
+SUMMARY_SCHEMA_VERSION = "3"
 #: Where each analysed image's landmarks came from, as the bundle's report gives it: ``landmark_source``
 #: ("annotation" / "detector"), ``landmarks_detected`` and, for detected ones, the plausibility and per-landmark
 #: confidence and shape-model corrections (by name).
@@ -55,7 +55,7 @@ def build_summary(
         if finding.ok:
             entry.update(
                 {
-                    "status": "analysed",
+                    "status": "ok",
                     "fracture_probability": float(finding.report["fracture_probability"]),
                     "threshold": float(finding.report["threshold"]),
                     "positive": bool(finding.report["positive"]),
@@ -70,18 +70,18 @@ def build_summary(
                 }
             )
         else:
-            entry.update({"status": "failed", "reason": finding.reason, "error": finding.error})
+            entry.update({"status": finding.status, "error": finding.error})
         results.append(entry)
     if not findings:
         status, message = "no_pelvic_radiograph", "No AP pelvic radiograph (CR/DX/DR, PELVIS, AP) found in the input."
     elif all(f.ok for f in findings):
         status, message = "ok", f"{len(findings)} radiograph(s) analysed."
     else:
-        reasons = Counter(f.reason for f in findings if not f.ok)
-        failed = sum(reasons.values())
+        statuses = Counter(f.status for f in findings if not f.ok)
+        failed = sum(statuses.values())
         status = "partial" if failed < len(findings) else "failed"
         message = f"{failed} of {len(findings)} radiograph(s) could not be analysed: " + ", ".join(
-            f"{n} {reason}" for reason, n in sorted(reasons.items())
+            f"{n} {status}" for status, n in sorted(statuses.items())
         ) + "."
     return {
         "schema_version": SUMMARY_SCHEMA_VERSION,

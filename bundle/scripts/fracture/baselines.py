@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Dict, Sequence, Tuple
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from scripts.fracture.aasn import (

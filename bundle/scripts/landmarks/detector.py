@@ -43,10 +43,11 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from custom_transforms.conventions import LANDMARK_NAMES
+from custom_transforms.geometry import spacing_xy, transform_points
 
 from scripts.landmarks.heatmap_decoding import activate_heatmaps, decode_heatmaps, heatmap_confidence
+from scripts.landmarks.letterbox import Letterbox
 from scripts.landmarks.refinement import LandmarkRefiner, network_device
-from scripts.landmarks.letterbox import Letterbox, apply_matrix
 from scripts.landmarks.shape_model import StatisticalShapeModel
 
 __all__ = [
@@ -216,18 +217,18 @@ class LandmarkDetector(Transform):
         n = len(self.names)
         maps, matrix = self.heatmaps(image)
         coords_in, _ = decode_heatmaps(maps, self.smooth_sigma, self.expectation_radius)
-        peak_points = apply_matrix(coords_in.numpy(), np.linalg.inv(matrix))
+        peak_points = transform_points(np.linalg.inv(matrix), coords_in.numpy())
         peaks_np = self._confidence(maps, coords_in).numpy().astype(np.float64)
         valid = peaks_np >= self.min_confidence
         spacing_estimated = False
         if spacing_mm is None and self.shape_model is not None:
             spacing_mm, spacing_estimated = self._estimate_spacing(peak_points, valid), True
-        to_mm = None if spacing_mm is None else np.asarray(spacing_mm, dtype=np.float64).reshape(-1)[::-1].copy()
+        to_mm = None if spacing_mm is None else spacing_xy(spacing_mm)
 
         # stage 1: whole-image peaks, shape prior, plausibility
         landmarks, corrected, consistent, fitted = self._shape_prior(peak_points, valid, to_mm)
         raw_points = peak_points
-        confidence = self._confidence(maps, torch.as_tensor(apply_matrix(landmarks, matrix), dtype=torch.float32))
+        confidence = self._confidence(maps, torch.as_tensor(transform_points(matrix, landmarks), dtype=torch.float32))
         plausibility = float(np.median(np.clip(peaks_np, 0, 1)) * consistent.mean())
 
         # stage 2: local refinement of the (corrected) coarse positions, then the shape prior again
@@ -238,9 +239,9 @@ class LandmarkDetector(Transform):
             valid = np.where(use, refined_peaks >= self.min_confidence, ~corrected & (confidence.numpy() >= self.min_confidence))
             raw_points = points
             landmarks, corrected, _, _ = self._shape_prior(points, valid, to_mm)
-            patch_points = np.stack([apply_matrix(p, m) for p, m in zip(landmarks, to_patch)])
+            patch_points = np.stack([transform_points(m, p) for p, m in zip(landmarks, to_patch)])
             refined_confidence = self.refiner.confidence(own_maps, torch.as_tensor(patch_points, dtype=torch.float32))
-            whole_confidence = self._confidence(maps, torch.as_tensor(apply_matrix(landmarks, matrix), dtype=torch.float32))
+            whole_confidence = self._confidence(maps, torch.as_tensor(transform_points(matrix, landmarks), dtype=torch.float32))
             confidence = torch.where(torch.as_tensor(use), refined_confidence, whole_confidence)
 
         # a position the shape model extrapolated may fall outside the film: keep it on the image

@@ -23,10 +23,10 @@ from monai.data import MetaTensor
 
 from custom_transforms.annotation import LoadAnnotationd
 from custom_transforms.loading import LoadPXRd
+from simulation.nonpelvic import NONPELVIC_KINDS, render_nonpelvic
 
 from scripts.landmarks.detector import LandmarkDetector
 from scripts.landmarks.metrics import landmark_summary, radial_errors_mm, write_landmark_metrics
-from scripts.landmarks.nonpelvic_radiographs import NONPELVIC_KINDS, render_nonpelvic
 
 __all__ = ["evaluate_detector"]
 

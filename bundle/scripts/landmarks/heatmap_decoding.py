@@ -31,6 +31,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from custom_transforms.geometry import pixel_to_normalized
+
 __all__ = [
     "gaussian_heatmaps",
     "spatial_softmax",
@@ -204,8 +206,7 @@ def sample_heatmaps(heatmaps: torch.Tensor, points: torch.Tensor) -> torch.Tenso
     maps = heatmaps.unsqueeze(0) if unbatched else heatmaps
     pts = points.unsqueeze(0) if unbatched else points
     b, n, h, w = maps.shape
-    # grid_sample, align_corners=False: normalised = (2 * pixel + 1) / size - 1
-    grid = torch.stack(((2 * pts[..., 0] + 1) / w - 1, (2 * pts[..., 1] + 1) / h - 1), dim=-1)
+    grid = torch.stack((pixel_to_normalized(pts[..., 0], w), pixel_to_normalized(pts[..., 1], h)), dim=-1)
     values = F.grid_sample(
         maps.reshape(b * n, 1, h, w), grid.reshape(b * n, 1, 1, 2), align_corners=False, padding_mode="border"
     ).reshape(b, n)

@@ -22,7 +22,9 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-__all__ = ["LETTERBOX_MATRIX", "letterbox_matrix", "apply_matrix", "Letterbox", "Letterboxd"]
+from custom_transforms.geometry import transform_points
+
+__all__ = ["LETTERBOX_MATRIX", "letterbox_matrix", "Letterbox", "Letterboxd"]
 
 #: meta-data key of the original -> letterbox homogeneous matrix.
 LETTERBOX_MATRIX = "letterbox_matrix"
@@ -53,12 +55,6 @@ def letterbox_matrix(image_size: Sequence[int], input_size: Sequence[int]) -> tu
     )
     return matrix, (new_h, new_w)
 
-
-def apply_matrix(points, matrix) -> np.ndarray:
-    """Apply a homogeneous ``(3, 3)`` matrix to ``(..., 2)`` ``[x, y]`` points (float64 result)."""
-    points = np.asarray(points, dtype=np.float64)
-    matrix = np.asarray(matrix, dtype=np.float64)
-    return points @ matrix[:2, :2].T + matrix[:2, 2]
 
 
 class Letterbox(Transform):
@@ -134,7 +130,7 @@ class Letterboxd(MapTransform):
         if matrix is not None:
             for key in self.landmark_keys:
                 if key in d:
-                    d[key] = apply_matrix(d[key], matrix).astype(np.float32)
+                    d[key] = transform_points(matrix, d[key]).astype(np.float32)
                 elif not self.allow_missing_keys:
                     raise KeyError(f"Letterboxd: landmark key '{key}' is missing from the data.")
         return d

@@ -29,9 +29,11 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable
 
+from custom_transforms.geometry import pixels_to_mm, transform_points
+from custom_transforms.resampling import sample_affine
+
 from scripts.landmarks.heatmap_decoding import activate_heatmaps, decode_heatmaps, gaussian_heatmaps, heatmap_confidence
-from scripts.landmarks.letterbox import Letterbox, apply_matrix, letterbox_matrix
-from scripts.landmarks.transforms import warp_affine
+from scripts.landmarks.letterbox import Letterbox, letterbox_matrix
 
 __all__ = [
     "LOCAL_MATRIX",
@@ -123,7 +125,7 @@ class ResizeLongSided(MapTransform):
         if matrix is not None:
             for key in self.landmark_keys:
                 if key in d:
-                    d[key] = apply_matrix(d[key], matrix).astype(np.float32)
+                    d[key] = transform_points(matrix, d[key]).astype(np.float32)
                 elif not self.allow_missing_keys:
                     raise KeyError(f"ResizeLongSided: landmark key '{key}' is missing from the data.")
         return d
@@ -131,10 +133,10 @@ class ResizeLongSided(MapTransform):
 
 def _patch_items(image: torch.Tensor, landmarks: np.ndarray, matrices: np.ndarray, patch_size: int, sigma: float) -> list[dict]:
     data = torch.as_tensor(image).as_subclass(torch.Tensor).float()[None]
-    patches = warp_affine(data, torch.as_tensor(matrices), (patch_size, patch_size))
+    patches = sample_affine(data, np.linalg.inv(matrices), (patch_size, patch_size), antialias=False)
     items = []
     for i, m in enumerate(matrices):
-        points = apply_matrix(landmarks, m)
+        points = transform_points(m, landmarks)
         label = gaussian_heatmaps(torch.as_tensor(points, dtype=torch.float32), (patch_size, patch_size), sigma)
         items.append({"image": patches[i], "label": label, "patch_landmark": i, "patch_points": points.astype(np.float32)})
     return items
@@ -285,7 +287,7 @@ class PatchHeatmapsToMillimetresd(MapTransform):
                 points = decode_heatmaps(maps, expectation_radius=self.expectation_radius)[0].numpy()
             else:
                 points = value.numpy().reshape(-1, 2)
-            d[key] = torch.as_tensor(points * mm[::-1], dtype=torch.float32)  # x by the column size, y by the row size
+            d[key] = torch.as_tensor(pixels_to_mm(points, mm), dtype=torch.float32)
         return d
 
 
@@ -343,15 +345,15 @@ class LandmarkRefiner:
         size = local_size(image.shape[-2:], self.long_side)
         local = Letterbox(size)(image)
         to_local, _ = letterbox_matrix(image.shape[-2:], size)
-        matrices = patch_matrices(apply_matrix(points, to_local), self.patch_size)
-        patches = warp_affine(local.as_tensor()[None], torch.as_tensor(matrices), (self.patch_size, self.patch_size))
+        matrices = patch_matrices(transform_points(to_local, points), self.patch_size)
+        patches = sample_affine(local.as_tensor()[None], np.linalg.inv(matrices), (self.patch_size, self.patch_size), antialias=False)
         outputs = self.network(patches.to(self.device)).float().cpu()
         n = len(points)
         own = activate_heatmaps(outputs[torch.arange(n), torch.arange(n)], self.activation)  # channel i of patch i
         coords, _ = decode_heatmaps(own[:, None], expectation_radius=self.expectation_radius)
         peaks = self.confidence(own, coords.reshape(n, 2))
         to_patch = matrices @ to_local
-        refined = np.stack([apply_matrix(c.reshape(2), np.linalg.inv(m)) for c, m in zip(coords.numpy(), to_patch)])
+        refined = np.stack([transform_points(np.linalg.inv(m), c.reshape(2)) for c, m in zip(coords.numpy(), to_patch)])
         return refined, peaks.numpy().reshape(n), own, to_patch
 
     def mask(self, names: Sequence[str]) -> np.ndarray:

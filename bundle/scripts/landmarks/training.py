@@ -26,10 +26,11 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from custom_transforms.annotation import read_annotation
+from custom_transforms.geometry import pixels_to_mm
 from custom_transforms.loading import LoadPXR, dicom_spacing, is_dicom_file
+from simulation.nonpelvic import NONPELVIC_KINDS
 
-from scripts.landmarks.transforms import pixels_to_mm
-from scripts.landmarks.nonpelvic_radiographs import NONPELVIC_KINDS, NonPelvicDataset
+from scripts.landmarks.nonpelvic_radiographs import NonPelvicDataset
 from scripts.landmarks.shape_model import StatisticalShapeModel
 
 __all__ = [

@@ -18,23 +18,19 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 
 from custom_transforms.conventions import MIRROR_PERMUTATION
+from custom_transforms.geometry import pixels_to_mm, transform_points
+from custom_transforms.resampling import sample_affine
 
 from scripts.landmarks.heatmap_decoding import activate_heatmaps, decode_heatmaps, gaussian_heatmaps
-from scripts.landmarks.letterbox import LETTERBOX_MATRIX, apply_matrix
+from scripts.landmarks.letterbox import LETTERBOX_MATRIX
 
-__all__ = ["RandLandmarkAffined", "warp_affine", "LandmarkHeatmapd", "HeatmapsToMillimetresd", "pixels_to_mm"]
+__all__ = ["RandLandmarkAffined", "LandmarkHeatmapd", "HeatmapsToMillimetresd"]
 
-
-def pixels_to_mm(points, spacing_mm) -> np.ndarray:
-    """``[x, y]`` pixels to mm with a ``(row, col)`` spacing (x is scaled by the column spacing)."""
-    spacing = np.asarray(spacing_mm, dtype=np.float64).reshape(-1)
-    return np.asarray(points, dtype=np.float64) * np.array([spacing[1], spacing[0]])
 
 
 class RandLandmarkAffined(RandomizableTransform, MapTransform):
@@ -115,7 +111,7 @@ class RandLandmarkAffined(RandomizableTransform, MapTransform):
                 if self.allow_missing_keys:
                     continue
                 raise KeyError(f"RandLandmarkAffined: landmark key '{key}' is missing from the data.")
-            points = apply_matrix(d[key], matrix)
+            points = transform_points(matrix, d[key])
             if self._flip:
                 # a landmark's new position is where its mirror partner went
                 points = points[self.mirror_permutation]
@@ -125,38 +121,12 @@ class RandLandmarkAffined(RandomizableTransform, MapTransform):
     @staticmethod
     def _warp(img: torch.Tensor, matrix: np.ndarray) -> torch.Tensor:
         data = torch.as_tensor(img).as_subclass(torch.Tensor).float() if isinstance(img, MetaTensor) else torch.as_tensor(img).float()
-        out = warp_affine(data[None], torch.as_tensor(matrix)[None])[0]
+        # the matrix moves input pixels to output pixels; resampling asks where each output pixel comes from
+        out = sample_affine(data, np.linalg.inv(matrix), data.shape[-2:], antialias=False)
         if isinstance(img, MetaTensor):
             return MetaTensor(out, meta=dict(img.meta))
         return out
 
-
-def warp_affine(images: torch.Tensor, matrices: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
-    """Resample images so that input pixel ``p`` lands on output pixel ``matrix @ p`` (bilinear, zeros outside).
-
-    Args:
-        images: ``(B, C, H, W)``; ``B = 1`` is shared by all matrices.
-        matrices: ``(K, 3, 3)`` input -> output pixel matrices acting on ``[x, y, 1]`` (``K = B`` or ``B = 1``).
-        output_size: ``(h, w)`` of the outputs (default: the input's).
-
-    Returns:
-        ``(K, C, h, w)``.
-    """
-    _, c, h_in, w_in = images.shape
-    h, w = (h_in, w_in) if output_size is None else (int(output_size[0]), int(output_size[1]))
-    k = len(matrices)
-    inverse = torch.linalg.inv(torch.as_tensor(matrices, dtype=torch.float64)).to(device=images.device, dtype=torch.float32)
-    ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float32, device=images.device),
-        torch.arange(w, dtype=torch.float32, device=images.device),
-        indexing="ij",
-    )
-    pixels = torch.stack((xs, ys, torch.ones_like(xs)), dim=-1).reshape(1, h * w, 3)  # output pixel centres
-    source = pixels @ inverse[:, :2, :].transpose(1, 2)  # (K, h*w, 2) input pixel coordinates
-    # grid_sample, align_corners=False: normalised = (2 * pixel + 1) / size - 1
-    grid = torch.stack(((2 * source[..., 0] + 1) / w_in - 1, (2 * source[..., 1] + 1) / h_in - 1), dim=-1)
-    images = images.float().expand(k, c, h_in, w_in) if images.shape[0] == 1 else images.float()
-    return F.grid_sample(images, grid.reshape(k, h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class LandmarkHeatmapd(MapTransform):
@@ -234,5 +204,5 @@ class HeatmapsToMillimetresd(MapTransform):
                 points = decode_heatmaps(activate_heatmaps(value, self.activation), self.smooth_sigma)[0].numpy()
             else:
                 points = value.numpy()
-            d[key] = torch.as_tensor(pixels_to_mm(apply_matrix(points, inverse), spacing), dtype=torch.float32)
+            d[key] = torch.as_tensor(pixels_to_mm(transform_points(inverse, points), spacing), dtype=torch.float32)
         return d

@@ -17,7 +17,7 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,15 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from scripts.reporting.metrics import FROCAccumulator, classification_metrics, image_scores, negative_region, point_values
+from custom_transforms.files import image_stem
+
+from scripts.reporting.metrics import (
+    FROCAccumulator,
+    classification_metrics,
+    image_scores,
+    negative_region,
+    point_values,
+)
 from scripts.reporting.plots import plot_case, plot_froc, plot_pr, plot_roc
 
 __all__ = ["FractureEvaluationWriter", "case_name", "engine_items", "fracture_details", "to_numpy"]
@@ -95,7 +103,7 @@ def fracture_details(annotation: Any, num_points: int) -> list[dict | None]:
 
 
 def case_name(item: dict, image_key: str = "image", fallback: str = "case") -> str:
-    """A case's name: its image file name without extension (``.nii.gz`` counted as one)."""
+    """A case's name: the :func:`~custom_transforms.files.image_stem` of its image's path, else ``fallback``."""
     path = None
     image = item.get(image_key)
     meta = getattr(image, "meta", None)
@@ -107,11 +115,10 @@ def case_name(item: dict, image_key: str = "image", fallback: str = "case") -> s
         path = image
     if not path:
         return fallback
-    name = Path(str(path)).name
-    for ext in (".nii.gz", ".nii", ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return Path(name).stem
+    try:
+        return image_stem(str(path))
+    except ValueError:  # a path that ends in no file name names no case
+        return fallback
 
 
 class FractureEvaluationWriter:

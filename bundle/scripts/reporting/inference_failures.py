@@ -21,11 +21,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from custom_transforms.errors import AnnotationError, GeometryError, PXRReadError
+from custom_transforms.errors import AnnotationError, GeometryError, PXRReadError, root_cause
 
 from scripts.landmarks.detector import NotAPelvisError
 
-__all__ = ["FAILURE_STATUSES", "Failure", "describe_failure", "root_cause"]
+__all__ = ["FAILURE_STATUSES", "Failure", "describe_failure"]
 
 #: Error class -> status, the first match wins (order matters: all are ValueErrors).
 _STATUS_OF: tuple[tuple[type[BaseException], str], ...] = (
@@ -52,19 +52,6 @@ class Failure:
     error: str
 
 
-def root_cause(error: BaseException) -> BaseException:
-    """The error that explains ``error``: along its ``raise ... from`` chain (MONAI's transform wrapping), the
-    outermost one of the project's error classes (their messages name the file; what they were raised from is
-    a library's detail), else the innermost."""
-    seen = {id(error)}
-    while True:
-        if any(isinstance(error, kind) for kind, _ in _STATUS_OF):
-            return error
-        if error.__cause__ is None or id(error.__cause__) in seen:
-            return error
-        error = error.__cause__
-        seen.add(id(error))
-
 
 def describe_failure(image: str | os.PathLike, error: BaseException) -> Failure:
     """Status and message for the error that stopped ``image``'s inference.
@@ -74,7 +61,7 @@ def describe_failure(image: str | os.PathLike, error: BaseException) -> Failure:
         error: the raised error, as caught around the transform chain.
     """
     image = os.fspath(image)
-    cause = root_cause(error)
+    cause = root_cause(error, prefer=tuple(kind for kind, _ in _STATUS_OF))
     status = next((name for kind, name in _STATUS_OF if isinstance(cause, kind)), "failed")
     message = str(cause) or type(cause).__name__
     if status == "failed":

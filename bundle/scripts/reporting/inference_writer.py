@@ -1,7 +1,7 @@
 """Writes the inference results of each image to ``output_dir/<image name>/``, and a summary of the run.
 
 ``<image name>`` is the file name without its extension; when two inputs of a run share it (``a/pelvis.dcm``,
-``b/pelvis.dcm``) a short hash of the full path is appended (:func:`unique_folder_names`).
+``b/pelvis.dcm``) a short hash of the full path is appended (:func:`custom_transforms.files.unique_image_stems`).
 
 - ``heatmap.nii.gz``: fracture probabilities on the original image grid. NIfTI axis 0 is x (column),
   axis 1 is y (row), with the radiograph affine of ``custom_transforms.conventions.radiograph_nifti_affine``
@@ -28,7 +28,6 @@ exactly with the ROI's homogeneous ``roi_to_original`` matrix (``[x, y, 1]`` col
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -41,16 +40,17 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from custom_transforms import ROIToOriginal
+from custom_transforms import ROIToOriginal, roi_points_to_original
 from custom_transforms.conventions import LANDMARK_NAMES, radiograph_nifti_affine
+from custom_transforms.files import unique_image_stems
 
 from scripts.reporting.evaluation_writer import case_name, engine_items, to_numpy
 from scripts.reporting.inference_failures import describe_failure
-from scripts.reporting.plots import save_overlay
+from scripts.reporting.plots import save_heatmap_overlay
 
 __all__ = [
-    "FractureReportWriter", "SUMMARY_FILE", "find_peaks", "landmark_provenance", "roi_to_original_points",
-    "unique_folder_names", "write_heatmap_nifti",
+    "FractureReportWriter", "SUMMARY_FILE", "find_peaks", "landmark_provenance",
+    "write_heatmap_nifti",
 ]
 
 #: The run's summary, in ``output_dir``.
@@ -60,13 +60,6 @@ _RESULT_FILES = ("heatmap.nii.gz", "overlay.png")
 
 logger = logging.getLogger(__name__)
 
-
-def roi_to_original_points(points: np.ndarray, roi_to_original: np.ndarray) -> np.ndarray:
-    """Map ``(P, 2)`` ROI pixels ``[x, y]`` to original pixels with a (3, 3) homogeneous matrix."""
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    matrix = np.asarray(roi_to_original, dtype=np.float64).reshape(3, 3)
-    homogeneous = np.concatenate([points, np.ones((points.shape[0], 1))], axis=1) @ matrix.T
-    return homogeneous[:, :2] / homogeneous[:, 2:3]
 
 
 def find_peaks(heatmap: np.ndarray, threshold: float, min_distance: int = 3, max_peaks: int = 10) -> np.ndarray:
@@ -105,18 +98,6 @@ def write_heatmap_nifti(heatmap: np.ndarray, spacing_mm: np.ndarray, path: str |
     nib.save(img, str(path))
     return str(path)
 
-
-def unique_folder_names(paths: Sequence[str]) -> dict[str, str]:
-    """Output folder name of each image path (keys: absolute paths): the file name without its extension, and for
-    images whose names clash (``a/pelvis.dcm``, ``b/pelvis.dcm``) that name plus a short hash of the full path, so
-    that no report overwrites another."""
-    absolute = [os.path.abspath(p) for p in paths]
-    names = {p: case_name({"image": p}) for p in absolute}
-    clashes = Counter(names.values())
-    return {
-        p: name if clashes[name] == 1 else f"{name}_{hashlib.sha1(p.encode()).hexdigest()[:8]}"
-        for p, name in names.items()
-    }
 
 
 class FractureReportWriter:
@@ -169,7 +150,7 @@ class FractureReportWriter:
         self.roi_to_original_key, self.roi_size_key, self.landmarks_key = roi_to_original_key, roi_size_key, landmarks_key
         self.peak_min_distance_mm, self.max_peaks = float(peak_min_distance_mm), int(max_peaks)
         self.items = None if items is None else list(items)
-        self._folder_names = {} if self.items is None else unique_folder_names(
+        self._folder_names = {} if self.items is None else unique_image_stems(
             [str(item.get(image_key, "")) for item in self.items]
         )
         self.reports: list[dict[str, Any]] = []
@@ -222,7 +203,7 @@ class FractureReportWriter:
         matrix = to_numpy(item[self.roi_to_original_key]).astype(np.float64).reshape(3, 3)
 
         def located(xy_roi: np.ndarray) -> list[dict[str, Any]]:
-            xy = roi_to_original_points(xy_roi, matrix)
+            xy = roi_points_to_original(xy_roi, matrix)
             values = roi_heatmap[np.rint(xy_roi[:, 1]).astype(int), np.rint(xy_roi[:, 0]).astype(int)]
             return [
                 {"x": float(x), "y": float(y), "x_mm": None if spacing is None else float(x * spacing[1]),
@@ -255,7 +236,7 @@ class FractureReportWriter:
             ),
             **landmark_provenance(item),
             "heatmap_nifti": write_heatmap_nifti(original, spacing, out / "heatmap.nii.gz"),
-            "overlay_png": save_overlay(
+            "overlay_png": save_heatmap_overlay(
                 to_numpy(image), original, out / "overlay.png",
                 peaks=np.array([[p["x"], p["y"]] for p in peaks]).reshape(-1, 2),
                 title=f"{name}: fracture probability {score:.3f} ({'positive' if score >= self.threshold else 'negative'}"

@@ -1,5 +1,6 @@
 """Pictures written by evaluation and inference: ROC, PR and modified-FROC curves, a Fig. 6-like case
-picture (ROI, heatmap, feature distance map) and the heatmap overlay on the original radiograph.
+picture (ROI, heatmap, feature distance map), the fracture heatmap overlay on the original radiograph and the
+detected landmarks on it.
 
 Images are ``(H, W)`` arrays (row, column); points are ``[x, y]`` = (column, row) pixels, drawn with
 matplotlib's ``imshow`` convention where pixel centres sit at integer coordinates, which is the
@@ -19,7 +20,7 @@ import numpy as np  # noqa: E402
 
 from scripts.reporting.metrics import FROCCurve  # noqa: E402
 
-__all__ = ["plot_roc", "plot_pr", "plot_froc", "plot_case", "save_overlay"]
+__all__ = ["plot_roc", "plot_pr", "plot_froc", "plot_case", "save_heatmap_overlay", "save_landmark_overlay"]
 
 
 def _save(fig, path: str | os.PathLike) -> str:
@@ -128,7 +129,7 @@ def plot_case(
     return _save(fig, path)
 
 
-def save_overlay(
+def save_heatmap_overlay(
     image: np.ndarray,
     heatmap: np.ndarray,
     path: str | os.PathLike,
@@ -168,3 +169,28 @@ def save_overlay(
     ax.set_title(title, fontsize=9)
     ax.set_axis_off()
     return _save(fig, path)
+
+
+def save_landmark_overlay(image: np.ndarray, detection, path: str | os.PathLike) -> str:
+    """The radiograph with the detected landmarks (red: corrected by the shape model) and their names.
+
+    Args:
+        image: the original image, (1, H, W) or (H, W), in [0, 1].
+        detection: a :class:`~scripts.landmarks.detector.LandmarkDetection` (``landmarks``, ``names``,
+            ``corrected``, ``plausibility``).
+        path: the PNG to write.
+    """
+    gray = _gray(image)
+    h, w = gray.shape
+    fig = plt.figure(figsize=(6, 6 * h / w), dpi=120)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(gray, cmap="gray", vmin=0, vmax=1)
+    colours = np.where(detection.corrected, "red", "lime")
+    ax.scatter(detection.landmarks[:, 0], detection.landmarks[:, 1], s=14, c=list(colours), edgecolors="black", linewidths=0.5)
+    for (x, y), name in zip(detection.landmarks, detection.names):
+        ax.annotate(name, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=5, color="yellow")
+    ax.set_axis_off()
+    ax.text(4, 4, f"plausibility {detection.plausibility:.2f}", color="cyan", fontsize=7, va="top")
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)

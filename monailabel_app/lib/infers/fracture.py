@@ -58,8 +58,10 @@ class FractureInfer(BundleConfigInfer):
         self.threshold = threshold
 
     def build(self, parser: ConfigParser, weights: str, device: torch.device) -> dict[str, Any]:
-        from scripts.reporting.inference_writer import find_peaks, roi_to_original_points
+        from custom_transforms import roi_points_to_original
+
         from scripts.landmarks.detector import load_network_weights
+        from scripts.reporting.inference_writer import find_peaks
 
         network = parser.get_parsed_content("network")
         load_network_weights(network, weights, key="model").to(device)
@@ -71,7 +73,7 @@ class FractureInfer(BundleConfigInfer):
             "postprocessing": parser.get_parsed_content("postprocessing"),
             "threshold": threshold,
             "find_peaks": find_peaks,
-            "roi_to_original_points": roi_to_original_points,
+            "roi_to_original_points": roi_points_to_original,
         }
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch=True, device="cpu"):
