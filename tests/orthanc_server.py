@@ -112,6 +112,17 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, receive SIGTERM when the process that started it dies (a killed test run
+    leaves no Orthanc behind)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (the kernel's choice)."""
     with socket.socket() as s:
@@ -200,6 +211,7 @@ class OrthancServer:
                 self.process = subprocess.Popen(
                     [self.binary, str(self.config_path)],
                     stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=env, start_new_session=True,
+                    preexec_fn=_die_with_parent,
                 )
             try:
                 self._wait_until_ready()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,22 @@ def _env() -> dict:
     return env
 
 
+def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run the wrapper in its own process group, and end the group (the wrapper and the app it started) whatever
+    happens."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def _tag(obj: dict, tag: str):
     return obj.get(tag, {}).get("Value", [None])[0]
 
@@ -69,7 +86,7 @@ def analysed(orthanc, tmp_path_factory):
     output, work = root / "out", root / "work"
     command = [sys.executable, str(PACS_WRAPPER), "--pacs", orthanc.dicomweb, "--study", study,
                "-m", str(bundle), "-o", str(output), "-w", str(work)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, env=_env())
+    result = _run(command, TIMEOUT_S)
     return {"result": result, "log": result.stdout + result.stderr, "study": study, "pelvis": pelvis, "other": other,
             "chest": chest, "rt": rt, "output": output, "work": work, "landmarks": landmarks, "pacs": orthanc}
 
@@ -149,6 +166,6 @@ def test_the_findings_go_to_a_pacs_by_c_store(analysed, tmp_path):
 def test_a_study_the_pacs_does_not_have_is_an_error_naming_it(orthanc, tmp_path):
     command = [sys.executable, str(PACS_WRAPPER), "--pacs", orthanc.dicomweb, "--study", "1.2.3.4.5.999",
                "-m", str(tmp_path), "-o", str(tmp_path / "out")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=_env())
+    result = _run(command, 120)
     assert result.returncode == 1
     assert "WADO-RS" in result.stderr and "1.2.3.4.5.999" in result.stderr and "HTTP 404" in result.stderr

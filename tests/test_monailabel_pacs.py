@@ -194,10 +194,9 @@ def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> t
     return b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
-def _infer(server, task: str, series: str):
-    body, headers = _multipart({"params": "{}"}, {})
-    status, answer = _request("POST", f"{server['url']}/infer/{task}?image={series}&output=json", body, headers)
-    return status, answer
+def _infer(server, task: str, series: str, output: str = "json", params: dict | None = None):
+    body, headers = _multipart({"params": json.dumps(params or {})}, {})
+    return _request("POST", f"{server['url']}/infer/{task}?image={series}&output={output}", body, headers)
 
 
 def _infer_json(server, task: str, series: str) -> dict:
@@ -262,6 +261,9 @@ def test_unknown_series_and_non_image_series_get_clear_errors(pacs_server):
     assert status == 404 and "1.2.3.4.5.6.7" in json.loads(body)["detail"]
     status, body = _infer(pacs_server, "aasn_landmarks", pacs_server["rt_series"])  # no image instance in it
     assert status == 422 and "holds 0 image instances" in json.loads(body)["detail"]
+    # what MONAI Label's OHIF plugin asks for (a NRRD label volume): refused, see monailabel_app/README.md
+    status, body = _infer(pacs_server, "aasn_landmarks", pacs_server["series"][0], "image", {"result_extension": ".nrrd"})
+    assert status == 422 and "'.nrrd' is not supported" in json.loads(body)["detail"]
 
 
 def test_final_labels_are_kept_in_the_dicomweb_cache_and_training_reads_them(pacs_server):
