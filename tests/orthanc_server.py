@@ -67,7 +67,7 @@ def find_orthanc() -> tuple[str, str]:
         missing.append(f"its DICOMweb plugin (looked for {plugin or ', '.join(DICOMWEB_PLUGIN_CANDIDATES)})")
     if missing:
         raise OrthancUnavailable(
-            "Orthanc is not available: no " + " and no ".join(missing)
+            "Orthanc is not available: missing " + " and ".join(missing)
             + ". Install it as root with `apt-get install orthanc orthanc-dicomweb` (what .ci/run does)."
         )
     return binary, plugin
