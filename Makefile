@@ -4,8 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aasn-installed
 DEMO_DIR ?= bundle/outputs/demo
+# the demo data: the configs' default dataset_dir
+DEMO_DATA ?= bundle/data/demo
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo demo-data test clean-demo
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +18,11 @@ install: $(STAMP)
 
 # Simulate the demo data if absent, train, evaluate on the test fold, infer; print the metrics and picture paths.
 demo: $(STAMP)
-	cd bundle && ../$(PY) -m scripts.demo --out ../$(DEMO_DIR)
+	cd bundle && ../$(PY) -m scripts.demo --out ../$(DEMO_DIR) --data ../$(DEMO_DATA)
+
+# Only simulate the demo data (then `python -m monai.bundle run --config_file configs/train.json` finds it).
+demo-data: $(STAMP)
+	cd bundle && ../$(PY) -m scripts.demo --data-only --data ../$(DEMO_DATA)
 
 # pytest exits 5 when it collects no test: that is reported, not treated as a failure.
 test: $(STAMP)
@@ -24,4 +30,4 @@ test: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 clean-demo:
-	rm -rf $(DEMO_DIR)
+	rm -rf $(DEMO_DIR) $(DEMO_DATA)

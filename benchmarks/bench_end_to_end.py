@@ -248,7 +248,7 @@ TRAIN_SETTINGS = ("no_cache", "loading_cache", "full_cache")
 def training_overrides(setting: str, run_dir: Path, datalist: Path, scale: dict) -> dict:
     overrides = {
         "bundle_root": str(run_dir), "dataset_dir": str(datalist.parent), "datalist": str(datalist),
-        "generate_demo_data": False, "fold": 0, "resume": False, "show_progress": False,
+        "fold": 0, "resume": False, "show_progress": False,
         "max_epochs": 2, "val_interval": 1000, "num_workers": 0, "cache_rate": 1.0, **scale,
     }
     if setting == "no_cache":

@@ -52,7 +52,7 @@ def test_bootstrap_auc_interval():
 def test_run_overrides_cache_only_without_augmentation(tmp_path):
     reduced = bench_accuracy.run_overrides(bench_accuracy.SCALES["reduced"], "aasn", 2, tmp_path / "run",
                                            tmp_path / "data" / "datalist.json", tmp_path / "cache", seed=0)
-    assert reduced["variant"] == "aasn" and reduced["fold"] == 2 and reduced["generate_demo_data"] is False
+    assert reduced["variant"] == "aasn" and reduced["fold"] == 2
     assert reduced["train#dataset"]["_target_"] == "PersistentDataset"
     assert "'validation'" in reduced["validate#dataset"]["data"]
     assert "landmark_jitter" not in reduced["train#random_transforms"]
@@ -74,8 +74,7 @@ def test_run_order_puts_table_2_first_then_table_1():
 def test_cpu_scale_overrides_only_data_fold_and_folders(tmp_path):
     scale = bench_accuracy.SCALES["cpu"]
     overrides = bench_accuracy.run_overrides(scale, "aasn", 2, tmp_path / "run", tmp_path / "w" / "list.json", None, 0)
-    assert set(overrides) == {"bundle_root", "dataset_dir", "datalist", "generate_demo_data", "fold", "ckpt_dir",
-                              "log_dir", "resume"}
+    assert set(overrides) == {"bundle_root", "dataset_dir", "datalist", "fold", "ckpt_dir", "log_dir", "resume"}
     assert overrides["fold"] == 2 and overrides["ckpt_dir"] == str(tmp_path / "run" / "models")
     configs = bench_accuracy.CONFIGS
     assert bench_accuracy.config_files(scale, "aasn") == [

@@ -3,9 +3,7 @@ batch preparation; and the demo-data glue."""
 
 from __future__ import annotations
 
-import logging
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,6 @@ from scripts.augmentation import (  # noqa: E402
     RandRadiographIntensity,
     RandRadiographIntensityd,
 )
-from scripts.datalist import ensure_demo_dataset  # noqa: E402
 from scripts.fracture.prepare_batch import SiamesePrepareBatch  # noqa: E402
 from scripts.fracture.scoring import ImageScored  # noqa: E402
 
@@ -102,30 +99,6 @@ def test_prepare_batch_takes_siamese_input_and_target():
     assert y is None
     with pytest.raises(KeyError, match="siamese_input"):
         SiamesePrepareBatch()({"image": torch.ones(1)}, torch.device("cpu"))
-
-
-def test_demo_dataset_is_generated_once_with_a_log_line(tmp_path, monkeypatch, caplog):
-    calls = []
-
-    def generate_dataset(out_dir, n, anatomy, seed, **kwargs):
-        calls.append((out_dir, n, anatomy, seed, kwargs))
-        path = Path(out_dir) / "datalist.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("[]")
-        return str(path)
-
-    monkeypatch.setitem(sys.modules, "simulation", types.SimpleNamespace(generate_dataset=generate_dataset))
-    monkeypatch.setitem(sys.modules, "simulation.atlas", types.SimpleNamespace(SUBSET_DIR=Path("/subset")))
-    datalist = tmp_path / "demo" / "datalist.json"
-    with caplog.at_level(logging.WARNING):
-        assert ensure_demo_dataset(tmp_path / "demo", datalist, num_images=7, seed=3, size=128) == str(datalist)
-    # the shipped atlas subset, whatever atlas lies beside the repository, with intact twins for training
-    assert calls == [(str(tmp_path / "demo"), 7, "atlas", 3, {"size": 128, "atlas_dir": "/subset", "intact_twins": True})]
-    assert "generating the built-in demo dataset" in caplog.text
-    ensure_demo_dataset(tmp_path / "demo", datalist)  # present now: not generated again
-    assert len(calls) == 1
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        ensure_demo_dataset(tmp_path / "other", tmp_path / "other" / "datalist.json", generate=False)
 
 
 def test_limit_image_size_moves_points_and_spacing_with_the_image():

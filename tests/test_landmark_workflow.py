@@ -37,7 +37,6 @@ TINY = {
     "batch_size": 4,
     "num_workers": 0,
     "show_progress": False,
-    "generate_demo_data": False,
 }
 
 

@@ -23,8 +23,8 @@ from typing import Any
 from custom_transforms.files import IMAGE_SUFFIXES, image_stem
 
 __all__ = [
-    "DATALIST_KEYS", "load_datalist", "split_fold", "fold_split", "intact_twins", "training_items", "ensure_demo_dataset",
-    "inference_items",
+    "DATALIST_KEYS", "MissingDataError", "load_datalist", "split_fold", "fold_split", "intact_twins", "training_items",
+    "require_datalist", "require_input", "inference_items",
 ]
 
 logger = logging.getLogger(__name__)
@@ -200,61 +200,47 @@ def training_items(datalist: str | os.PathLike, fold: int, val_fraction: float =
     return training + twins
 
 
-def ensure_demo_dataset(
-    dataset_dir: str | os.PathLike,
-    datalist: str | os.PathLike,
-    generate: bool = True,
-    num_images: int = 120,
-    seed: int = 0,
-    size: int | Sequence[int] | None = None,
-    anatomy: str = "atlas",
-    intact_twins: bool = True,
-    **kwargs: Any,
-) -> str:
-    """Return ``datalist``; when it is missing and ``generate`` is true, simulate the built-in demo data first.
+#: How to get the built-in demo data, for the messages of :func:`require_datalist` and :func:`require_input`.
+DEMO_DATA_HINT = (
+    "for the built-in demo data run `make demo-data` in the repository (it simulates bundle/data/demo, the default "
+    "dataset_dir) or `make demo`; for your own data pass --dataset_dir DIR (holding datalist.json) or --datalist FILE"
+)
 
-    The demo data is simulated from the real anatomy of the atlas subset that ships with the simulator
-    (``simulation/atlas_subset``, 12 members, CC BY 4.0), whether or not a full atlas lies beside the repository, so
-    that every clone gets the same demo; ``anatomy="procedural"`` gives the schematic built-in pelvis instead.
-    Fractured images come with their intact twins (training data only, ``intact_twins``).
+
+class MissingDataError(SystemExit):
+    """A workflow's data is not there. The run stops with this one-line message and exit status 1, without a
+    traceback, as a command-line tool stops on a usage error: the message is all the user needs."""
+
+
+def require_datalist(datalist: str | os.PathLike) -> str:
+    """Return ``datalist`` if the file exists; else stop the run with one line saying how to get data.
+
+    The training and evaluation configs call it first in their ``run`` (and ``landmark_train.json`` in its
+    ``initialize``): a missing datalist stops the run before anything is built, while MONAI's property checks, which
+    build the datasets without running, still pass on a fresh clone (the datasets are then empty).
 
     Args:
-        dataset_dir: where the images, annotations and datalist live.
-        datalist: the datalist path expected there.
-        generate: whether a missing datalist may be generated (false: a clear error instead).
-        num_images: how many radiographs to simulate.
-        seed: simulator seed.
-        size: image size passed to the simulator (its default when ``None``).
-        anatomy: ``"atlas"`` (the shipped subset) or ``"procedural"``.
-        intact_twins: also simulate each fractured image's twin without the breaks.
-        kwargs: further simulator arguments.
+        datalist: the datalist the configuration expects.
+
+    Raises:
+        MissingDataError: the file does not exist.
     """
-    datalist = Path(datalist)
-    if datalist.is_file():
-        return str(datalist)
-    if not generate:
-        raise FileNotFoundError(
-            f"datalist {datalist} does not exist; point 'dataset_dir'/'datalist' at your data "
-            "or enable demo generation."
-        )
-    import simulation  # the project's radiograph simulator (issue 3)
-
-    logger.warning(
-        f"{datalist} not found: generating the built-in demo dataset ({num_images} simulated radiographs, "
-        f"{anatomy} anatomy, seed {seed}) in {dataset_dir}."
-    )
-    if size is not None:
-        kwargs["size"] = size
-    if anatomy == "atlas":
-        from simulation.atlas import SUBSET_DIR
-
-        kwargs.setdefault("atlas_dir", str(SUBSET_DIR))
-    written = Path(simulation.generate_dataset(
-        str(dataset_dir), num_images, anatomy=anatomy, seed=seed, intact_twins=intact_twins, **kwargs))
-    if written.resolve() != datalist.resolve():
-        if not datalist.is_file():
-            raise FileNotFoundError(f"the simulator wrote {written}, but the configuration expects {datalist}.")
+    if not Path(datalist).is_file():
+        raise MissingDataError(f"{datalist}: no datalist; {DEMO_DATA_HINT}.")
     return str(datalist)
+
+
+def require_input(source: str | os.PathLike) -> str:
+    """Return the inference ``source`` (a datalist, a folder or an image) if it exists; else stop the run with one
+    line saying what is missing and how to get the demo data.
+
+    Raises:
+        MissingDataError: nothing exists at ``source``.
+    """
+    if not Path(source).exists():
+        raise MissingDataError(f"{source}: no such inference input (--input: a datalist, a folder or an image); "
+                               f"{DEMO_DATA_HINT}.")
+    return str(source)
 
 
 def _is_image(path: Path) -> bool:

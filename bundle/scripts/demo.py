@@ -5,15 +5,18 @@ annotations.
 Run from the bundle folder (``make demo`` does)::
 
     python -m scripts.demo --out outputs/demo
+    python -m scripts.demo --data-only          # only simulate the demo data (``make demo-data``)
 
-Everything goes under ``--out``: ``data/`` (simulated DICOMs, annotations, datalist), ``models/``
-(``last.pt``, ``model.pt``, ``landmark_*``), ``logs/`` (TensorBoard), ``eval/`` (metrics, curves, case
-pictures; ``eval/landmarks/`` the detector's MRE/SDR), ``inference/`` (per-image heatmap, overlay and report,
-annotated landmarks) and ``inference_bedside/`` (the same images given without annotation: the detector's
-landmarks). The ``monai.bundle run`` calls a user would type are made in-process: ``configs/scale_cpu.json`` (the
-CPU recipe) and ``configs/demo.json`` (data size, epochs) on top of the real AASN configs, and ``configs/landmark_train.json``'s run ids
-``run_global`` and ``run_refine`` with fewer epochs (``--landmark-epochs``, ``--landmark-refine-epochs``), so that it finishes
-in minutes on a CPU. A rerun resumes or reuses what is already there.
+This module owns the demo data: :func:`simulate_demo_data` writes it to ``--data`` (default ``bundle/data/demo``,
+the configs' default ``dataset_dir``, so that ``train.json`` and ``inference.json`` find it without arguments); the
+configs themselves never simulate. Everything else goes under ``--out``: ``models/`` (``last.pt``, ``model.pt``,
+``landmark_*``), ``logs/`` (TensorBoard), ``eval/`` (metrics, curves, case pictures; ``eval/landmarks/`` the
+detector's MRE/SDR), ``inference/`` (per-image heatmap, overlay and report, annotated landmarks) and
+``inference_bedside/`` (the same images given without annotation: the detector's landmarks). The ``monai.bundle
+run`` calls a user would type are made in-process: ``configs/scale_cpu.json`` (the CPU recipe) and
+``configs/demo.json`` (epochs) on top of the real AASN configs, and ``configs/landmark_train.json``'s run ids
+``run_global`` and ``run_refine`` with fewer epochs (``--landmark-epochs``, ``--landmark-refine-epochs``), so that it
+finishes in minutes on a CPU. A rerun reuses the data and resumes or reuses what is already there.
 """
 
 from __future__ import annotations
@@ -27,6 +30,57 @@ from pathlib import Path
 
 BUNDLE = Path(__file__).resolve().parents[1]
 CONFIGS = BUNDLE / "configs"
+#: Where the demo data goes by default: the configs' default ``dataset_dir``.
+DEMO_DATA_DIR = BUNDLE / "data" / "demo"
+#: The demo's data: simulated radiographs (each fractured one with its intact twin), their size and the seed.
+DEMO_NUM_IMAGES, DEMO_IMAGE_SIZE, DEMO_SEED = 480, 512, 0
+
+logger = logging.getLogger(__name__)
+
+
+def simulate_demo_data(
+    data_dir: str | Path = DEMO_DATA_DIR,
+    num_images: int = DEMO_NUM_IMAGES,
+    size: int | None = DEMO_IMAGE_SIZE,
+    seed: int = DEMO_SEED,
+    workers: int = 2,
+    anatomy: str = "atlas",
+    **kwargs,
+) -> Path:
+    """Return ``data_dir/datalist.json``, simulating the demo data first when it is missing.
+
+    The radiographs are simulated from the real anatomy of the atlas subset that ships with the simulator
+    (``simulation/atlas_subset``, 12 members, CC BY 4.0), whether or not a full atlas lies beside the repository, so
+    that every clone gets the same demo; ``anatomy="procedural"`` gives the schematic built-in pelvis instead.
+    Fractured images come with their intact twins (used for training only).
+
+    Args:
+        data_dir: where the images, annotations and ``datalist.json`` go.
+        num_images: how many radiographs to simulate.
+        size: image size (the simulator's default when ``None``).
+        seed: simulator seed.
+        workers: simulator processes.
+        anatomy: ``"atlas"`` (the shipped subset) or ``"procedural"``.
+        kwargs: further arguments of ``simulation.generate_dataset``.
+    """
+    data_dir = Path(data_dir)
+    datalist = data_dir / "datalist.json"
+    if datalist.is_file():
+        return datalist
+    import simulation
+
+    logger.warning(f"simulating the demo data: {num_images} radiographs ({anatomy} anatomy, seed {seed}) in {data_dir}")
+    if size is not None:
+        kwargs["size"] = size
+    if anatomy == "atlas":
+        from simulation.atlas import SUBSET_DIR
+
+        kwargs.setdefault("atlas_dir", str(SUBSET_DIR))
+    written = Path(simulation.generate_dataset(
+        str(data_dir), num_images, anatomy=anatomy, seed=seed, intact_twins=True, workers=workers, **kwargs))
+    if written.resolve() != datalist.resolve():
+        raise FileNotFoundError(f"the simulator wrote {written}, but the demo data's datalist is {datalist}.")
+    return datalist
 
 
 def _run(config_files: list[Path], **overrides) -> None:
@@ -100,7 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(BUNDLE / "outputs" / "demo"), help="output folder")
     parser.add_argument("--fold", type=int, default=0, help="test fold (0-4)")
-    parser.add_argument("--num-images", type=int, default=None, help="simulated radiographs (demo.json's default)")
+    parser.add_argument("--data", default=str(DEMO_DATA_DIR), help="the demo data's folder (simulated when absent)")
+    parser.add_argument("--data-only", action="store_true", help="only simulate the demo data, then stop")
+    parser.add_argument("--num-images", type=int, default=DEMO_NUM_IMAGES, help="simulated radiographs")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (demo.json's default)")
     parser.add_argument("--variant", default="aasn", help="network variant (configs/variants)")
     parser.add_argument("--num-infer", type=int, default=3, help="test images to run inference on")
@@ -111,20 +167,21 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
 
+    data = Path(args.data).resolve()
+    if args.data_only:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        print(f"[demo] demo data: {simulate_demo_data(data, args.num_images)}", flush=True)
+        return {"datalist": str(data / "datalist.json")}
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    data = out / "data"
-    datalist = data / "datalist.json"
     configs = [CONFIGS / "train.json"]
-    # the CPU recipe (configs/scale_cpu.json), with the demo's data size and epochs on top
+    # the CPU recipe (configs/scale_cpu.json), with the demo's epochs on top
     demo = [CONFIGS / "scale_cpu.json", CONFIGS / "demo.json"]
-    common = {"bundle_root": str(out), "dataset_dir": str(data), "fold": args.fold, "variant": args.variant,
-              "generate_demo_data": True}
-    if args.num_images:
-        common["demo_num_images"] = args.num_images
+    common = {"bundle_root": str(out), "dataset_dir": str(data), "fold": args.fold, "variant": args.variant}
     start = time.time()
 
-    print(f"[demo] 1/6 training on simulated data in {data} (generated first if absent)", flush=True)
+    print(f"[demo] 1/6 training on simulated data in {data} (simulated first if absent)", flush=True)
+    datalist = simulate_demo_data(data, args.num_images)
     _run(configs + demo, **common, **({"max_epochs": args.epochs} if args.epochs else {}))
     t_train = time.time() - start
 

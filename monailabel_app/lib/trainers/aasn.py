@@ -182,7 +182,6 @@ class AASNTrain(BundleTrainTask):
         overrides.update(
             {
                 "datalist": self.datalist_path,
-                "generate_demo_data": False,
                 "ckpt_dir": self.ckpt_dir,
                 "log_dir": os.path.join(self.work_dir, "train_logs"),
                 "resume": False,
