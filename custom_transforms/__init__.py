@@ -43,4 +43,4 @@ from .pipeline import NETWORK_KEYS, aasn_geometry, aasn_loading, aasn_preprocess
 from .pseudocolor import PseudoColor, PseudoColord
 from .roi import MirroredROI, MirroredROId, roi_box_matrix
 from .symmetry import SymmetryAxis, SymmetryAxisd, fit_symmetry_axis, mirror_landmarks, reflection_matrix
-from .tps import TPSGrid, TPSGridd, fit_tps, tps_sampling_grid
+from .tps import TPSGrid, TPSGridd, WarpChoice, fit_tps, tps_sampling_grid, warp_sampling_grid

@@ -167,7 +167,11 @@ GEOMETRY_TRIES = 5
 
 def geometry_refusal(landmarks: np.ndarray, spacing_mm) -> str | None:
     """Why the preprocessing would refuse these landmarks (a folding or ill-conditioned TPS warp, a degenerate
-    axis or box), or None. The same transforms as the bundle's, on the landmarks alone (no image is resampled)."""
+    axis or box), or None. The same transforms as the bundle's, on the landmarks alone (no image is resampled).
+
+    The warp is the exact spline without the bundle's fallback (``TPSGrid(fallback=False)``): the bundle would
+    smooth a folding warp, but simulated truth should not need that, and the datasets of a seed stay as they were
+    before the fallback existed."""
     from custom_transforms.conventions import ROI_LANDMARK_INDICES
     from custom_transforms.errors import GeometryError
     from custom_transforms.geometry import transform_points
@@ -182,8 +186,9 @@ def geometry_refusal(landmarks: np.ndarray, spacing_mm) -> str | None:
         for size in CHECKED_ROI_SIZES:
             box = roi_box_matrix(landmarks[roi], size, DEFAULT_MARGIN, spacing_mm)
             box_f = roi_box_matrix(mirrored[roi], size, DEFAULT_MARGIN, spacing_mm)
-            TPSGrid()(transform_points(np.linalg.inv(box), landmarks), transform_points(np.linalg.inv(box_f), mirrored),
-                      size)
+            TPSGrid(fallback=False)(
+                transform_points(np.linalg.inv(box), landmarks), transform_points(np.linalg.inv(box_f), mirrored), size
+            )
     except GeometryError as error:
         return str(error)
     return None

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from custom_transforms import LANDMARK_NAMES, MIRROR_PERMUTATION, GeometryError, MirroredROI, TPSGrid, TPSGridd, fit_symmetry_axis, fit_tps, tps_sampling_grid
+from custom_transforms.tps import MIN_JACOBIAN, SMOOTHING_SCHEDULE, jacobian_determinant
 from synthetic_pelvis import place_landmarks
 
 ROI_SIZE = (128, 256)
@@ -117,16 +118,108 @@ def test_grid_at_feature_resolution_matches_the_resized_full_grid():
 def test_dictionary_transform():
     out, _, _ = roi_pair()
     d = TPSGridd()({**out})
-    assert d["tps_grid"].shape == (2, *ROI_SIZE)
+    assert d["tps_grid"].shape == (2, *ROI_SIZE) and d["tps_warp"] == "tps"
 
 
-def test_folding_warp_raises():
+def swapped_tubercles():
+    """ROI landmarks and mirrored-ROI landmarks with the pubic tubercles exchanged in the mirrored ROI: plausible
+    points (each one lies where a landmark lies), but the exact spline must carry each tubercle across the
+    symphysis to the other's place and folds."""
     out, _, _ = roi_pair()
     src = out["roi_landmarks"].astype(np.float64)
     dst = src.copy()
     i, j = LANDMARK_NAMES.index("pubic_tubercle_r"), LANDMARK_NAMES.index("pubic_tubercle_l")
-    dst[[i, j]] = dst[[j, i]]  # swap two landmarks across the ROI: the warp turns inside out
-    with pytest.raises(GeometryError, match="folds"):
+    dst[[i, j]] = dst[[j, i]]
+    return out, src, dst
+
+
+def pixel_jacobian(grid):
+    field = grid_to_pixels(grid, grid.shape[1:])
+    dx_du, dx_dv = np.gradient(field[..., 0], axis=1), np.gradient(field[..., 0], axis=0)
+    dy_du, dy_dv = np.gradient(field[..., 1], axis=1), np.gradient(field[..., 1], axis=0)
+    return dx_du * dy_dv - dx_dv * dy_du
+
+
+def test_folding_warp_raises_without_fallback():
+    _, src, dst = swapped_tubercles()
+    with pytest.raises(GeometryError, match=r"case.dcm: the thin-plate spline warp folds \(Jacobian determinant -"):
+        TPSGrid(fallback=False)(src, dst, ROI_SIZE, source="case.dcm")
+
+
+def test_folding_landmarks_fall_back_to_the_least_smoothed_spline_that_does_not_fold(caplog):
+    out, src, dst = swapped_tubercles()
+    with caplog.at_level("WARNING", logger="custom_transforms.tps"):
+        grid, choice = TPSGrid().grid_and_warp(src, dst, ROI_SIZE, source="case.dcm")
+    assert pixel_jacobian(grid).min() >= MIN_JACOBIAN
+    lam = choice.smoothing
+    assert lam in SMOOTHING_SCHEDULE and choice.name == f"tps_regularised(lambda={lam:g})"
+    assert choice.exact_fault.startswith("the thin-plate spline warp folds")
+    # the grid is that smoothing spline, evaluated at the ROI's pixels
+    h, w = ROI_SIZE
+    v, u = np.mgrid[0:h, 0:w]
+    smoothed = fit_tps(src, dst, ROI_SIZE, smoothing=lam)(np.stack([u.ravel(), v.ravel()], 1)).reshape(h, w, 2)
+    np.testing.assert_allclose(grid_to_pixels(grid, ROI_SIZE), smoothed, atol=0.05)
+    # ... and the schedule's step before it still folds
+    previous = SMOOTHING_SCHEDULE[SMOOTHING_SCHEDULE.index(lam) - 1] if lam != SMOOTHING_SCHEDULE[0] else 0.0
+    less = fit_tps(src, dst, ROI_SIZE, smoothing=previous)(np.stack([u.ravel(), v.ravel()], 1)).reshape(h, w, 2)
+    assert jacobian_determinant(less, np.arange(w), np.arange(h)).min() < MIN_JACOBIAN
+    # it misses the swapped tubercles, by what the choice reports, and the log names the file and the warp
+    inside = (src[:, 0] > 0) & (src[:, 0] < w - 1) & (src[:, 1] > 0) & (src[:, 1] < h - 1)
+    miss = np.linalg.norm(sample_points(grid_to_pixels(grid, ROI_SIZE), src[inside]) - dst[inside], axis=1)
+    assert miss.max() == pytest.approx(choice.landmark_error_px, abs=0.1) and choice.landmark_error_px > 1.0
+    assert "case.dcm: the thin-plate spline warp folds" in caplog.text and choice.name in caplog.text
+    # the dictionary transform names the warp for the report
+    d = TPSGridd()({**out, "roi_landmarks": src, "roi_landmarks_mirrored": dst})
+    assert d["tps_warp"] == choice.name
+    torch.testing.assert_close(d["tps_grid"], grid)
+
+
+def test_affine_fit_is_the_last_fallback(monkeypatch):
+    import custom_transforms.tps as tps
+
+    monkeypatch.setattr(tps, "SMOOTHING_SCHEDULE", ())
+    _, src, dst = swapped_tubercles()
+    grid, choice = TPSGrid().grid_and_warp(src, dst, ROI_SIZE)
+    assert choice.name == "affine" and choice.smoothing == float("inf")
+    # the least-squares affine map of the landmarks, at every pixel
+    design = np.hstack([np.ones((16, 1)), src])
+    coefficients = np.linalg.lstsq(design, dst, rcond=None)[0]
+    h, w = ROI_SIZE
+    v, u = np.mgrid[0:h, 0:w]
+    expected = coefficients[0] + np.stack([u, v], axis=-1) @ coefficients[1:]
+    np.testing.assert_allclose(grid_to_pixels(grid, ROI_SIZE), expected, atol=2e-3)
+
+
+def test_ill_conditioned_exact_spline_falls_back(monkeypatch):
+    import custom_transforms.tps as tps
+
+    monkeypatch.setattr(tps, "MAX_FIT_RESIDUAL_PX", -1.0)  # no exact spline is good enough
+    out, _, _ = roi_pair(asymmetry_mm=3.0)
+    _, choice = TPSGrid().grid_and_warp(out["roi_landmarks"], out["roi_landmarks_mirrored"], ROI_SIZE)
+    assert choice.name == f"tps_regularised(lambda={SMOOTHING_SCHEDULE[0]:g})"
+    assert "ill-conditioned" in choice.exact_fault
+    with pytest.raises(GeometryError, match="ill-conditioned"):
+        TPSGrid(fallback=False)(out["roi_landmarks"], out["roi_landmarks_mirrored"], ROI_SIZE)
+
+
+def test_clean_landmarks_keep_the_exact_spline():
+    out, _, _ = roi_pair(angle=-4.0, asymmetry_mm=3.0, seed=1)
+    grid, choice = TPSGrid().grid_and_warp(out["roi_landmarks"], out["roi_landmarks_mirrored"], ROI_SIZE)
+    assert choice.name == "tps" and choice.smoothing == 0 and choice.exact_fault is None
+    assert choice.landmark_error_px < 1e-6 and choice.min_jacobian >= MIN_JACOBIAN
+    strict = TPSGrid(fallback=False)(out["roi_landmarks"], out["roi_landmarks_mirrored"], ROI_SIZE)
+    torch.testing.assert_close(grid, strict)
+
+
+def test_mirror_reversed_landmarks_are_refused_even_with_fallback():
+    # the mirrored ROI's landmarks flipped left-right but not renamed: every warp, down to the affine fit, turns
+    # the ROI inside out; no smoothing makes such landmarks correspond
+    out, _, _ = roi_pair(asymmetry_mm=2.0)
+    src = out["roi_landmarks"].astype(np.float64)
+    dst = out["roi_landmarks_mirrored"].astype(np.float64).copy()
+    dst[:, 0] = ROI_SIZE[1] - 1 - dst[:, 0]
+    refusal = r"case.dcm: .*folds.*affine fit of the landmarks \(determinant -.*mirror-reversed or misnamed"
+    with pytest.raises(GeometryError, match=refusal):
         TPSGrid()(src, dst, ROI_SIZE, source="case.dcm")
 
 
