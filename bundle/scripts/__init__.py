@@ -5,8 +5,9 @@
   evaluation and batch inference.
 * ``scripts.reporting``: what evaluation and inference write: fracture metrics, pictures, reports, failures.
 * shared workflow modules at this level: ``datalist`` (datalists and folds), ``checkpoint`` (atomic, resumable
-  checkpoints), ``failure_tolerant_dataset`` (batch inference that survives one bad image), ``augmentation``
-  (training augmentation of both models), ``demo`` (the ``make demo`` command).
+  checkpoints), ``failure_tolerant_dataset`` (batch inference, training and validation that survive a sample that
+  cannot be made), ``screen_datalist`` (``python -m scripts.screen_datalist``: the images the preprocessing refuses,
+  before training), ``augmentation`` (training augmentation of both models), ``demo`` (the ``make demo`` command).
 
 Pixel geometry and file conventions (loading, landmarks, ROIs, point transforms, file names) are not here: they
 live in ``custom_transforms``.
