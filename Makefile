@@ -7,7 +7,7 @@ DEMO_DIR ?= bundle/outputs/demo
 # the demo data: the configs' default dataset_dir
 DEMO_DATA ?= bundle/data/demo
 
-.PHONY: install demo demo-data test clean-demo
+.PHONY: install demo demo-data test lint clean-demo
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo-data: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+# ruff's rules and their reasons are in pyproject.toml ([tool.ruff])
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 clean-demo:
 	rm -rf $(DEMO_DIR) $(DEMO_DATA)

@@ -29,8 +29,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -90,7 +90,13 @@ def detect_test_fold(
     # the AASN preprocessing must accept the detected geometry (as it must the annotated one)
     from custom_transforms.errors import AnnotationError, GeometryError, root_cause
 
-    chain = Compose([LoadPXRd("image"), LoadAnnotationd("annotation", image_key="image"), *aasn_geometry(roi_size=roi_size, with_masks=False)])
+    chain = Compose(
+        [
+            LoadPXRd("image"),
+            LoadAnnotationd("annotation", image_key="image"),
+            *aasn_geometry(roi_size=roi_size, with_masks=False),
+        ]
+    )
     usable = []
     for item in detected_items:
         try:
@@ -108,11 +114,15 @@ def evaluate(run_dir: Path, datalist: Path, method: str, fold: int, scale: dict,
     """``evaluate.json`` with the trained weights of ``run_dir`` on ``datalist``'s test fold (no cache, always rerun:
     the detected landmarks change with the detector)."""
     metrics_path = output / "metrics.json"
-    overrides = {k: v for k, v in accuracy.run_overrides(scale, method, fold, run_dir, datalist, None, seed).items()
-                 if "#" not in k}
+    overrides = {
+        k: v
+        for k, v in accuracy.run_overrides(scale, method, fold, run_dir, datalist, None, seed).items()
+        if "#" not in k
+    }
     overrides.update(output_dir=str(output), num_case_pictures=0)
-    accuracy._bundle_run([CONFIGS / "train.json", CONFIGS / "evaluate.json", CONFIGS / "variants" / f"{method}.json"],
-                         overrides)
+    accuracy._bundle_run(
+        [CONFIGS / "train.json", CONFIGS / "evaluate.json", CONFIGS / "variants" / f"{method}.json"], overrides
+    )
     return json.loads(metrics_path.read_text())
 
 
@@ -124,8 +134,9 @@ def auc_on(cases: list[dict], keep: set[str]) -> float:
     return float(roc_auc_score(labels, [c["score"] for c in subset])) if len(set(labels)) == 2 else float("nan")
 
 
-def paired_comparison(true_cases: list[dict], detected_cases: list[dict], keep: set[str], seed: int,
-                      n_boot: int = 2000) -> dict:
+def paired_comparison(
+    true_cases: list[dict], detected_cases: list[dict], keep: set[str], seed: int, n_boot: int = 2000
+) -> dict:
     """How far the detected-landmark scores are from the true-landmark ones, image by image, and a 95 % interval
     of the AUC difference from a paired bootstrap over subjects (images of one subject resampled together)."""
     from sklearn.metrics import roc_auc_score
@@ -158,8 +169,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--landmark-models", required=True, help="folder with the detector's weights and shape model")
     # the scales the script defines (a config-defined scale such as cpu has its own configs and work folder)
-    parser.add_argument("--scale", choices=sorted(k for k, v in accuracy.SCALES.items() if "config" not in v),
-                        default="reduced")
+    parser.add_argument(
+        "--scale", choices=sorted(k for k, v in accuracy.SCALES.items() if "config" not in v), default="reduced"
+    )
     parser.add_argument("--method", choices=accuracy.METHODS, default="aasn")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="training epochs (scale default)")
@@ -195,13 +207,25 @@ def main(argv: Sequence[str] | None = None) -> dict:
     test = fold_split(datalist, args.fold, "test")
     out = work / "detected_landmarks" / f"fold{args.fold}"
     print(f"[detected] detecting the landmarks of {len(test)} test images", flush=True)
-    usable, refused, landmark_metrics = detect_test_fold(test, Path(args.landmark_models).resolve(), out, scale["roi_size"])
+    usable, refused, landmark_metrics = detect_test_fold(
+        test, Path(args.landmark_models).resolve(), out, scale["roi_size"]
+    )
     content = json.loads(Path(datalist).read_text())
     by_image = {it["image"]: it for it in usable}
     detected_list = out / "datalist_detected.json"
-    detected_list.write_text(json.dumps({**content, "training": [
-        {**it, "annotation": by_image[it["image"]]["annotation"]} if it["image"] in by_image else it
-        for it in content["training"] if it["fold"] != args.fold or it["image"] in by_image]}, indent=1))
+    detected_list.write_text(
+        json.dumps(
+            {
+                **content,
+                "training": [
+                    {**it, "annotation": by_image[it["image"]]["annotation"]} if it["image"] in by_image else it
+                    for it in content["training"]
+                    if it["fold"] != args.fold or it["image"] in by_image
+                ],
+            },
+            indent=1,
+        )
+    )
     print(f"[detected] evaluating with detected landmarks ({len(refused)} test images refused)", flush=True)
     detected_metrics = evaluate(run_dir, detected_list, args.method, args.fold, scale, args.seed, out / "eval")
 
@@ -212,49 +236,80 @@ def main(argv: Sequence[str] | None = None) -> dict:
     both = {c["case"] for c in detected_cases} & {c["case"] for c in true_cases}
     rows = {}
     for key in accuracy.METRICS:
-        rows[key] = {"true": 100 * true_metrics[key], "detected": 100 * detected_metrics[key],
-                     "difference": 100 * (detected_metrics[key] - true_metrics[key])}
+        rows[key] = {
+            "true": 100 * true_metrics[key],
+            "detected": 100 * detected_metrics[key],
+            "difference": 100 * (detected_metrics[key] - true_metrics[key]),
+        }
     common = {"true": 100 * auc_on(true_cases, both), "detected": 100 * auc_on(detected_cases, both)}
     common["difference"] = common["detected"] - common["true"]
     common.update(paired_comparison(true_cases, detected_cases, both, args.seed))
     overall = landmark_metrics["overall"]
     record = {
-        "command": "python benchmarks/bench_detected_landmarks.py " + " ".join(
-            a for a in (sys.argv[1:] if argv is None else argv) if a not in (args.notes, "--notes")) + (' --notes "..."' if args.notes else ""),
-        "method": args.method, "fold": args.fold, "scale_name": args.scale, "scale": scale,
+        "command": "python benchmarks/bench_detected_landmarks.py "
+        + " ".join(a for a in (sys.argv[1:] if argv is None else argv) if a not in (args.notes, "--notes"))
+        + (' --notes "..."' if args.notes else ""),
+        "method": args.method,
+        "fold": args.fold,
+        "scale_name": args.scale,
+        "scale": scale,
         "landmark_models": str(Path(args.landmark_models).resolve()),
-        "test_images": len(test), "scored_with_detected": len(usable), "refused": refused,
+        "test_images": len(test),
+        "scored_with_detected": len(usable),
+        "refused": refused,
         "landmarks": {"overall": overall, "per_landmark": landmark_metrics["per_landmark"]},
-        "aasn": rows, "auc_on_images_scored_both_ways": common,
-        "environment": accuracy.environment(), "wall_minutes": (time.time() - start) / 60,
-        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "notes": args.notes,
+        "aasn": rows,
+        "auc_on_images_scored_both_ways": common,
+        "environment": accuracy.environment(),
+        "wall_minutes": (time.time() - start) / 60,
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "notes": args.notes,
     }
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     (results / f"detected_landmarks_{args.scale}.json").write_text(json.dumps(record, indent=2))
     lines = [
-        f"# {accuracy.NAMES[args.method]} with detected against true landmarks ({args.scale} scale, test fold {args.fold})",
-        "", f"Command: `{record['command']}`", "",
-        f"Test images: {len(test)}; scored with detected landmarks: {len(usable)}; refused: {len(refused)}.", "",
-        "## Landmarks on the test fold (atlas members unseen by the detector)", "",
+        f"# {accuracy.NAMES[args.method]} with detected against true landmarks ({args.scale} scale, test fold "
+        f"{args.fold})",
+        "",
+        f"Command: `{record['command']}`",
+        "",
+        f"Test images: {len(test)}; scored with detected landmarks: {len(usable)}; refused: {len(refused)}.",
+        "",
+        "## Landmarks on the test fold (atlas members unseen by the detector)",
+        "",
         "| | MRE (mm) | median (mm) | SDR 2 mm | SDR 2.5 mm | SDR 3 mm | SDR 4 mm |",
         "| --- | --- | --- | --- | --- | --- | --- |",
         f"| all 16 | {overall['mre_mm']:.2f} | {overall['median_mm']:.2f} | {overall['sdr_2mm']:.1f} % | "
         f"{overall['sdr_2.5mm']:.1f} % | {overall['sdr_3mm']:.1f} % | {overall['sdr_4mm']:.1f} % |",
     ]
     for name, stats in landmark_metrics["per_landmark"].items():
-        lines.append(f"| {name} | {stats['mre_mm']:.2f} | {stats['median_mm']:.2f} | {stats['sdr_2mm']:.1f} % | "
-                     f"{stats['sdr_2.5mm']:.1f} % | {stats['sdr_3mm']:.1f} % | {stats['sdr_4mm']:.1f} % |")
-    lines += ["", f"## {accuracy.NAMES[args.method]}, same weights", "",
-              "| | true landmarks | detected landmarks | difference |", "| --- | --- | --- | --- |"]
+        lines.append(
+            f"| {name} | {stats['mre_mm']:.2f} | {stats['median_mm']:.2f} | {stats['sdr_2mm']:.1f} % | "
+            f"{stats['sdr_2.5mm']:.1f} % | {stats['sdr_3mm']:.1f} % | {stats['sdr_4mm']:.1f} % |"
+        )
+    lines += [
+        "",
+        f"## {accuracy.NAMES[args.method]}, same weights",
+        "",
+        "| | true landmarks | detected landmarks | difference |",
+        "| --- | --- | --- | --- |",
+    ]
     for key, row in rows.items():
-        lines.append(f"| {accuracy.METRIC_NAMES[key]} | {row['true']:.2f} | {row['detected']:.2f} | {row['difference']:+.2f} |")
-    lines.append(f"| AUC on the images scored both ways | {common['true']:.2f} | {common['detected']:.2f} | "
-                 f"{common['difference']:+.2f} (paired subject bootstrap 95 %: {common['difference_ci95'][0]:+.2f} "
-                 f"to {common['difference_ci95'][1]:+.2f}) |")
-    lines += ["", f"Image scores, detected against true landmarks: mean absolute difference "
-              f"{common['score_mean_abs_difference']:.4f} (spread of the true-landmark scores: standard deviation "
-              f"{common['score_std_true']:.4f}); Pearson r {common['score_pearson_r']:.3f}."]
+        lines.append(
+            f"| {accuracy.METRIC_NAMES[key]} | {row['true']:.2f} | {row['detected']:.2f} | {row['difference']:+.2f} |"
+        )
+    lines.append(
+        f"| AUC on the images scored both ways | {common['true']:.2f} | {common['detected']:.2f} | "
+        f"{common['difference']:+.2f} (paired subject bootstrap 95 %: {common['difference_ci95'][0]:+.2f} "
+        f"to {common['difference_ci95'][1]:+.2f}) |"
+    )
+    lines += [
+        "",
+        f"Image scores, detected against true landmarks: mean absolute difference "
+        f"{common['score_mean_abs_difference']:.4f} (spread of the true-landmark scores: standard deviation "
+        f"{common['score_std_true']:.4f}); Pearson r {common['score_pearson_r']:.3f}.",
+    ]
     if refused:
         lines += ["", "## Refused", ""] + [f"- {Path(r['image']).name}: {r['reason']}" for r in refused]
     if args.notes:

@@ -53,8 +53,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,8 +81,12 @@ def simulate_case(folder: Path, seed: int = 0) -> dict:
 
     datalist = Path(generate_dataset(folder, 1, anatomy="atlas", seed=seed, size=(ROWS, COLS), progress=False))
     item = json.loads(datalist.read_text())["training"][0]
-    return {"image": str(folder / item["image"]), "annotation": str(folder / item["annotation"]), "label": item["label"],
-            "subject": item["subject"]}
+    return {
+        "image": str(folder / item["image"]),
+        "annotation": str(folder / item["annotation"]),
+        "label": item["label"],
+        "subject": item["subject"],
+    }
 
 
 # ----------------------------------------------------------------------------------------------- latency
@@ -112,8 +117,10 @@ def build_detector(case_landmarks: np.ndarray, spacing_mm, device: torch.device)
     if not trained:
         torch.manual_seed(0)
         parser["network"] = "$@network_def.to(@device).eval()"
-        parser["refiner"] = ("$scripts.landmarks.refinement.LandmarkRefiner(@refine_network_def.to(@device).eval(), "
-                             "@refine_long_side, @refine_patch_size, @device) if @use_refiner else None")
+        parser["refiner"] = (
+            "$scripts.landmarks.refinement.LandmarkRefiner(@refine_network_def.to(@device).eval(), "
+            "@refine_long_side, @refine_patch_size, @device) if @use_refiner else None"
+        )
         parser["shape_model"] = jittered_shape_model(case_landmarks, spacing_mm)
     return parser.get_parsed_content("landmark_detector"), trained
 
@@ -143,17 +150,22 @@ def latency(case: dict, runs: int, device: torch.device, roi_size: Sequence[int]
     from custom_transforms.backprojection import ROIToOriginald
     from custom_transforms.loading import LoadPXRd
     from custom_transforms.pipeline import aasn_geometry
-    from scripts.reporting.inference_writer import FractureReportWriter
+
     from scripts.fracture.scoring import ImageScored
+    from scripts.reporting.inference_writer import FractureReportWriter
 
     rss = {"start": peak_rss_mb()}
     reader = LoadPXRd(keys="image")
-    truth = LoadAnnotationd(keys="annotation", image_key="image")(reader({"image": case["image"], "annotation": case["annotation"]}))
+    truth = LoadAnnotationd(keys="annotation", image_key="image")(
+        reader({"image": case["image"], "annotation": case["annotation"]})
+    )
     spacing = [float(s) for s in truth["image"].meta["spacing_mm"]]
     detector, detector_trained = build_detector(np.asarray(truth["landmarks"]), spacing, device)
     network, pooling, network_trained = build_aasn(device, roi_size)
-    geometry = Compose(aasn_geometry(roi_size=roi_size, with_masks=False)
-                       + [EnsureTyped(keys="siamese_input", dtype=torch.float32, track_meta=False)])
+    geometry = Compose(
+        aasn_geometry(roi_size=roi_size, with_masks=False)
+        + [EnsureTyped(keys="siamese_input", dtype=torch.float32, track_meta=False)]
+    )
     scoring = Compose([ImageScored(keys="pred", output_key="score", pooling=pooling)])
     backproject = ROIToOriginald(keys="pred")
     writer = FractureReportWriter(out / "reports", threshold=0.5)
@@ -237,8 +249,12 @@ def network_ratio(device: torch.device, roi_size: Sequence[int], repeats: int, m
     flops = {name: bench_network.count_flops(net, x) for name, net in models.items()}
     rounds = bench_network.interleaved_rounds(models, x, reference, device, 1, repeats, nullcontext)
     row = bench_network.summarise(rounds, flops, 1)
-    return {"gflops_per_image": {k: v / 1e9 for k, v in flops.items()}, "matmul_size": matmul_size,
-            "repeats": repeats, **row}
+    return {
+        "gflops_per_image": {k: v / 1e9 for k, v in flops.items()},
+        "matmul_size": matmul_size,
+        "repeats": repeats,
+        **row,
+    }
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -247,9 +263,17 @@ TRAIN_SETTINGS = ("no_cache", "loading_cache", "full_cache")
 
 def training_overrides(setting: str, run_dir: Path, datalist: Path, scale: dict) -> dict:
     overrides = {
-        "bundle_root": str(run_dir), "dataset_dir": str(datalist.parent), "datalist": str(datalist),
-        "fold": 0, "resume": False, "show_progress": False,
-        "max_epochs": 2, "val_interval": 1000, "num_workers": 0, "cache_rate": 1.0, **scale,
+        "bundle_root": str(run_dir),
+        "dataset_dir": str(datalist.parent),
+        "datalist": str(datalist),
+        "fold": 0,
+        "resume": False,
+        "show_progress": False,
+        "max_epochs": 2,
+        "val_interval": 1000,
+        "num_workers": 0,
+        "cache_rate": 1.0,
+        **scale,
     }
     if setting == "no_cache":
         overrides["cache_rate"] = 0.0
@@ -271,21 +295,34 @@ def training_throughput(case: dict, work: Path, images: int, scale: dict, settin
         image = data / f"copy{i:03d}.dcm"
         shutil.copyfile(case["image"], image)
         (data / f"copy{i:03d}.json").write_text(json.dumps({**annotation, "image": image.name}))
-        items.append({"image": image.name, "annotation": f"copy{i:03d}.json", "label": int(case["label"]),
-                      "subject": f"S{i:03d}", "fold": i % 5})
+        items.append(
+            {
+                "image": image.name,
+                "annotation": f"copy{i:03d}.json",
+                "label": int(case["label"]),
+                "subject": f"S{i:03d}",
+                "fold": i % 5,
+            }
+        )
     datalist = data / "datalist.json"
     datalist.write_text(json.dumps({"training": items}))
     results = {}
     for setting in settings:
         run_dir = work / f"train_{setting}"
-        workflow = ConfigWorkflow(config_file=str(CONFIGS / "train.json"), meta_file=str(CONFIGS / "metadata.json"),
-                                  logging_file=str(CONFIGS / "logging.conf"), workflow_type="train",
-                                  **training_overrides(setting, run_dir, datalist, scale))
+        workflow = ConfigWorkflow(
+            config_file=str(CONFIGS / "train.json"),
+            meta_file=str(CONFIGS / "metadata.json"),
+            logging_file=str(CONFIGS / "logging.conf"),
+            workflow_type="train",
+            **training_overrides(setting, run_dir, datalist, scale),
+        )
         workflow.initialize()
         trainer = workflow.parser.get_parsed_content("train#trainer")
         epoch_times: list[float] = []
-        trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epoch_times.append(time.perf_counter()))
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: epoch_times.append(time.perf_counter()))
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda e, times=epoch_times: times.append(time.perf_counter()))
+        trainer.add_event_handler(
+            Events.EPOCH_COMPLETED, lambda e, times=epoch_times: times.append(time.perf_counter())
+        )
         workflow.run()
         workflow.finalize()
         samples = len(trainer.data_loader) * trainer.data_loader.batch_size
@@ -300,11 +337,19 @@ def environment(threads: int) -> dict:
     import monai
 
     return {
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
-                     "numpy": np.__version__},
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "torch_threads": threads,
-                    "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "monai": monai.__version__,
+            "numpy": np.__version__,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": threads,
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        },
     }
 
 
@@ -315,29 +360,40 @@ def markdown(record: dict) -> str:
         "",
         f"Command: `{record['command']}`  ",
         f"Machine: {env['machine']['processor']}, {env['machine']['cpu_count']} cores, torch threads "
-        f"{env['machine']['torch_threads']}, load average at the end {env['machine']['load_average']} (shared machine).  ",
+        f"{env['machine']['torch_threads']}, load average at the end {env['machine']['load_average']} (shared "
+        f"machine).  ",
         f"Versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}; finished {record['finished']}.",
         "",
     ]
     lat = record.get("latency")
     if lat:
-        weights = ("trained" if lat["network_trained"] else "untrained (random, real sizes)") + " AASN; " + (
-            "trained detector" if lat["detector_trained"]
-            else "untrained detector (random weights, real sizes; the later stages used the annotated landmarks)")
+        weights = (
+            ("trained" if lat["network_trained"] else "untrained (random, real sizes)")
+            + " AASN; "
+            + (
+                "trained detector"
+                if lat["detector_trained"]
+                else "untrained detector (random weights, real sizes; the later stages used the annotated landmarks)"
+            )
+        )
         lines += [
             f"## Latency: one {lat['image']['rows']} x {lat['image']['cols']} DICOM to the written report",
             "",
-            f"ROI {lat['roi_size'][0]} x {lat['roi_size'][1]}, {weights}; medians of {lat['runs']} runs after a warm-up.",
+            f"ROI {lat['roi_size'][0]} x {lat['roi_size'][1]}, {weights}; medians of {lat['runs']} runs after a "
+            f"warm-up.",
             "",
             "| stage | median wall (ms) | share | median CPU (ms, all threads) | peak RSS after (MiB) |",
             "| --- | --- | --- | --- | --- |",
         ]
         for stage in STAGES:
-            lines.append(f"| {stage} | {1000 * lat['median_s'][stage]:.0f} | "
-                         f"{100 * lat['median_s'][stage] / lat['median_s']['total']:.0f} % | "
-                         f"{1000 * lat['median_cpu_s'][stage]:.0f} | {lat['peak_rss_mb'][stage]:.0f} |")
+            lines.append(
+                f"| {stage} | {1000 * lat['median_s'][stage]:.0f} | "
+                f"{100 * lat['median_s'][stage] / lat['median_s']['total']:.0f} % | "
+                f"{1000 * lat['median_cpu_s'][stage]:.0f} | {lat['peak_rss_mb'][stage]:.0f} |"
+            )
         lines += [
-            f"| **total** | **{1000 * lat['median_s']['total']:.0f}** | | {1000 * lat['median_cpu_s']['total']:.0f} | |",
+            f"| **total** | **{1000 * lat['median_s']['total']:.0f}** | | {1000 * lat['median_cpu_s']['total']:.0f} | "
+            f"|",
             "",
             f"{lat['images_per_s']:.2f} images/s; fastest run {1000 * lat['min_total_s']:.0f} ms; dominant stage: "
             f"**{lat['dominant_stage']}** ({100 * lat['dominant_share']:.0f} %). Goal: median under 1,000 ms "
@@ -345,7 +401,8 @@ def markdown(record: dict) -> str:
             "",
             f"CPU time per image {1000 * lat['median_cpu_s']['total']:.0f} ms (largest: "
             f"{max(STAGES, key=lambda s: lat['median_cpu_s'][s])}); wall / CPU = "
-            f"{lat['median_s']['total'] / max(lat['median_cpu_s']['total'], 1e-9):.1f}. With one thread the CPU time is "
+            f"{lat['median_s']['total'] / max(lat['median_cpu_s']['total'], 1e-9):.1f}. With one thread the CPU time "
+            f"is "
             "the work itself, and the wall time beyond it is waiting for a core on the shared machine; with more "
             "threads the CPU time also counts OpenMP threads spinning at barriers.",
             "",
@@ -355,13 +412,16 @@ def markdown(record: dict) -> str:
         lines += [
             "## Network: AASN / Vanilla, FLOP utilisation (batch 1)",
             "",
-            f"GFLOP per image: Vanilla {net['gflops_per_image']['vanilla']:.2f}, AASN {net['gflops_per_image']['aasn']:.2f}. "
-            f"Reference GEMM ({net['matmul_size']}^3, best of BLAS mm and oneDNN 1x1 conv): {net['matmul_gflops']:.1f} GFLOP/s.",
+            f"GFLOP per image: Vanilla {net['gflops_per_image']['vanilla']:.2f}, AASN "
+            f"{net['gflops_per_image']['aasn']:.2f}. "
+            f"Reference GEMM ({net['matmul_size']}^3, best of BLAS mm and oneDNN 1x1 conv): "
+            f"{net['matmul_gflops']:.1f} GFLOP/s.",
             "",
             "| | Vanilla | AASN |",
             "| --- | --- | --- |",
             f"| forward (ms, median) | {1000 * net['vanilla_s']:.0f} | {1000 * net['aasn_s']:.0f} |",
-            f"| share of GEMM rate | {100 * net['vanilla_matmul_fraction']:.0f} % | {100 * net['aasn_matmul_fraction']:.0f} % |",
+            f"| share of GEMM rate | {100 * net['vanilla_matmul_fraction']:.0f} % | "
+            f"{100 * net['aasn_matmul_fraction']:.0f} % |",
             "",
             f"AASN / Vanilla forward ratio {net['ratio']:.2f} (median of {net['repeats']} interleaved rounds; "
             f"best-of ratio {net['best']['ratio']:.2f}).",
@@ -387,8 +447,9 @@ def markdown(record: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", choices=("latency", "network", "training"),
-                        default=["latency", "network", "training"])
+    parser.add_argument(
+        "--parts", nargs="+", choices=("latency", "network", "training"), default=["latency", "network", "training"]
+    )
     parser.add_argument("--runs", type=int, default=7, help="timed latency runs (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--device", default="cpu")
@@ -396,8 +457,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved network rounds")
     parser.add_argument("--matmul-size", type=int, default=2048, help="reference GEMM size")
     parser.add_argument("--train-images", type=int, default=48, help="copies of the case for the training part")
-    parser.add_argument("--train-scale", choices=("reduced", "paper"), default="reduced",
-                        help="reduced: 64 x 128 ROI, tiny DenseNet, batch 8; paper: 256 x 512, DenseNet-121, batch 8")
+    parser.add_argument(
+        "--train-scale",
+        choices=("reduced", "paper"),
+        default="reduced",
+        help="reduced: 64 x 128 ROI, tiny DenseNet, batch 8; paper: 256 x 512, DenseNet-121, batch 8",
+    )
     parser.add_argument("--case", help="an existing DICOM (its annotation beside it as <name>.json)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
@@ -414,11 +479,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="aasn_e2e_"))
     work.mkdir(parents=True, exist_ok=True)
     if args.case:
-        case = {"image": args.case, "annotation": str(Path(args.case).with_suffix(".json")), "label": 1, "subject": "case"}
+        case = {
+            "image": args.case,
+            "annotation": str(Path(args.case).with_suffix(".json")),
+            "label": 1,
+            "subject": "case",
+        }
     else:
         case = simulate_case(work / "case")
-    record: dict[str, Any] = {"command": "python benchmarks/bench_end_to_end.py " + " ".join(
-        sys.argv[1:] if argv is None else argv), "case": case}
+    record: dict[str, Any] = {
+        "command": "python benchmarks/bench_end_to_end.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "case": case,
+    }
     if "latency" in args.parts:
         record["latency"] = latency(case, args.runs, device, args.roi, work)
         print(json.dumps(record["latency"]["median_s"], indent=1), flush=True)
@@ -426,12 +498,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
         record["network"] = network_ratio(device, args.roi, args.repeats, args.matmul_size)
     if "training" in args.parts:
         if args.train_scale == "reduced":
-            scale = {"roi_size": [64, 128], "batch_size": 8, "network_kwargs": {
-                "init_features": 16, "growth_rate": 8, "block_config": [2, 2, 2, 2], "bn_size": 2, "projection_channels": 16}}
+            scale = {
+                "roi_size": [64, 128],
+                "batch_size": 8,
+                "network_kwargs": {
+                    "init_features": 16,
+                    "growth_rate": 8,
+                    "block_config": [2, 2, 2, 2],
+                    "bn_size": 2,
+                    "projection_channels": 16,
+                },
+            }
         else:
             scale = {"roi_size": [256, 512], "batch_size": 8, "network_kwargs": {}}
-        record["training"] = training_throughput(case, work, args.train_images, scale,
-                                                 TRAIN_SETTINGS)
+        record["training"] = training_throughput(case, work, args.train_images, scale, TRAIN_SETTINGS)
     record["environment"] = environment(args.threads)
     record["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results = Path(args.results)

@@ -23,8 +23,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -149,38 +149,60 @@ def main(argv: Sequence[str] | None = None) -> dict:
     test_items = fold_split(datalist, args.fold, "test")
     x_train, y_train, _, skipped_train, outside_train = fracture_patches(train_items, args.roi, args.half_size)
     x_test, y_test, stats_test, skipped_test, outside_test = fracture_patches(test_items, args.roi, args.half_size)
-    print(f"[visibility] {len(x_train)} training and {len(x_test)} test patches ({time.time() - start:.0f} s)", flush=True)
-    controls = {name: float(roc_auc_score(y_test, stats_test[:, column]))
-                for name, column in (("patch mean", 0), ("patch standard deviation", 1))}
+    elapsed = time.time() - start
+    print(f"[visibility] {len(x_train)} training and {len(x_test)} test patches ({elapsed:.0f} s)", flush=True)
+    controls = {
+        name: float(roc_auc_score(y_test, stats_test[:, column]))
+        for name, column in (("patch mean", 0), ("patch standard deviation", 1))
+    }
     curve = train_and_score(x_train, y_train, x_test, y_test, args.epochs, args.seed)
     record = {
         "command": "python benchmarks/bench_fracture_visibility.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "data": str(Path(args.data).resolve()), "fold": args.fold, "roi_size": args.roi,
-        "patch_size": 2 * args.half_size, "epochs": args.epochs, "seed": args.seed,
-        "train_patches": len(x_train), "test_patches": len(x_test),
+        "data": str(Path(args.data).resolve()),
+        "fold": args.fold,
+        "roi_size": args.roi,
+        "patch_size": 2 * args.half_size,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "train_patches": len(x_train),
+        "test_patches": len(x_test),
         "skipped": {"training": skipped_train, "test": skipped_test},
         "fractures_outside_roi": {"training": outside_train, "test": outside_test},
-        "control_auc": controls, "curve": curve, "test_auc": curve[-1]["test_auc"],
-        "environment": accuracy.environment(), "wall_minutes": (time.time() - start) / 60,
+        "control_auc": controls,
+        "curve": curve,
+        "test_auc": curve[-1]["test_auc"],
+        "environment": accuracy.environment(),
+        "wall_minutes": (time.time() - start) / 60,
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     (results / "fracture_visibility.json").write_text(json.dumps(record, indent=2))
     lines = [
-        "# Fracture visibility: fracture patch against the contralateral anatomy (held-out members)", "",
-        f"Command: `{record['command']}`", "",
-        f"Data: {args.data} (test fold {args.fold}); ROI {args.roi[0]} x {args.roi[1]} through the bundle's preprocessing; "
+        "# Fracture visibility: fracture patch against the contralateral anatomy (held-out members)",
+        "",
+        f"Command: `{record['command']}`",
+        "",
+        f"Data: {args.data} (test fold {args.fold}); ROI {args.roi[0]} x {args.roi[1]} through the bundle's "
+        f"preprocessing; "
         f"patches {2 * args.half_size} px; {len(x_train) // 2} training and {len(x_test) // 2} test fractures "
         f"(each with its contralateral patch); {outside_train + outside_test} further fractures lie outside the ROI "
         f"({outside_train} training, {outside_test} test) and cannot be seen by any ROI method; "
-        f"{len(skipped_train) + len(skipped_test)} positive images refused by the preprocessing.", "",
-        "| scorer | test AUC |", "| --- | --- |",
+        f"{len(skipped_train) + len(skipped_test)} positive images refused by the preprocessing.",
+        "",
+        "| scorer | test AUC |",
+        "| --- | --- |",
         f"| patch CNN, {args.epochs} epochs | {100 * record['test_auc']:.1f} % |",
     ]
     lines += [f"| control: {name} | {100 * auc:.1f} % |" for name, auc in controls.items()]
-    lines += ["", "Test AUC during training: " + ", ".join(f"epoch {c['epoch']} {100 * c['test_auc']:.1f} %" for c in curve) + ".",
-              "", f"Wall time {record['wall_minutes']:.1f} min; finished {record['finished']}."]
+    lines += [
+        "",
+        "Test AUC during training: "
+        + ", ".join(f"epoch {c['epoch']} {100 * c['test_auc']:.1f} %" for c in curve)
+        + ".",
+        "",
+        f"Wall time {record['wall_minutes']:.1f} min; finished {record['finished']}.",
+    ]
     (results / "fracture_visibility.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
     return record

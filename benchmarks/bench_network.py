@@ -119,7 +119,7 @@ def interleaved_rounds(models, x, reference, device, warmup: int, repeats: int, 
             times = {"reference": reference.rate()}
             for name, model in models.items():
                 with autocast():
-                    times[name] = timed(lambda: model(x), device)
+                    times[name] = timed(lambda model=model: model(x), device)
             if i >= warmup:
                 rounds.append(times)
     return rounds

@@ -24,10 +24,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
+from custom_transforms import aasn_preprocessing  # noqa: E402
 from dicom_factory import write_dx  # noqa: E402
 from synthetic_pelvis import place_landmarks, radiograph_like, write_annotation  # noqa: E402
-
-from custom_transforms import aasn_preprocessing  # noqa: E402
 
 ROWS, COLS, SPACING = 2000, 2500, (0.15, 0.15)
 CORE_STAGES = ("LoadPXRd", "LoadAnnotationd", "SymmetryAxisd", "MirroredROId", "TPSGridd", "FractureMaskd")
@@ -37,7 +36,13 @@ def make_case(folder: str) -> dict:
     rng = np.random.default_rng(0)
     lm = place_landmarks((ROWS, COLS), SPACING, angle_deg=4.0) + rng.normal(0.0, 1.5 / SPACING[0], size=(16, 2))
     pixels = radiograph_like((ROWS, COLS), lm)
-    image = write_dx(os.path.join(folder, "pxr.dcm"), 4095 - pixels, photometric="MONOCHROME1", spacing_mm=SPACING, window=(2048, 3000))
+    image = write_dx(
+        os.path.join(folder, "pxr.dcm"),
+        4095 - pixels,
+        photometric="MONOCHROME1",
+        spacing_mm=SPACING,
+        window=(2048, 3000),
+    )
     annotation = write_annotation(os.path.join(folder, "pxr.json"), lm, [lm[3] + [40.0, 20.0]], image=image)
     return {"image": image, "annotation": annotation}
 
@@ -61,9 +66,18 @@ def main() -> None:
     args = parser.parse_args()
 
     chain = aasn_preprocessing(roi_size=tuple(args.roi))
-    results = {"image": f"{ROWS} x {COLS} DICOM (rows x cols), 12-bit MONOCHROME1, VOI window", "roi_size": args.roi, "runs": args.runs,
-               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "torch": torch.__version__, "settings": {}}
-    print(f"{results['image']}; ROI {args.roi[0]} x {args.roi[1]}; {args.runs} runs; {results['machine']}; load average {os.getloadavg()[0]:.2f}")
+    results = {
+        "image": f"{ROWS} x {COLS} DICOM (rows x cols), 12-bit MONOCHROME1, VOI window",
+        "roi_size": args.roi,
+        "runs": args.runs,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "torch": torch.__version__,
+        "settings": {},
+    }
+    print(
+        f"{results['image']}; ROI {args.roi[0]} x {args.roi[1]}; {args.runs} runs; {results['machine']}; load average "
+        f"{os.getloadavg()[0]:.2f}"
+    )
     with tempfile.TemporaryDirectory() as folder:
         case = make_case(folder)
         for threads in dict.fromkeys(args.threads):
@@ -73,11 +87,18 @@ def main() -> None:
             stages = {name: float(np.median([r[name] for r in runs])) for name in runs[0]}
             core = float(np.median([sum(r[s] for s in CORE_STAGES) for r in runs]))
             full = float(np.median([sum(r.values()) for r in runs]))
-            results["settings"][f"threads={threads}"] = {"stages_s": stages, "core_chain_median_s": core, "full_chain_median_s": full}
+            results["settings"][f"threads={threads}"] = {
+                "stages_s": stages,
+                "core_chain_median_s": core,
+                "full_chain_median_s": full,
+            }
             print(f"\ntorch threads = {threads}")
             for name, seconds in stages.items():
                 print(f"  {name:<20s} {seconds * 1000:8.1f} ms  ({seconds / full:5.1%})")
-            print(f"  {'core chain':<20s} {core * 1000:8.1f} ms  (load -> annotation -> symmetry -> ROIs -> TPS -> masks; goal < 300 ms)")
+            print(
+                f"  {'core chain':<20s} {core * 1000:8.1f} ms  (load -> annotation -> symmetry -> ROIs -> TPS -> "
+                f"masks; goal < 300 ms)"
+            )
             print(f"  {'full chain':<20s} {full * 1000:8.1f} ms  (+ pseudo-colour + packing)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

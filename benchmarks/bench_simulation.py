@@ -47,7 +47,9 @@ def bench(kind: str, size: int, n: int, atlas_dir) -> dict:
             result = render(anatomy, np.random.default_rng([99, i]), (size, size), positive=bool(i % 2))
             render_times.append((time.perf_counter() - t, time.process_time() - c))
             t, c = time.perf_counter(), time.process_time()
-            write_example(Path(tmp), f"img{i}", result, anatomy.subject, kind, (99, i), bool(i % 2), anatomy.attribution, {})
+            write_example(
+                Path(tmp), f"img{i}", result, anatomy.subject, kind, (99, i), bool(i % 2), anatomy.attribution, {}
+            )
             write_times.append((time.perf_counter() - t, time.process_time() - c))
     total = [(r[0] + w[0], r[1] + w[1]) for r, w in zip(render_times, write_times)]
     return {
@@ -81,7 +83,10 @@ def main() -> None:
             rows.append(bench(kind, size, args.n, atlas_dir))
     load = os.getloadavg()
     print(f"cores: {os.cpu_count()}, load average (1/5/15 min): {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
-    print(f"{'anatomy':<11}{'size':>6}{'prep/subj s':>13}{'render cpu':>11}{'write cpu':>10}{'total cpu':>10}{'total wall':>11}{'goal s':>8}{'cpu/goal':>9}")
+    print(
+        f"{'anatomy':<11}{'size':>6}{'prep/subj s':>13}{'render cpu':>11}{'write cpu':>10}"
+        f"{'total cpu':>10}{'total wall':>11}{'goal s':>8}{'cpu/goal':>9}"
+    )
     for r in rows:
         # Goals: 2 s per 1024 x 1024 image per core; the demo's small images "well under 1 s".
         goal = GOAL_S_PER_1024 if r["size"] >= 1024 else 1.0
@@ -91,7 +96,9 @@ def main() -> None:
             f"{r['anatomy']:<11}{r['size']:>6}{r['prep_s_per_subject']:>13.2f}{r['render_median_cpu_s']:>11.2f}"
             f"{r['write_median_cpu_s']:>10.2f}{r['total_median_cpu_s']:>10.2f}{r['total_median_wall_s']:>11.2f}{goal:>8.1f}{r['cpu_ratio_to_goal']:>9.2f}"
         )
-    print("cpu = process CPU time (one core; robust to the machine's load), wall = elapsed; cpu/goal < 1 meets the goal")
+    print(
+        "cpu = process CPU time (one core; robust to the machine's load), wall = elapsed; cpu/goal < 1 meets the goal"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"load_average": load, "rows": rows}, indent=1))
 

@@ -1,8 +1,8 @@
 """Why the detector did not learn: short training probes on fold 0's training and validation members (never its test).
 
-Each probe trains a network of the bundle (``scripts.fracture.networks.build_network``, the CPU recipe's DenseNet sizes) with
-the bundle's loss (``scripts.fracture.losses``) in a plain loop on preprocessed ROIs held in memory, so that a probe takes
-a minute or two:
+Each probe trains a network of the bundle (``scripts.fracture.networks.build_network``, the CPU recipe's DenseNet sizes)
+with the bundle's loss (``scripts.fracture.losses``) in a plain loop on preprocessed ROIs held in memory, so that a
+probe takes a minute or two:
 
 * ``whole-roi``: the whole 192 x 384 ROI, ``--n`` training images (0 = all); training AUC (first 200 images) with
   BatchNorm's running statistics and with batch statistics, and validation AUC, every other epoch. With ``--n 64``
@@ -36,8 +36,13 @@ sys.path.insert(0, str(ROOT / "bundle"))
 DATALIST = ROOT / "benchmarks" / "outputs" / "accuracy_cpu" / "datalist_usable_192x384.json"
 CACHE = ROOT / "benchmarks" / "outputs" / "probes"
 ROI = (192, 384)
-NETWORK = {"init_features": 32, "growth_rate": 16, "block_config": [3, 6, 12, 8], "bn_size": 4,
-           "projection_channels": 32}
+NETWORK = {
+    "init_features": 32,
+    "growth_rate": 16,
+    "block_config": [3, 6, 12, 8],
+    "bn_size": 4,
+    "projection_channels": 32,
+}
 
 
 def _prepare(item: dict):
@@ -47,15 +52,22 @@ def _prepare(item: dict):
     from custom_transforms.siamese_crop import CropPointsd
 
     out = Compose(aasn_loading() + aasn_geometry(roi_size=ROI) + [CropPointsd()])(dict(item))
-    return (np.asarray(out["siamese_input"], dtype=np.float16), np.asarray(out["target"]) > 0.5,
-            np.asarray(out["crop_points"], dtype=np.float32))
+    return (
+        np.asarray(out["siamese_input"], dtype=np.float16),
+        np.asarray(out["target"]) > 0.5,
+        np.asarray(out["crop_points"], dtype=np.float32),
+    )
 
 
 def _run_all(items: list[dict]) -> dict:
     with ProcessPoolExecutor(2) as pool:
         done = list(pool.map(_prepare, items, chunksize=8))
-    return {"x": torch.from_numpy(np.stack([d[0] for d in done])), "t": torch.from_numpy(np.stack([d[1] for d in done])),
-            "points": [torch.from_numpy(d[2]) for d in done], "y": torch.tensor([int(it["label"]) for it in items])}
+    return {
+        "x": torch.from_numpy(np.stack([d[0] for d in done])),
+        "t": torch.from_numpy(np.stack([d[1] for d in done])),
+        "points": [torch.from_numpy(d[2]) for d in done],
+        "y": torch.tensor([int(it["label"]) for it in items]),
+    }
 
 
 def cache(args) -> None:
@@ -71,7 +83,10 @@ def cache(args) -> None:
         pairs = []
         for item in parts[section]:
             if item["label"] and item["image"] in twins:
-                twin = dict(twins[item["image"]], fractures_removed=json.loads(Path(item["annotation"]).read_text())["fractures"])
+                twin = dict(
+                    twins[item["image"]],
+                    fractures_removed=json.loads(Path(item["annotation"]).read_text())["fractures"],
+                )
                 pairs += [item, twin]
         torch.save(_run_all(pairs), CACHE / f"pairs_{section}.pt")
         print(f"{section}: {len(parts[section])} images, {len(pairs) // 2} pairs", flush=True)
@@ -132,9 +147,11 @@ def whole_roi(args) -> None:
         line = f"epoch {epoch + 1} loss {total / steps:.4f}"
         if epoch % 2 == 1 or epoch == args.epochs - 1:
             yt = y[:200].numpy()
-            line += (f" train AUC {roc_auc_score(yt, _scores(net, x[:200])):.3f}"
-                     f" (batch statistics {roc_auc_score(yt, _scores(net, x[:200], True)):.3f})"
-                     f" validation AUC {roc_auc_score(val['y'].numpy(), _scores(net, xv)):.3f}")
+            line += (
+                f" train AUC {roc_auc_score(yt, _scores(net, x[:200])):.3f}"
+                f" (batch statistics {roc_auc_score(yt, _scores(net, x[:200], True)):.3f})"
+                f" validation AUC {roc_auc_score(val['y'].numpy(), _scores(net, xv)):.3f}"
+            )
         print(f"{line} ({time.time() - start:.0f} s)", flush=True)
 
 
@@ -180,8 +197,11 @@ def pairs(args) -> None:
             loss.backward()
             opt.step()
             total += float(loss.detach())
-        print(f"epoch {epoch + 1} ({args.steps} steps) loss {total / args.steps:.4f} validation pair AUC "
-              f"{roc_auc_score(yv, _scores(net, xv)):.3f} ({time.time() - start:.0f} s)", flush=True)
+        print(
+            f"epoch {epoch + 1} ({args.steps} steps) loss {total / args.steps:.4f} validation pair AUC "
+            f"{roc_auc_score(yv, _scores(net, xv)):.3f} ({time.time() - start:.0f} s)",
+            flush=True,
+        )
 
 
 def main(argv=None) -> None:

@@ -20,7 +20,13 @@ The data-flow contract is in ``docs/architecture.md``.
 """
 
 from .annotation import LoadAnnotationd, landmarks_to_array, read_annotation
-from .backprojection import ROIToOriginal, ROIToOriginald, map_to_original_matrix, original_points_to_roi, roi_points_to_original
+from .backprojection import (
+    ROIToOriginal,
+    ROIToOriginald,
+    map_to_original_matrix,
+    original_points_to_roi,
+    roi_points_to_original,
+)
 from .conventions import (
     DEFAULT_FRACTURE_RADIUS_MM,
     DEFAULT_ROI_SIZE,

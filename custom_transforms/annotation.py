@@ -51,7 +51,9 @@ def landmarks_to_array(landmarks, source: str = "landmarks") -> np.ndarray:
     if isinstance(landmarks, Mapping):
         unknown = sorted(set(map(str, landmarks)) - set(LANDMARK_NAMES))
         if unknown:
-            raise AnnotationError(f"{source}: unknown landmark name(s) {unknown}; expected names from {list(LANDMARK_NAMES)}")
+            raise AnnotationError(
+                f"{source}: unknown landmark name(s) {unknown}; expected names from {list(LANDMARK_NAMES)}"
+            )
         missing = [n for n in LANDMARK_NAMES if n not in landmarks]
         if missing:
             raise AnnotationError(f"{source}: missing landmark(s) {missing}; all {NUM_LANDMARKS} are required")
@@ -107,13 +109,19 @@ def read_annotation(path: str | os.PathLike) -> dict:
     fractures_raw = raw.get("fractures") or []
     if not isinstance(fractures_raw, list):
         raise AnnotationError(f"{path}: field 'fractures' must be a list of [x, y] points")
-    fractures = np.stack([_point(p, path, f"fracture {i}") for i, p in enumerate(fractures_raw)]) if fractures_raw else np.zeros((0, 2))
+    fractures = (
+        np.stack([_point(p, path, f"fracture {i}") for i, p in enumerate(fractures_raw)])
+        if fractures_raw
+        else np.zeros((0, 2))
+    )
 
     spacing = raw.get("spacing_mm")
     if spacing is not None:
         sp = _point(spacing, path, "field 'spacing_mm'")
         if np.any(sp <= 0):
-            raise AnnotationError(f"{path}: field 'spacing_mm' must be two positive mm values (row, col), got {spacing!r}")
+            raise AnnotationError(
+                f"{path}: field 'spacing_mm' must be two positive mm values (row, col), got {spacing!r}"
+            )
         spacing = (float(sp[0]), float(sp[1]))
     return {"landmarks": landmarks, "fractures": fractures.astype(np.float32), "spacing_mm": spacing}
 
@@ -198,4 +206,3 @@ def _fractures_array(value, source: str) -> np.ndarray:
 def _image_name(image) -> str:
     meta = getattr(image, "meta", None) or {}
     return str(meta.get("filename_or_obj", "<image>"))
-

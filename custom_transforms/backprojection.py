@@ -19,7 +19,13 @@ from monai.transforms import MapTransform, Transform
 from .geometry import transform_points
 from .resampling import sample_affine
 
-__all__ = ["map_to_original_matrix", "roi_points_to_original", "original_points_to_roi", "ROIToOriginal", "ROIToOriginald"]
+__all__ = [
+    "map_to_original_matrix",
+    "roi_points_to_original",
+    "original_points_to_roi",
+    "ROIToOriginal",
+    "ROIToOriginald",
+]
 
 
 def map_to_original_matrix(roi_to_original, roi_size=None, map_size=None) -> np.ndarray:
@@ -71,13 +77,17 @@ class ROIToOriginal(Transform):
         height, width = (int(s) for s in original_shape)
         out = torch.zeros((c, height, width), dtype=torch.float32)
         # Only the original pixels under the ROI's footprint can be non-zero.
-        corners = transform_points(map_to_orig, [[-0.5, -0.5], [mw - 0.5, -0.5], [-0.5, mh - 0.5], [mw - 0.5, mh - 0.5]])
+        corners = transform_points(
+            map_to_orig, [[-0.5, -0.5], [mw - 0.5, -0.5], [-0.5, mh - 0.5], [mw - 0.5, mh - 0.5]]
+        )
         x0, y0 = np.maximum(np.floor(corners.min(axis=0)).astype(int), 0)
         x1, y1 = np.minimum(np.ceil(corners.max(axis=0)).astype(int), (width - 1, height - 1))
         if x0 > x1 or y0 > y1:
             return out
         window_to_map = np.linalg.inv(map_to_orig) @ np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
-        out[:, y0 : y1 + 1, x0 : x1 + 1] = sample_affine(t, window_to_map, (y1 - y0 + 1, x1 - x0 + 1), antialias=False, mode=self.mode)
+        out[:, y0 : y1 + 1, x0 : x1 + 1] = sample_affine(
+            t, window_to_map, (y1 - y0 + 1, x1 - x0 + 1), antialias=False, mode=self.mode
+        )
         return out
 
 

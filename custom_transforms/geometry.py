@@ -122,4 +122,5 @@ def image_contains(points, shape_hw, tolerance: float = 0.0) -> np.ndarray:
     pts = as_points(points)
     h, w = shape_hw
     lo = -0.5 - tolerance
-    return (pts[:, 0] >= lo) & (pts[:, 0] <= w - 0.5 + tolerance) & (pts[:, 1] >= lo) & (pts[:, 1] <= h - 0.5 + tolerance)
+    inside_x = (pts[:, 0] >= lo) & (pts[:, 0] <= w - 0.5 + tolerance)
+    return inside_x & (pts[:, 1] >= lo) & (pts[:, 1] <= h - 0.5 + tolerance)

@@ -80,7 +80,9 @@ def _two_positive_floats(value) -> tuple[float, float] | None:
     return pair  # type: ignore[return-value]
 
 
-def dicom_spacing(ds, priority: Sequence[str] = SPACING_TAGS, source: str = "") -> tuple[tuple[float, float] | None, str]:
+def dicom_spacing(
+    ds, priority: Sequence[str] = SPACING_TAGS, source: str = ""
+) -> tuple[tuple[float, float] | None, str]:
     """Spacing ``(row, col)`` in mm and the name of the tag it came from (``"none"`` with a warning if absent).
 
     Args:
@@ -93,12 +95,16 @@ def dicom_spacing(ds, priority: Sequence[str] = SPACING_TAGS, source: str = "") 
             continue
         value = _two_positive_floats(ds.data_element(tag).value)
         if value is None:
-            warnings.warn(f"{source}: ignoring invalid {tag} {ds.data_element(tag).value!r} (expected two positive mm values)")
+            warnings.warn(
+                f"{source}: ignoring invalid {tag} {ds.data_element(tag).value!r} (expected two positive mm values)",
+                stacklevel=2,
+            )
             continue
         return value, tag
     warnings.warn(
         f"{source}: neither {' nor '.join(priority)} is present; pixel spacing unknown (give 'spacing_mm' in the "
-        "annotation to use millimetre sizes)"
+        "annotation to use millimetre sizes)",
+        stacklevel=2,
     )
     return None, "none"
 
@@ -157,7 +163,7 @@ def _minmax_to_unit(values: np.ndarray, source: str) -> np.ndarray:
     if not np.isfinite(lo) or not np.isfinite(hi):
         raise PXRReadError(f"{source}: pixel data contain non-finite values")
     if hi <= lo:
-        warnings.warn(f"{source}: the image is constant ({lo}); loading it as all zeros")
+        warnings.warn(f"{source}: the image is constant ({lo}); loading it as all zeros", stacklevel=2)
         out[...] = 0.0
         return out
     out -= lo
@@ -209,7 +215,7 @@ def _dicom_to_unit(ds, source: str, use_voi: bool = True) -> np.ndarray:
 
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        warnings.warn(f"{source}: colour radiograph ({photometric}); converting to grey by luminance")
+        warnings.warn(f"{source}: colour radiograph ({photometric}); converting to grey by luminance", stacklevel=2)
         return _minmax_to_unit(arr[..., :3].astype(np.float32) @ _LUMA, source)
     if arr.ndim != 2:
         raise PXRReadError(f"{source}: expected a 2-D grey-scale image, got pixel array of shape {arr.shape}")
@@ -256,7 +262,7 @@ def _nifti_spacing(path: str) -> tuple[tuple[float, float] | None, str]:
     unit = header.get_xyzt_units()[0]
     factor = {"mm": 1.0, "micron": 1e-3, "meter": 1e3}.get(unit)
     if factor is None:
-        warnings.warn(f"{path}: NIfTI spatial unit is {unit!r}; pixel spacing unknown")
+        warnings.warn(f"{path}: NIfTI spatial unit is {unit!r}; pixel spacing unknown", stacklevel=2)
         return None, "none"
     zooms = header.get_zooms()
     return _two_positive_floats((zooms[0] * factor, zooms[1] * factor)), "nifti_header"
@@ -283,7 +289,9 @@ class LoadPXR(Transform):
             name = str(getattr(source, "filename", None) or "<pydicom Dataset>")
             return self._from_dataset(source, name)
         if not isinstance(source, (str, os.PathLike)):
-            raise PXRReadError(f"LoadPXR: expected an image file path or a pydicom Dataset, got {type(source).__name__}")
+            raise PXRReadError(
+                f"LoadPXR: expected an image file path or a pydicom Dataset, got {type(source).__name__}"
+            )
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise PXRReadError(f"{path}: image file not found")
@@ -331,7 +339,7 @@ class LoadPXR(Transform):
         if kind == "nifti":
             spacing, spacing_source = _nifti_spacing(path)
         else:
-            warnings.warn(f"{path}: {kind.upper()} images carry no pixel spacing; spacing unknown")
+            warnings.warn(f"{path}: {kind.upper()} images carry no pixel spacing; spacing unknown", stacklevel=2)
             spacing, spacing_source = None, "none"
         return _make_image(_minmax_to_unit(np.ascontiguousarray(arr), path), spacing, spacing_source, path, {})
 

@@ -54,7 +54,13 @@ def disc_mask(points, size, spacing_mm, radius_mm: float = DEFAULT_FRACTURE_RADI
 def warp_mask(mask: torch.Tensor, grid: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Sample a (C, h, w) mask through a (2, h', w') ``grid_sample`` grid; binarise at ``threshold``."""
     g = torch.as_tensor(grid, dtype=torch.float32)
-    warped = F.grid_sample(torch.as_tensor(mask, dtype=torch.float32)[None], g.permute(1, 2, 0)[None], mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    warped = F.grid_sample(
+        torch.as_tensor(mask, dtype=torch.float32)[None],
+        g.permute(1, 2, 0)[None],
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+    )[0]
     return (warped >= threshold).float()
 
 
@@ -89,12 +95,21 @@ class FractureMask(Transform):
         return self.fallback_spacing_mm
 
     def __call__(
-        self, roi_fractures, roi_fractures_mirrored, roi_size, roi_spacing_mm, roi_mirrored_spacing_mm, tps_grid=None, source: str = "ROI"
+        self,
+        roi_fractures,
+        roi_fractures_mirrored,
+        roi_size,
+        roi_spacing_mm,
+        roi_mirrored_spacing_mm,
+        tps_grid=None,
+        source: str = "ROI",
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         mask = disc_mask(roi_fractures, roi_size, self._spacing(roi_spacing_mm, source), self.radius_mm)
         if tps_grid is None:
             return mask, None
-        mirrored = disc_mask(roi_fractures_mirrored, roi_size, self._spacing(roi_mirrored_spacing_mm, source), self.radius_mm)
+        mirrored = disc_mask(
+            roi_fractures_mirrored, roi_size, self._spacing(roi_mirrored_spacing_mm, source), self.radius_mm
+        )
         warped = warp_mask(mirrored, _resize_grid(torch.as_tensor(tps_grid), roi_size))
         return mask, torch.from_numpy(np.maximum(mask.numpy(), warped.numpy()))
 

@@ -25,7 +25,12 @@ __all__ = ["aasn_loading", "aasn_geometry", "aasn_preprocessing", "NETWORK_KEYS"
 NETWORK_KEYS = ("siamese_input", "target")
 
 
-def aasn_loading(image_key: str = "image", annotation_key: str = "annotation", spacing_priority=SPACING_TAGS, allow_missing_annotation: bool = False) -> list:
+def aasn_loading(
+    image_key: str = "image",
+    annotation_key: str = "annotation",
+    spacing_priority=SPACING_TAGS,
+    allow_missing_annotation: bool = False,
+) -> list:
     """Transforms loading the image and its annotation (or data-supplied landmarks).
 
     Args:
@@ -97,5 +102,7 @@ def aasn_preprocessing(
         load: include the loading transforms (False when the image and landmarks are already in the data).
     """
     chain = aasn_loading(image_key, annotation_key, spacing_priority) if load else []
-    chain += aasn_geometry(roi_size, margin, with_masks, radius_mm, fallback_spacing_mm, pseudo_color, tps_landmarks, pack, image_key)
+    chain += aasn_geometry(
+        roi_size, margin, with_masks, radius_mm, fallback_spacing_mm, pseudo_color, tps_landmarks, pack, image_key
+    )
     return Compose(chain)

@@ -62,7 +62,10 @@ class PseudoColor(Transform):
             from scipy.ndimage import gaussian_filter
 
             grey = t[0].numpy().astype(np.float64)
-            bands = [gain * (grey - gaussian_filter(grey, sigma=sigma)) for sigma, gain in zip(HIGHPASS_SIGMAS_PX, HIGHPASS_GAINS)]
+            bands = [
+                gain * (grey - gaussian_filter(grey, sigma=sigma))
+                for sigma, gain in zip(HIGHPASS_SIGMAS_PX, HIGHPASS_GAINS)
+            ]
             out = torch.from_numpy(np.stack([grey, *bands]).astype(np.float32))
         else:
             from scipy.ndimage import gaussian_filter
@@ -87,7 +90,9 @@ class PseudoColord(MapTransform):
         allow_missing_keys: skip absent keys.
     """
 
-    def __init__(self, keys: KeysCollection = ("roi", "roi_mirrored"), mode: str = "replicate", allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection = ("roi", "roi_mirrored"), mode: str = "replicate", allow_missing_keys: bool = False
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.colorize = PseudoColor(mode)
 

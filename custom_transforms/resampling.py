@@ -74,7 +74,9 @@ def sample_affine(
          [0.0, fine_h / (2.0 * ky), (fine_h - 1.0) / (2.0 * ky) - (ky - 1.0) / (2.0 * ky)],
          [0.0, 0.0, 1.0]]
     )
-    norm_from_src = np.array([[2.0 / width, 0.0, 1.0 / width - 1.0], [0.0, 2.0 / height, 1.0 / height - 1.0], [0.0, 0.0, 1.0]])
+    norm_from_src = np.array(
+        [[2.0 / width, 0.0, 1.0 / width - 1.0], [0.0, 2.0 / height, 1.0 / height - 1.0], [0.0, 0.0, 1.0]]
+    )
     theta = torch.as_tensor((norm_from_src @ matrices @ out_from_norm)[:, :2], dtype=torch.float32)
     # The grid is affine in (column, row): build it from two broadcast 1-D ramps rather than a full matmul.
     n_col = pixel_to_normalized(torch.arange(fine_w, dtype=torch.float32), fine_w)

@@ -45,7 +45,9 @@ def _margin_pair(margin) -> tuple[float, float]:
     return pair  # type: ignore[return-value]
 
 
-def roi_box_matrix(points, roi_size, margin=DEFAULT_MARGIN, spacing_mm=None, keep_aspect: bool = True, source: str = "ROI") -> np.ndarray:
+def roi_box_matrix(
+    points, roi_size, margin=DEFAULT_MARGIN, spacing_mm=None, keep_aspect: bool = True, source: str = "ROI"
+) -> np.ndarray:
     """ROI pixel -> source pixel affine of the box around ``points``.
 
     Args:
@@ -89,7 +91,9 @@ def roi_box_matrix(points, roi_size, margin=DEFAULT_MARGIN, spacing_mm=None, kee
     return scale_translate(scale, lo + 0.5 * scale)
 
 
-def roi_edge_clearance_mm(points, landmarks, spacing_mm=None, roi_size=DEFAULT_ROI_SIZE, margin=DEFAULT_MARGIN) -> np.ndarray:
+def roi_edge_clearance_mm(
+    points, landmarks, spacing_mm=None, roi_size=DEFAULT_ROI_SIZE, margin=DEFAULT_MARGIN
+) -> np.ndarray:
     """How far (mm) each point lies inside the edge of the anterior-pelvis ROI cut from ``landmarks``.
 
     The ROI is the box of :class:`MirroredROI` (ROI landmarks, ``margin``, grown to the aspect ratio of
@@ -128,7 +132,9 @@ class MirroredROI(Transform):
         antialias: box-filter (supersample) when shrinking, see :func:`~custom_transforms.resampling.sample_affine`.
     """
 
-    def __init__(self, roi_size=DEFAULT_ROI_SIZE, margin=DEFAULT_MARGIN, keep_aspect: bool = True, antialias: bool = True) -> None:
+    def __init__(
+        self, roi_size=DEFAULT_ROI_SIZE, margin=DEFAULT_MARGIN, keep_aspect: bool = True, antialias: bool = True
+    ) -> None:
         self.roi_size = (int(roi_size[0]), int(roi_size[1]))
         self.margin = _margin_pair(margin)
         self.keep_aspect = keep_aspect
@@ -221,8 +227,17 @@ class MirroredROId(MapTransform):
             source = str(meta.get("filename_or_obj", key))
             for needed in (self.landmarks_key, self.mirror_key):
                 if needed not in d:
-                    raise GeometryError(f"{source}: MirroredROId needs '{needed}' (run LoadAnnotationd and SymmetryAxisd first)")
-            out = self.cropper(image, d[self.landmarks_key], d[self.mirror_key], d.get(self.fractures_key), meta.get("spacing_mm"), source)
+                    raise GeometryError(
+                        f"{source}: MirroredROId needs '{needed}' (run LoadAnnotationd and SymmetryAxisd first)"
+                    )
+            out = self.cropper(
+                image,
+                d[self.landmarks_key],
+                d[self.mirror_key],
+                d.get(self.fractures_key),
+                meta.get("spacing_mm"),
+                source,
+            )
             for roi_key, spacing_key, map_key in (
                 ("roi", "roi_spacing_mm", "roi_to_original"),
                 ("roi_mirrored", "roi_mirrored_spacing_mm", "roi_mirrored_to_original"),
@@ -236,4 +251,3 @@ class MirroredROId(MapTransform):
                 out[roi_key] = MetaTensor(out[roi_key], meta={k: v for k, v in roi_meta.items() if v is not None})
             d.update(out)
         return d
-

@@ -136,8 +136,8 @@ class RandSiameseCropd(Randomizable, MapTransform):
         target_key: the ``target`` (2, H, W) = [M, M-hat]; cut at the ROI's window.
         points_key: (K, 2) ``[x, y]`` ROI pixels to centre windows on; removed from the output.
         pair_key: items with the same value here, processed one after the other (a fractured image, then its
-            intact twin: ``scripts.fracture.twin_batches.TwinBatchSampler``), get the same window, so that the pair differs
-            only by the fracture. Absent: every item draws its own window.
+            intact twin: ``scripts.fracture.twin_batches.TwinBatchSampler``), get the same window, so that the pair
+            differs only by the fracture. Absent: every item draws its own window.
     """
 
     def __init__(

@@ -21,7 +21,7 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
-from .conventions import LANDMARK_PAIRS, MIDLINE_LANDMARKS, LANDMARK_INDEX, MIRROR_PERMUTATION, NUM_LANDMARKS
+from .conventions import LANDMARK_INDEX, LANDMARK_PAIRS, MIDLINE_LANDMARKS, MIRROR_PERMUTATION, NUM_LANDMARKS
 from .errors import GeometryError
 from .geometry import spacing_xy, transform_points
 

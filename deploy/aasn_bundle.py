@@ -152,7 +152,7 @@ class BundleInference:
     @classmethod
     def from_model_path(
         cls, model_path: str | os.PathLike, workdir: str | os.PathLike | None = None, **kwargs
-    ) -> "BundleInference":
+    ) -> BundleInference:
         """Build from the app's model path (see :func:`find_bundle_root`)."""
         bundle_root, torchscript = find_bundle_root(model_path)
         return cls(bundle_root, workdir, torchscript=torchscript, **kwargs)

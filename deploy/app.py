@@ -22,6 +22,7 @@ options (the options win when both are given). See ``deploy/README.md``.
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import sys
 from pathlib import Path
@@ -38,17 +39,17 @@ APP_DIR = Path(__file__).resolve().parent
 if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
+from aasn_bundle import BundleInference, find_bundle_root  # noqa: E402
 from holoscan.conditions import CountCondition  # noqa: E402
-
 from monai.deploy.core import AppContext, Application  # noqa: E402
 from monai.deploy.operators import DICOMSeriesSelectorOperator  # noqa: E402
-
-from aasn_bundle import BundleInference  # noqa: E402
 from operators.aasn_inference_operator import AASNInferenceOperator  # noqa: E402
 from operators.dicom_loader_operator import CheckedDICOMDataLoaderOperator  # noqa: E402
 from operators.json_summary_operator import JSONSummaryWriterOperator  # noqa: E402
 from operators.sc_writer_operator import HeatmapSCWriterOperator  # noqa: E402
 from operators.sr_writer_operator import FractureSRWriterOperator  # noqa: E402
+
+from custom_transforms.version import read_version  # noqa: E402
 
 __all__ = ["AASNFractureApp", "SELECTION_RULES_FILE", "main"]
 
@@ -58,12 +59,22 @@ SELECTION_RULES_FILE = APP_DIR / "series_selection_rules.json"
 logger = logging.getLogger(__name__)
 
 
+def _project_version() -> str:
+    """The project's one version: the bundle's ``configs/metadata.json``, the repository's bundle beside ``deploy/``
+    or, in a package, the bundle given as the model (``HOLOSCAN_MODEL_PATH``)."""
+    repository_metadata = APP_DIR.parent / "bundle" / "configs" / "metadata.json"
+    if repository_metadata.is_file():
+        return read_version(repository_metadata)
+    bundle_root, _ = find_bundle_root(os.environ.get("HOLOSCAN_MODEL_PATH", "/opt/holoscan/models"))
+    return read_version(bundle_root / "configs" / "metadata.json")
+
+
 class AASNFractureApp(Application):
     """Selects the AP pelvic radiographs of a DICOM study and reports the AASN fracture findings."""
 
     name = "aasn_pelvic_fracture"
     description = "AASN anterior pelvic fracture detection: DICOM CR/DX in, DICOM SR + Secondary Capture + JSON out"
-    version = "0.2.0"
+    version = _project_version()
 
     def compose(self):
         app_context: AppContext = Application.init_app_context(self.argv)

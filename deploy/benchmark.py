@@ -29,7 +29,6 @@ def _selected_files(study: Path) -> list[str]:
 
     from holoscan.core import Fragment
     from monai.deploy.operators import DICOMSeriesSelectorOperator
-
     from operators.aasn_inference_operator import selected_instances
     from operators.dicom_loader_operator import CheckedDICOMDataLoaderOperator
 
@@ -71,7 +70,10 @@ def main() -> None:
         bundle_times.append(time.perf_counter() - start)
     failed = [path for path, r in results.items() if r.error]
     print(f"study {args.study}: {len(files)} selected radiograph(s), failed: {failed or 'none'}")
-    print(f"app (process, end to end): median {statistics.median(app_times):.2f} s  runs {[round(t, 2) for t in app_times]}")
+    print(
+        f"app (process, end to end): median {statistics.median(app_times):.2f} s  runs "
+        f"{[round(t, 2) for t in app_times]}"
+    )
     print(
         f"bundle inference (in process, warm): median {statistics.median(bundle_times):.2f} s  "
         f"runs {[round(t, 2) for t in bundle_times]}"

@@ -77,7 +77,9 @@ def retrieve_study(pacs: str, study_uid: str, folder: str | os.PathLike, timeout
     """WADO-RS: every instance of a study as DICOM files under ``folder/<SeriesInstanceUID>/``."""
     url = f"{pacs.rstrip('/')}/studies/{study_uid}"
     accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-    body, content_type = _open(urllib.request.Request(url, headers=_headers({"Accept": accept})), f"WADO-RS {url}", timeout)
+    body, content_type = _open(
+        urllib.request.Request(url, headers=_headers({"Accept": accept})), f"WADO-RS {url}", timeout
+    )
     if not content_type.lower().startswith("multipart/related"):
         raise PACSError(f"WADO-RS {url}: expected multipart/related, got {content_type!r}")
     message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
@@ -97,17 +99,30 @@ def retrieve_study(pacs: str, study_uid: str, folder: str | os.PathLike, timeout
 def store_stow(pacs: str, files: list[Path], timeout: float = 300) -> list[str]:
     """STOW-RS: store DICOM files in one request; the SOP Instance UIDs the PACS accepted (all, or ``PACSError``)."""
     boundary = uuid.uuid4().hex
-    body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + Path(f).read_bytes() + b"\r\n"
-                    for f in files) + f"--{boundary}--\r\n".encode()
+    body = (
+        b"".join(
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + Path(f).read_bytes() + b"\r\n"
+            for f in files
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
     url = f"{pacs.rstrip('/')}/studies"
-    headers = _headers({"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-                        "Accept": "application/dicom+json"})
+    headers = _headers(
+        {
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json",
+        }
+    )
     answer, _ = _open(urllib.request.Request(url, data=body, method="POST", headers=headers), f"STOW-RS {url}", timeout)
     result = json.loads(answer) if answer.strip() else {}
     failed = result.get("00081198", {}).get("Value", [])  # Failed SOP Sequence
     if failed:
-        reasons = [(f.get("00081155", {}).get("Value", ["?"])[0], f.get("00081197", {}).get("Value", ["?"])[0]) for f in failed]
-        raise PACSError(f"STOW-RS {url}: the PACS refused {len(failed)} instance(s) (SOP Instance UID, reason): {reasons}")
+        reasons = [
+            (f.get("00081155", {}).get("Value", ["?"])[0], f.get("00081197", {}).get("Value", ["?"])[0]) for f in failed
+        ]
+        raise PACSError(
+            f"STOW-RS {url}: the PACS refused {len(failed)} instance(s) (SOP Instance UID, reason): {reasons}"
+        )
     accepted = [r.get("00081155", {}).get("Value", [""])[0] for r in result.get("00081199", {}).get("Value", [])]
     missing = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files} - set(accepted)
     if missing:
@@ -118,7 +133,9 @@ def store_stow(pacs: str, files: list[Path], timeout: float = 300) -> list[str]:
 # --- DIMSE -----------------------------------------------------------------------------------------------------
 
 
-def store_cstore(files: list[Path], host: str, port: int, called_aet: str, calling_aet: str, timeout: float = 60) -> list[str]:
+def store_cstore(
+    files: list[Path], host: str, port: int, called_aet: str, calling_aet: str, timeout: float = 60
+) -> list[str]:
     """C-STORE (pynetdicom) of DICOM files in one association; the SOP Instance UIDs stored (all, or ``PACSError``)."""
     from pynetdicom import AE
 
@@ -136,8 +153,10 @@ def store_cstore(files: list[Path], host: str, port: int, called_aet: str, calli
             status = assoc.send_c_store(ds)
             code = getattr(status, "Status", None)
             if code != 0x0000:
-                raise PACSError(f"C-STORE of {path} to {called_aet}@{host}:{port}: status "
-                                f"{'no answer' if code is None else hex(code)}")
+                raise PACSError(
+                    f"C-STORE of {path} to {called_aet}@{host}:{port}: status "
+                    f"{'no answer' if code is None else hex(code)}"
+                )
             stored.append(str(ds.SOPInstanceUID))
     finally:
         assoc.release()
@@ -176,19 +195,32 @@ def analyse_study(args: argparse.Namespace) -> dict:
     sent = []
     for path in findings:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        sent.append({"file": path.name, "sop_class_uid": str(ds.SOPClassUID), "sop_instance_uid": str(ds.SOPInstanceUID),
-                     "series_instance_uid": str(ds.SeriesInstanceUID), "study_instance_uid": str(ds.StudyInstanceUID)})
-    record = {"pacs": args.pacs, "study_instance_uid": args.study, "pulled_instances": len(pulled),
-              "method": args.send if findings else None,
-              "destination": (args.pacs if args.send == STOW else f"{args.called_aet}@{args.dicom}") if findings else None,
-              "sent": sent}
+        sent.append(
+            {
+                "file": path.name,
+                "sop_class_uid": str(ds.SOPClassUID),
+                "sop_instance_uid": str(ds.SOPInstanceUID),
+                "series_instance_uid": str(ds.SeriesInstanceUID),
+                "study_instance_uid": str(ds.StudyInstanceUID),
+            }
+        )
+    record = {
+        "pacs": args.pacs,
+        "study_instance_uid": args.study,
+        "pulled_instances": len(pulled),
+        "method": args.send if findings else None,
+        "destination": (args.pacs if args.send == STOW else f"{args.called_aet}@{args.dicom}") if findings else None,
+        "sent": sent,
+    }
     (output / SENT_FILE).write_text(json.dumps(record, indent=2))
     logger.info("Sent %d instance(s) to %s by %s", len(sent), record["destination"], record["method"])
     return record
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pacs", required=True, help="DICOMweb root of the PACS, e.g. http://127.0.0.1:8042/dicom-web")
     parser.add_argument("--study", required=True, help="StudyInstanceUID of the study to analyse")
     parser.add_argument("-m", "--model", required=True, help="the bundle folder (or a TorchScript file in its models/)")
@@ -197,7 +229,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--send", choices=(STOW, CSTORE), default=STOW, help="how the SR and SC go back (default stow)")
     parser.add_argument("--dicom", default="127.0.0.1:4242", help="host:port of the PACS' DICOM service (c-store)")
     parser.add_argument("--called-aet", default="ORTHANC", help="the PACS' AE title (c-store)")
-    parser.add_argument("--calling-aet", default="AASNDEPLOY", help="this sender's AE title, as the PACS knows it (c-store)")
+    parser.add_argument(
+        "--calling-aet", default="AASNDEPLOY", help="this sender's AE title, as the PACS knows it (c-store)"
+    )
     return parser.parse_args(argv)
 
 

@@ -133,7 +133,9 @@ class AASNPelvisApp(MONAILabelApp):
             raise
         except Exception as e:
             cause = root_cause(e)  # under MONAI's and MONAI Label's wrappers
-            if isinstance(cause, ValueError):  # the project's errors (PXRReadError, AnnotationError, NotAPelvisError, ...)
+            if isinstance(
+                cause, ValueError
+            ):  # the project's errors (PXRReadError, AnnotationError, NotAPelvisError, ...)
                 logger.warning(f"Infer {model} on {image}: {cause}")
                 raise HTTPException(422, f"{type(cause).__name__}: {cause}") from e
             if isinstance(e, MONAILabelException):
@@ -165,4 +167,3 @@ class AASNPelvisApp(MONAILabelApp):
 
 def _file_list(value: str | None) -> list[str]:
     return [p.strip() for p in (value or "").split(",") if p.strip()]
-

@@ -10,7 +10,9 @@ from .mesh import MeshError
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulation", description="Simulated AP pelvic radiographs with exact labels.")
+    parser = argparse.ArgumentParser(
+        prog="python -m simulation", description="Simulated AP pelvic radiographs with exact labels."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="simulate a dataset (DICOM DX + annotation JSON + datalist.json)")
     g.add_argument("--anatomy", choices=["atlas", "procedural"], default="procedural")
@@ -27,8 +29,11 @@ def main(argv=None) -> int:
     g.add_argument("--size", type=int, nargs="+", default=[1024, 1024], help="detector H W in pixels (or one value)")
     g.add_argument("--positive-fraction", type=float, default=None)
     g.add_argument("--no-progress", action="store_true")
-    g.add_argument("--intact-twins", action="store_true",
-                   help="also write each fractured image without its breaks (training pairs; datalist 'intact_twins')")
+    g.add_argument(
+        "--intact-twins",
+        action="store_true",
+        help="also write each fractured image without its breaks (training pairs; datalist 'intact_twins')",
+    )
     p = sub.add_parser("preview", help="contact sheet with landmarks and fracture points")
     p.add_argument("dataset", help="dataset folder (with datalist.json)")
     p.add_argument("--out", required=True, help="PNG file")

@@ -150,12 +150,13 @@ class Pose:
     oid_mm: float = 180.0
 
     @staticmethod
-    def sample(rng: np.random.Generator) -> "Pose":
+    def sample(rng: np.random.Generator) -> Pose:
         return Pose(**{k: float(rng.uniform(lo, hi)) for k, (lo, hi) in POSE_RANGES.items()})
 
     def rotation(self) -> np.ndarray:
         # Tilt first (about x), then rotation about the long axis (z), then in-plane (about the beam, y).
-        return rotation_y(self.in_plane_rotation_deg) @ rotation_z(self.long_axis_rotation_deg) @ rotation_x(self.tilt_deg)
+        in_plane, long_axis = rotation_y(self.in_plane_rotation_deg), rotation_z(self.long_axis_rotation_deg)
+        return in_plane @ long_axis @ rotation_x(self.tilt_deg)
 
     def matrix(self, centre: np.ndarray) -> np.ndarray:
         """4x4 transform from the anatomy's LPS frame to the camera frame, rotating about ``centre``."""

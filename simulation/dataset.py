@@ -21,10 +21,10 @@ import json
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -64,7 +64,9 @@ def _normalise_size(size) -> tuple[int, int]:
     return h, w
 
 
-def resolve_subjects(anatomy: str, atlas_dir: str | Path | None, subjects: Sequence[str] | None, n: int) -> tuple[list[str], Path | None]:
+def resolve_subjects(
+    anatomy: str, atlas_dir: str | Path | None, subjects: Sequence[str] | None, n: int
+) -> tuple[list[str], Path | None]:
     """The subject ids to use and the atlas directory (atlas anatomy only).
 
     Raises:
@@ -123,7 +125,17 @@ def _anatomy(kind: str, subject: str, atlas_dir: str | None, seed: int) -> Anato
     return procedural_anatomy(subject, seed)
 
 
-def write_example(out: Path, stem: str, result, subject: str, kind: str, uid_seed: tuple, monochrome1: bool, attribution: str | None, extra: dict) -> tuple[str, str]:
+def write_example(
+    out: Path,
+    stem: str,
+    result,
+    subject: str,
+    kind: str,
+    uid_seed: tuple,
+    monochrome1: bool,
+    attribution: str | None,
+    extra: dict,
+) -> tuple[str, str]:
     """Write one rendered radiograph as ``images/<stem>.dcm`` + ``annotations/<stem>.json``; return both
     paths relative to ``out``."""
     image_rel = f"images/{stem}.dcm"
@@ -144,7 +156,9 @@ def write_example(out: Path, stem: str, result, subject: str, kind: str, uid_see
     )
     annotation = {
         "image": image_rel,
-        "landmarks": {name: [round(float(x), 4), round(float(y), 4)] for name, (x, y) in zip(LANDMARK_NAMES, result.landmarks)},
+        "landmarks": {
+            name: [round(float(x), 4), round(float(y), 4)] for name, (x, y) in zip(LANDMARK_NAMES, result.landmarks)
+        },
         "fractures": [[round(float(x), 4), round(float(y), 4)] for x, y in result.fractures],
         # One entry per point of "fractures", in the same order: what the evaluation reports recall by.
         "fracture_details": [
@@ -228,7 +242,9 @@ def _render_jobs(
             out, stem, result, subject, kind, uid, job.monochrome1, anatomy.attribution, extra
         )
         label = int(len(result.fractures) > 0)
-        items.append({"image": image_rel, "annotation": ann_rel, "label": label, "subject": subject, "index": job.index})
+        items.append(
+            {"image": image_rel, "annotation": ann_rel, "label": label, "subject": subject, "index": job.index}
+        )
         if result.intact_pixels is not None:
             twin = replace(
                 result,
@@ -238,11 +254,26 @@ def _render_jobs(
                 info=dict(result.info, fractures=[]),
             )
             twin_image, twin_ann = write_example(
-                out, f"{stem}_intact", twin, subject, kind, (*uid, "intact"), job.monochrome1, anatomy.attribution,
+                out,
+                f"{stem}_intact",
+                twin,
+                subject,
+                kind,
+                (*uid, "intact"),
+                job.monochrome1,
+                anatomy.attribution,
                 dict(extra, intact_twin_of=image_rel),
             )
-            items.append({"image": twin_image, "annotation": twin_ann, "label": 0, "subject": subject,
-                          "index": job.index, "intact_twin_of": image_rel})
+            items.append(
+                {
+                    "image": twin_image,
+                    "annotation": twin_ann,
+                    "label": 0,
+                    "subject": subject,
+                    "index": job.index,
+                    "intact_twin_of": image_rel,
+                }
+            )
     return items
 
 
@@ -302,7 +333,7 @@ def generate_dataset(
     items: list[dict] = []
     bar = _progress(len(jobs), progress)
     if workers <= 1:
-        for subject, sjobs in by_subject.items():
+        for sjobs in by_subject.values():
             items += _render_jobs(anatomy, atlas_str, sjobs, str(out), size, int(seed), intact_twins)
             bar.update(len(sjobs))
     else:
@@ -310,7 +341,9 @@ def generate_dataset(
 
         with ProcessPoolExecutor(max_workers=int(workers), mp_context=mp.get_context("spawn")) as pool:
             futures = {
-                pool.submit(_render_jobs, anatomy, atlas_str, sjobs, str(out), size, int(seed), intact_twins): len(sjobs)
+                pool.submit(_render_jobs, anatomy, atlas_str, sjobs, str(out), size, int(seed), intact_twins): len(
+                    sjobs
+                )
                 for sjobs in by_subject.values()
             }
             for fut in as_completed(futures):

@@ -31,7 +31,8 @@ def write_distractor(
 
     Args:
         path: output file.
-        kind: ``"chest"`` (PA chest film of :func:`simulation.nonpelvic.render_nonpelvic`, CR, BodyPartExamined CHEST) or ``"blank"`` (an exposure
+        kind: ``"chest"`` (PA chest film of :func:`simulation.nonpelvic.render_nonpelvic`, CR, BodyPartExamined
+        CHEST) or ``"blank"`` (an exposure
             with nothing in the beam, DX, BodyPartExamined PELVIS, as a mislabelled film would be).
         size: ``(H, W)`` or an int.
         seed: random seed (same seed, same file).

@@ -52,7 +52,9 @@ def canonical_right_femur(step: float = 2.2) -> tuple[Mesh, Mesh]:
     up = np.array([0.0, 0.0, 1.0])
     head = sdf.sphere(p, (0, 0, 0), CANONICAL_HEAD_RADIUS)
     neck = sdf.capsule(p, 0.3 * base, base, 12.5, 15.0)
-    greater = sdf.capsule(p, base + 17 * lateral + 8 * up + 3 * posterior, base + 13 * lateral + 38 * shaft_dir, 9.0, 11.0)
+    greater = sdf.capsule(
+        p, base + 17 * lateral + 8 * up + 3 * posterior, base + 13 * lateral + 38 * shaft_dir, 9.0, 11.0
+    )
     inter = sdf.capsule(p, base + 4 * lateral, base + 55 * shaft_dir, 15.0, 13.5)
     lesser_c = base + 50 * shaft_dir + 12 * (-lateral) + 8 * posterior
     lesser = sdf.capsule(p, base + 42 * shaft_dir + 2 * (-lateral), lesser_c, 6.0, 5.0)
@@ -76,7 +78,7 @@ class LegPose:
     abduction_deg: float = 0.0
 
     @staticmethod
-    def sample(rng: np.random.Generator) -> "LegPose":
+    def sample(rng: np.random.Generator) -> LegPose:
         return LegPose(*(float(rng.uniform(lo, hi)) for lo, hi in LEG_POSE_RANGES.values()))
 
 

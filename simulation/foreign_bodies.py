@@ -44,7 +44,9 @@ def _curve(rng, start, end, n=40, wiggle=0.15):
     return start[None] + t[:, None] * (end - start)[None] + (bend * length)[:, None] * normal[None]
 
 
-def foreign_bodies(shape: tuple[int, int], pixel_mm: float, region: dict, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+def foreign_bodies(
+    shape: tuple[int, int], pixel_mm: float, region: dict, rng: np.random.Generator
+) -> tuple[np.ndarray, list[str]]:
     """Attenuation map (line integral of mu) of random foreign bodies, and the kinds drawn.
 
     Args:

@@ -12,13 +12,14 @@ invisibility on a real film too):
 
 - hairline (non-displaced): bone removed within ``gap/2`` of the plane, gap 0.3-0.9 mm, no shift;
 - displaced: gap 1-3.5 mm, and the fragment on one side shifted by 1.5-6 mm (across the bone in the
-  coronal plane, with an antero-posterior part of about 30 %) and rotated by up to 8 deg about the break, the motion fading out over 10-16 mm from the plane (the bone beyond is
+  coronal plane, with an antero-posterior part of about 30 %) and rotated by up to 8 deg about the break, the motion
+  fading out over 10-16 mm from the plane (the bone beyond is
   held by the rest of the ring).
 
-Cutting happens in a local voxel patch around the break (0.2 mm voxels for hairlines, 0.45 mm for
-displaced ones, whose gaps are at least 1 mm) built from the same closed surfaces (winding numbers along the patch's axis), with
-partial-volume weights for sub-voxel gaps; the projector adds the patch's *change* (fractured minus
-intact) to the exact surface projection, splatting each changed voxel along its own cone-beam ray.
+Cutting happens in a local voxel patch around the break (0.2 mm voxels for hairlines, 0.45 mm for displaced ones, whose
+gaps are at least 1 mm) built from the same closed surfaces (winding numbers along the patch's axis), with
+partial-volume weights for sub-voxel gaps; the projector adds the patch's *change* (fractured minus intact) to the exact
+surface projection, splatting each changed voxel along its own cone-beam ray.
 The label is the projected centre of the cortical break: the centroid of the cortical voxels the
 cut removes (for a displaced fracture, midway between that point and its moved copy).
 """
@@ -143,7 +144,9 @@ def snap_to_cross_section(vertices: np.ndarray, point, axis, radius: float, slab
     return centre, float(r)
 
 
-def sample_fracture(anatomy, site: str, side: str, rng: np.random.Generator, accept=None, tries: int = 16) -> Fracture | None:
+def sample_fracture(
+    anatomy, site: str, side: str, rng: np.random.Generator, accept=None, tries: int = 16
+) -> Fracture | None:
     """A random fracture at ``site`` on ``side``, or None when no position along the site is usable.
 
     Args:
@@ -247,7 +250,10 @@ def voxelize(mesh, origin: np.ndarray, axes: np.ndarray, shape: tuple[int, int, 
     # Only faces whose footprint reaches the grid columns and that lie before its far end matter.
     fv = local[mesh.faces]
     keep = (
-        (fv[:, :, 1].max(1) >= -1) & (fv[:, :, 1].min(1) <= n1) & (fv[:, :, 2].max(1) >= -1) & (fv[:, :, 2].min(1) <= n2)
+        (fv[:, :, 1].max(1) >= -1)
+        & (fv[:, :, 1].min(1) <= n1)
+        & (fv[:, :, 2].max(1) >= -1)
+        & (fv[:, :, 2].min(1) <= n2)
         & (fv[:, :, 0].min(1) <= n0)
     )  # fmt: skip
     faces = mesh.faces[keep]
@@ -301,7 +307,9 @@ def fracture_patch_projection(anatomy, frac: Fracture, matrix: np.ndarray, camer
     if displaced:
         rot = _rotation_matrix(frac.rotation_axis, frac.rotation_deg)
         side_s = frac.fragment_sign * s
-        w_along = np.clip((frac.falloff_mm - side_s) / (frac.falloff_mm - frac.gap_mm / 2 - 1.0), 0.0, 1.0) * (side_s > 0)
+        w_along = np.clip((frac.falloff_mm - side_s) / (frac.falloff_mm - frac.gap_mm / 2 - 1.0), 0.0, 1.0) * (
+            side_s > 0
+        )
         weight = w_along[:, None, None] * in_disc[None]
         idx = np.nonzero(weight > 0)
         if len(idx[0]):

@@ -55,7 +55,9 @@ def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
     return c, float(np.sqrt(sol[3] + c @ c))
 
 
-def acetabulum_vertices(v: np.ndarray, normals: np.ndarray, s: float, obturator_top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def acetabulum_vertices(
+    v: np.ndarray, normals: np.ndarray, s: float, obturator_top: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the acetabular cup vertices and the fitted centre.
 
     Start from the laterally facing vertices in the band 5-50 mm above the obturator foramen's top
@@ -170,7 +172,11 @@ def derive_landmark_definitions(atlas_dir: str | Path, subjects=None) -> dict:
         for name in point_names:
             key = f"{name}_{side}"
             cost = sum(np.linalg.norm(m.raw_vertices[bone] - r[key], axis=1) for m, r in zip(members, rules))
-            definition[key] = {"bone": bone, "vertex": int(np.argmin(cost)), "mean_rule_error_mm": float(cost.min() / len(members))}
+            definition[key] = {
+                "bone": bone,
+                "vertex": int(np.argmin(cost)),
+                "mean_rule_error_mm": float(cost.min() / len(members)),
+            }
         votes = np.zeros(len(members[0].raw_vertices[bone]))
         for r in rules:
             votes[r[f"acetabulum_set_{side}"]] += 1

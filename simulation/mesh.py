@@ -29,10 +29,10 @@ class Mesh:
     vertices: np.ndarray
     faces: np.ndarray
 
-    def copy(self) -> "Mesh":
+    def copy(self) -> Mesh:
         return Mesh(self.vertices.copy(), self.faces.copy())
 
-    def transformed(self, matrix: np.ndarray) -> "Mesh":
+    def transformed(self, matrix: np.ndarray) -> Mesh:
         """The mesh under a 4x4 homogeneous transform."""
         v = self.vertices @ matrix[:3, :3].T + matrix[:3, 3]
         faces = self.faces if np.linalg.det(matrix[:3, :3]) > 0 else self.faces[:, ::-1]

@@ -29,7 +29,9 @@ def draw_annotated(image: np.ndarray, annotation: dict, tile: int, label: str = 
     """A thumbnail (longest side ``tile``) with the annotation's landmarks and fractures drawn."""
     h, w = image.shape
     scale = tile / max(h, w)
-    thumb = Image.fromarray((image * 255).astype(np.uint8)).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
+    thumb = Image.fromarray((image * 255).astype(np.uint8)).resize(
+        (max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS
+    )
     im = thumb.convert("RGB")
     d = ImageDraw.Draw(im)
     r = max(2, tile // 120)
@@ -48,7 +50,9 @@ def draw_annotated(image: np.ndarray, annotation: dict, tile: int, label: str = 
     return im
 
 
-def contact_sheet(dataset_dir: str | Path, out: str | Path, columns: int = 6, tile: int = 320, limit: int | None = 36) -> Path:
+def contact_sheet(
+    dataset_dir: str | Path, out: str | Path, columns: int = 6, tile: int = 320, limit: int | None = 36
+) -> Path:
     """Write a contact sheet PNG of the first ``limit`` images of a dataset folder.
 
     Raises:
@@ -111,8 +115,14 @@ def landmark_sheet(anatomies, out: str | Path, size: int = 560, columns: int = 3
         for name, (x, y) in zip(LANDMARK_NAMES, uv):
             col = COLOURS[name[-1]] if name[-2:] in ("_r", "_l") else COLOURS["m"]
             d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=col)
-            short = name.replace("obturator_", "obt_").replace("symphysis_", "sym_").replace("acetabulum_center", "acetab")
-            short = short.replace("ischial_tuberosity", "isch_tub").replace("pubic_tubercle", "pub_tub").replace("sciatic_notch", "sciatic")
+            short = (
+                name.replace("obturator_", "obt_").replace("symphysis_", "sym_").replace("acetabulum_center", "acetab")
+            )
+            short = (
+                short.replace("ischial_tuberosity", "isch_tub")
+                .replace("pubic_tubercle", "pub_tub")
+                .replace("sciatic_notch", "sciatic")
+            )
             tx = x - 6 - 6 * len(short) if name.endswith("_r") else x + 6
             d.text((tx, y - 6), short, fill=col)
         d.text((4, 4), f"{anatomy.source} {anatomy.subject}", fill=(255, 255, 255))

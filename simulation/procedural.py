@@ -86,10 +86,14 @@ def _right_hip_sdf(p: np.ndarray) -> np.ndarray:
     eminence = A + np.array([24.0, -16.0, -2.0])
     pubic_body = np.array([-15.0, -26.0, -42.0])
     tubercle = np.array([-24.0, -30.0, -24.0])
-    sup_ramus = sdf.polyline_tube(p, [eminence, A + np.array([50.0, -24.0, -12.0]), tubercle + np.array([0.0, 2.0, -6.0])], [12.0, 9.5, 10.5])
+    sup_ramus = sdf.polyline_tube(
+        p, [eminence, A + np.array([50.0, -24.0, -12.0]), tubercle + np.array([0.0, 2.0, -6.0])], [12.0, 9.5, 10.5]
+    )
     body = sdf.rounded_box(p, pubic_body + np.array([3.0, 0.0, 0.0]), (12.0, 8.5, 21.0), 5.0)
     inf_junction = np.array([-52.0, 2.0, -84.0])
-    inf_ramus = sdf.polyline_tube(p, [pubic_body + np.array([-3.0, 3.0, -14.0]), np.array([-33.0, -4.0, -78.0]), inf_junction], [8.0, 6.5, 7.5])
+    inf_ramus = sdf.polyline_tube(
+        p, [pubic_body + np.array([-3.0, 3.0, -14.0]), np.array([-33.0, -4.0, -78.0]), inf_junction], [8.0, 6.5, 7.5]
+    )
     tuberosity_c = np.array([-78.0, 22.0, -72.0])
     ischium = sdf.capsule(p, A + np.array([4.0, 16.0, -20.0]), tuberosity_c, 15.0, 12.0)
     tuberosity = sdf.ellipsoid(p, tuberosity_c + np.array([2.0, 2.0, -4.0]), (14.0, 13.0, 17.0))
@@ -137,7 +141,6 @@ def _sacrum_sdf(p: np.ndarray) -> np.ndarray:
 
 def _landmark_targets() -> dict[str, np.ndarray]:
     """Anatomical targets on the right template hip (mm) and the midline."""
-    A = ACETABULUM
     return {
         # On the wing's mid-surface: the anterior-superior corner of the fan, and the deepest point of
         # the greater sciatic notch (its circle's point facing the plate's centre), a little inside.
@@ -231,7 +234,9 @@ def _procedural_cached(subject: str, seed: int) -> Anatomy:
     bones = {}
     for name, side in (("hip_r", "r"), ("hip_l", "l"), ("sacrum", "s")):
         outer, inner = tpl[name]
-        bones[name] = Bone(name, Mesh(deform(outer.vertices, side), outer.faces), Mesh(deform(inner.vertices, side), inner.faces))
+        bones[name] = Bone(
+            name, Mesh(deform(outer.vertices, side), outer.faces), Mesh(deform(inner.vertices, side), inner.faces)
+        )
     add_spine(bones)
     landmarks = np.zeros((len(LANDMARK_NAMES), 3))
     lv = tpl["landmark_vertices"]

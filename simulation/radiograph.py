@@ -52,7 +52,7 @@ class Exposure:
     bone_level: float = 0.9
 
     @staticmethod
-    def sample(rng: np.random.Generator) -> "Exposure":
+    def sample(rng: np.random.Generator) -> Exposure:
         vals = {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in EXPOSURE_RANGES.items()}
         vals["quanta_per_mm2"] = float(np.exp(rng.uniform(*np.log(EXPOSURE_RANGES["quanta_per_mm2"]))))
         return Exposure(**vals)
@@ -111,13 +111,20 @@ def process_counts(
     bone_vals = processed[bone_mask] if bone_mask.any() else processed.ravel()
     v_soft = np.median(soft_vals)
     v_bone = max(np.percentile(bone_vals, 95), v_soft + 1e-3)
-    unit = exposure.soft_tissue_level + (processed - v_soft) / (v_bone - v_soft) * (exposure.bone_level - exposure.soft_tissue_level)
+    unit = exposure.soft_tissue_level + (processed - v_soft) / (v_bone - v_soft) * (
+        exposure.bone_level - exposure.soft_tissue_level
+    )
     unit = np.clip(unit, 0.0, 1.0) ** exposure.gamma
     return np.round(unit * MAX_VALUE).astype(np.uint16)
 
 
 def form_image(
-    attenuation: np.ndarray, body_mask: np.ndarray, bone_mask: np.ndarray, pixel_mm: float, exposure: Exposure, rng: np.random.Generator
+    attenuation: np.ndarray,
+    body_mask: np.ndarray,
+    bone_mask: np.ndarray,
+    pixel_mm: float,
+    exposure: Exposure,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """Processed radiograph, uint16 in 0..4095 (high = more attenuation = displayed bright).
 

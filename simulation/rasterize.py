@@ -106,7 +106,9 @@ def rasterize_fragments(uv, depth, faces, shape, perspective: bool = True, max_c
     ay = ((q2 - q0) * (p1[idx, 0] - p0[idx, 0]) - (q1 - q0) * (p2[idx, 0] - p0[idx, 0])) / area
     a0 = q0 - ax * p0[idx, 0] - ay * p0[idx, 1]
     n_cand = nx * ny
-    bounds = np.searchsorted(np.cumsum(n_cand), np.arange(max_candidates, n_cand.sum() + max_candidates, max_candidates))
+    bounds = np.searchsorted(
+        np.cumsum(n_cand), np.arange(max_candidates, n_cand.sum() + max_candidates, max_candidates)
+    )
     start = 0
     for stop in np.unique(np.minimum(bounds + 1, len(idx))):
         if stop > start:

@@ -112,7 +112,10 @@ def render(
             if np.all((uv >= margin) & (uv <= np.array([w, h]) - 1 - margin)):
                 break
         else:
-            raise ValueError(f"a {h} x {w} detector of {DETECTOR_WIDTH_MM:.0f} mm width cannot frame subject {anatomy.subject}'s landmarks")
+            raise ValueError(
+                f"a {h} x {w} detector of {DETECTOR_WIDTH_MM:.0f} mm width cannot frame subject {anatomy.subject}'s "
+                f"landmarks"
+            )
     camera = pose.camera((h, w), (pixel, pixel))
     matrix = pose.matrix(anatomy.centre)
     secant = camera.secant()
@@ -142,7 +145,9 @@ def render(
     legs = {}
     for side in ("r", "l"):
         legs[side] = LegPose.sample(rng)
-        outer_m, inner_m = femur_meshes(anatomy.acetabulum_centre(side), anatomy.acetabulum_radius[side], side, legs[side])
+        outer_m, inner_m = femur_meshes(
+            anatomy.acetabulum_centre(side), anatomy.acetabulum_radius[side], side, legs[side]
+        )
         outer = path_length(outer_m, matrix, camera, secant)
         inner = path_length(inner_m, matrix, camera, secant)
         cortical += outer - inner
@@ -151,7 +156,7 @@ def render(
     kept: list[Fracture] = []
     fracture_cortical = np.zeros((h, w))
     fracture_cancellous = np.zeros((h, w))
-    for attempt in range(5):
+    for _attempt in range(5):
         for frac in fractures:
             change = fracture_patch_projection(anatomy, frac, matrix, camera)
             if change is None:
@@ -185,7 +190,10 @@ def render(
     zb = np.sin(a) * xs[None, :] + np.cos(a) * zs[:, None]
     li = LANDMARK_INDEX
     hip_x = 0.5 * abs(anatomy.acetabulum_centre("l")[0] - anatomy.acetabulum_centre("r")[0])
-    crotch_z = 0.5 * (anatomy.landmarks[li["ischial_tuberosity_r"], 2] + anatomy.landmarks[li["ischial_tuberosity_l"], 2]) - anatomy.centre[2]
+    crotch_z = (
+        0.5 * (anatomy.landmarks[li["ischial_tuberosity_r"], 2] + anatomy.landmarks[li["ischial_tuberosity_l"], 2])
+        - anatomy.centre[2]
+    )
     fat, lean = body_path_lengths((xb, zb), habitus, hip_x, crotch_z - 10.0)
     body_mask = (fat + lean) > 1.0
 
@@ -212,10 +220,17 @@ def render(
     if intact_twin and kept:
         # Same patient, pose, exposure, artefacts and quantum-noise draw, without the breaks: the twin's counts are
         # the fractured image's, moved by the difference of the means, so the two differ only at the breaks.
-        twin_mean, twin_n0 = expected_counts(soft_tissue + bone_attenuation(intact_cortical, intact_cancellous),
-                                             body_mask, pixel, exposure)
-        intact_pixels = process_counts(counts + (twin_mean - mean), twin_n0, body_mask,
-                                       (intact_cortical + intact_cancellous) > 2.0, pixel, exposure)
+        twin_mean, twin_n0 = expected_counts(
+            soft_tissue + bone_attenuation(intact_cortical, intact_cancellous), body_mask, pixel, exposure
+        )
+        intact_pixels = process_counts(
+            counts + (twin_mean - mean),
+            twin_n0,
+            body_mask,
+            (intact_cortical + intact_cancellous) > 2.0,
+            pixel,
+            exposure,
+        )
 
     info = {
         "subject": anatomy.subject,

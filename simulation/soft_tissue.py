@@ -31,7 +31,7 @@ class Habitus:
     thigh_half_width_mm: float = 85.0
 
     @staticmethod
-    def sample(rng: np.random.Generator) -> "Habitus":
+    def sample(rng: np.random.Generator) -> Habitus:
         # Correlated: a wide patient is also deep and fatter.
         u = rng.uniform(0, 1)
         vals = {}
@@ -109,7 +109,9 @@ def bowel_gas(shape: tuple[int, int], pixel_mm: float, region: dict, rng: np.ran
             if lo_x >= hi_x or lo_y >= hi_y:
                 continue
             d2 = ((xx[lo_y:hi_y, lo_x:hi_x] - p[0]) ** 2 + (yy[lo_y:hi_y, lo_x:hi_x] - p[1]) ** 2) / radius**2
-            np.maximum(gas[lo_y:hi_y, lo_x:hi_x], depth * np.sqrt(np.clip(1 - d2, 0, None)), out=gas[lo_y:hi_y, lo_x:hi_x])
+            np.maximum(
+                gas[lo_y:hi_y, lo_x:hi_x], depth * np.sqrt(np.clip(1 - d2, 0, None)), out=gas[lo_y:hi_y, lo_x:hi_x]
+            )
     # Haustra and uneven filling.
     mod = ndimage.gaussian_filter(rng.standard_normal((hs, ws)), 6 * mm)
     gas *= np.clip(0.75 + 0.25 * mod / max(mod.std(), 1e-9), 0.3, 1.2)

@@ -65,7 +65,11 @@ def canonical_tip(step: float = 1.4) -> tuple[Mesh, Mesh]:
     return sdf.mesh_level(d, origin, step), sdf.mesh_level(d, origin, step, -VERTEBRA_CORTEX_MM)
 
 
-def _frame(z_axis: np.ndarray, forward_hint=np.array([0.0, -1.0, 0.0])) -> np.ndarray:
+#: Anterior in LPS (-y): where a frame's front faces unless told otherwise.
+_ANTERIOR = np.array([0.0, -1.0, 0.0])
+
+
+def _frame(z_axis: np.ndarray, forward_hint: np.ndarray = _ANTERIOR) -> np.ndarray:
     """Rotation whose columns are (x, y, z) with z = z_axis and y as posterior as possible."""
     z = z_axis / np.linalg.norm(z_axis)
     y = -forward_hint - (-forward_hint @ z) * z

@@ -17,12 +17,23 @@ def pxr_case(tmp_path):
     pixels, ``landmarks`` (16, 2) pixels (default: the symmetric template), ``name``, and any ``write_dx`` keyword.
     """
 
-    def make(shape=(320, 300), spacing=(1.0, 1.0), angle_deg=0.0, fractures=(), landmarks=None, name="case", **dicom_kwargs):
-        lm = place_landmarks(shape, spacing, angle_deg) if landmarks is None else np.asarray(landmarks, dtype=np.float64)
+    def make(
+        shape=(320, 300), spacing=(1.0, 1.0), angle_deg=0.0, fractures=(), landmarks=None, name="case", **dicom_kwargs
+    ):
+        lm = (
+            place_landmarks(shape, spacing, angle_deg) if landmarks is None else np.asarray(landmarks, dtype=np.float64)
+        )
         image = tmp_path / f"{name}.dcm"
         write_dx(image, radiograph_like(shape, lm), spacing_mm=spacing, **dicom_kwargs)
         annotation = write_annotation(tmp_path / f"{name}.json", lm, fractures, image=image)
-        return {"image": str(image), "annotation": annotation, "landmarks": lm, "fractures": np.asarray(fractures, dtype=np.float64).reshape(-1, 2), "spacing": spacing, "shape": shape}
+        return {
+            "image": str(image),
+            "annotation": annotation,
+            "landmarks": lm,
+            "fractures": np.asarray(fractures, dtype=np.float64).reshape(-1, 2),
+            "spacing": spacing,
+            "shape": shape,
+        }
 
     return make
 

@@ -141,7 +141,8 @@ def write_dx(
         from pydicom.encaps import encapsulate
 
         # The codestream carries only BitsStored bits; pylibjpeg-openjpeg encodes losslessly by default.
-        ds.PixelData = encapsulate([encode_j2k(stored, bits_stored=bits_stored, photometric_interpretation=0, use_mct=False)])
+        frame = encode_j2k(stored, bits_stored=bits_stored, photometric_interpretation=0, use_mct=False)
+        ds.PixelData = encapsulate([frame])
         ds["PixelData"].VR = "OB"
         ds.LossyImageCompression = "00"
     elif compression == "rle":

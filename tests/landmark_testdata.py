@@ -42,7 +42,9 @@ def _segment_distance(xs, ys, a, b):
 _SIDE_SEGMENTS = ((0, 1), (1, 6), (3, 5), (4, 6))
 
 
-def render_pelvis(landmarks_mm: np.ndarray, shape, spacing_mm: float, rng: np.random.Generator | None = None) -> np.ndarray:
+def render_pelvis(
+    landmarks_mm: np.ndarray, shape, spacing_mm: float, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """A toy AP pelvis radiograph ``(H, W)`` in [0, 1]: bright cortical lines through the landmarks.
 
     Landmark ``i`` of ``landmarks_mm`` is at pixel ``landmarks_mm[i] / spacing_mm`` of the result.
@@ -67,7 +69,6 @@ def render_pelvis(landmarks_mm: np.ndarray, shape, spacing_mm: float, rng: np.ra
     if rng is not None:
         img = img * rng.uniform(0.8, 1.1) + rng.normal(scale=0.03, size=img.shape)
     return np.clip(img, 0, 1).astype(np.float32)
-
 
 
 def write_toy_dataset(folder, count: int = 20, shape=(120, 150), spacing_mm: float = 2.5, seed: int = 0) -> str:
@@ -99,7 +100,15 @@ def write_toy_dataset(folder, count: int = 20, shape=(120, 150), spacing_mm: flo
         }
         (folder / f"{name}.json").write_text(json.dumps(annotation))
         subject = f"s{i // 2}"
-        items.append({"image": f"{name}.png", "annotation": f"{name}.json", "label": i % 3 == 0, "subject": subject, "fold": (i // 2) % 5})
+        items.append(
+            {
+                "image": f"{name}.png",
+                "annotation": f"{name}.json",
+                "label": i % 3 == 0,
+                "subject": subject,
+                "fold": (i // 2) % 5,
+            }
+        )
     for it in items:
         it["label"] = int(it["label"])
     path = folder / "datalist.json"

@@ -197,7 +197,7 @@ class OrthancServer:
                          "SeriesMetadata": "Full"},
         }
 
-    def start(self) -> "OrthancServer":
+    def start(self) -> OrthancServer:
         """Start on free ports (a port taken between choosing and binding gives a retry); wait until it answers."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "LD_PRELOAD": str(build_loopback_shim(self.workdir))}
@@ -260,7 +260,7 @@ class OrthancServer:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def __enter__(self) -> "OrthancServer":
+    def __enter__(self) -> OrthancServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

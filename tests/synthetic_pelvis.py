@@ -35,7 +35,9 @@ def template_landmarks_mm() -> np.ndarray:
     return out
 
 
-def place_landmarks(shape_hw, spacing_mm=(0.2, 0.2), angle_deg: float = 0.0, centre_xy=None, scale: float = 1.0, points_mm=None) -> np.ndarray:
+def place_landmarks(
+    shape_hw, spacing_mm=(0.2, 0.2), angle_deg: float = 0.0, centre_xy=None, scale: float = 1.0, points_mm=None
+) -> np.ndarray:
     """Template (or ``points_mm``) rotated in-plane by ``angle_deg``, scaled and placed in an image, in pixels.
 
     Args:
@@ -78,7 +80,11 @@ def write_annotation(path, landmarks, fractures=(), spacing_mm=None, image=None)
     """Write an annotation JSON in the project format; returns the path."""
     import json
 
-    ann = {"image": str(image or ""), "landmarks": landmark_dict(landmarks), "fractures": [[float(a), float(b)] for a, b in fractures]}
+    ann = {
+        "image": str(image or ""),
+        "landmarks": landmark_dict(landmarks),
+        "fractures": [[float(a), float(b)] for a, b in fractures],
+    }
     if spacing_mm is not None:
         ann["spacing_mm"] = [float(spacing_mm[0]), float(spacing_mm[1])]
     with open(path, "w", encoding="utf-8") as f:

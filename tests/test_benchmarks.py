@@ -120,7 +120,8 @@ def test_paired_difference_planted():
     assert result["num_images"] == 8 and result["num_subjects"] == 4
     assert result["auc"]["method"] == 1.0 and result["auc"]["baseline"] == 0.0 and result["auc"]["difference"] == 1.0
     assert result["auc"]["ci95"] == pytest.approx([1.0, 1.0])
-    assert result["recall"]["difference"] == pytest.approx(0.5) and result["recall"]["ci95"] == pytest.approx([0.5, 0.5])
+    assert result["recall"]["difference"] == pytest.approx(0.5)
+    assert result["recall"]["ci95"] == pytest.approx([0.5, 0.5])
     # a method against itself: 0 in every resample (an unpaired resampling would give a wide interval)
     same = bench_accuracy.paired_difference(method, [dict(c) for c in method], n_boot=200, seed=1)
     assert same["auc"]["ci95"] == [0.0, 0.0] and same["recall"]["ci95"] == [0.0, 0.0]
@@ -129,12 +130,15 @@ def test_paired_difference_planted():
     mixed[0]["score"], mixed[1]["score"] = mixed[1]["score"], mixed[0]["score"]
     mixed[2]["recalled_at_fp_10pct"] = 0  # s1's fractures missed: recall 6 / 8
     result = bench_accuracy.paired_difference(method, mixed, n_boot=300, seed=0)
-    assert result["auc"]["difference"] == pytest.approx(1 / 16) and result["recall"]["difference"] == pytest.approx(0.25)
+    assert result["auc"]["difference"] == pytest.approx(1 / 16) and result["recall"]["difference"] == pytest.approx(
+        0.25
+    )
     low, high = result["auc"]["ci95"]
     assert 0.0 <= low <= 1 / 16 <= high  # a resample without s0 has difference 0; never negative
     # images are matched by (fold, case); rows only one method has are left out; no recall without its counts
-    partial = bench_accuracy.paired_difference(method[:6], [{k: v for k, v in c.items() if k != "recalled_at_fp_10pct"}
-                                                            for c in baseline], n_boot=20)
+    partial = bench_accuracy.paired_difference(
+        method[:6], [{k: v for k, v in c.items() if k != "recalled_at_fp_10pct"} for c in baseline], n_boot=20
+    )
     assert partial["num_images"] == 6 and partial["recall"] is None
     with pytest.raises(ValueError, match="disagree"):
         bench_accuracy.paired_difference(method, [{**c, "label": 1 - c["label"]} for c in method], n_boot=5)
@@ -153,7 +157,9 @@ def test_markdown_table_hides_localisation_of_image_level_methods():
     table = bench_accuracy.markdown_table(summary, ("chexnet", "liu", "aasn"))
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
     assert "40.00" not in rows["CheXNet*"] and "90.00 ± 1.00" in rows["CheXNet*"]
-    assert "70.00 ± 1.00" in rows["AASN"] and "95.00 [90.00, 100.00]" in rows["AASN"] and "97.71 / 77.87" in rows["AASN"]
+    assert (
+        "70.00 ± 1.00" in rows["AASN"] and "95.00 [90.00, 100.00]" in rows["AASN"] and "97.71 / 77.87" in rows["AASN"]
+    )
     assert "not run" in rows["Liu et al."]
 
 
@@ -167,8 +173,27 @@ def test_accuracy_benchmark_tiny_run(tmp_path):
     data = tmp_path / "data"
     _tiny_dataset(data, 15)
     results = tmp_path / "results"
-    argv = ["--data", str(data), "--work", str(tmp_path / "work"), "--results", str(results), "--methods", "vanilla",
-            "--folds", "1", "--epochs", "1", "--roi", "32", "64", "--n-boot", "20", "--notes", "tiny run, notes text"]
+    argv = [
+        "--data",
+        str(data),
+        "--work",
+        str(tmp_path / "work"),
+        "--results",
+        str(results),
+        "--methods",
+        "vanilla",
+        "--folds",
+        "1",
+        "--epochs",
+        "1",
+        "--roi",
+        "32",
+        "64",
+        "--n-boot",
+        "20",
+        "--notes",
+        "tiny run, notes text",
+    ]
     summary = bench_accuracy.main(argv)
     record = json.loads((results / "accuracy_reduced.json").read_text())
     assert record["command"].endswith('--notes "..."') and record["notes"] == "tiny run, notes text"
@@ -194,11 +219,35 @@ def test_accuracy_benchmark_cpu_scale_tiny_run(tmp_path):
     items = json.loads((data / "datalist.json").read_text())["training"]
     fold = next(f for f in range(5) if sum(i["fold"] == f and i["label"] == 1 for i in items) >= 2)
     config = tmp_path / "scale_tiny.json"
-    config.write_text(json.dumps({"roi_size": [32, 64], "network_kwargs": bench_accuracy.TINY_DENSENET, "max_epochs": 1,
-                                  "batch_size": 4, "num_workers": 0, "show_progress": False}))
+    config.write_text(
+        json.dumps(
+            {
+                "roi_size": [32, 64],
+                "network_kwargs": bench_accuracy.TINY_DENSENET,
+                "max_epochs": 1,
+                "batch_size": 4,
+                "num_workers": 0,
+                "show_progress": False,
+            }
+        )
+    )
     results, work = tmp_path / "results", tmp_path / "work"
-    base = ["--scale", "cpu", "--scale-config", str(config), "--data", str(data), "--work", str(work),
-            "--results", str(results), "--n-boot", "20", "--folds", str(fold)]
+    base = [
+        "--scale",
+        "cpu",
+        "--scale-config",
+        str(config),
+        "--data",
+        str(data),
+        "--work",
+        str(work),
+        "--results",
+        str(results),
+        "--n-boot",
+        "20",
+        "--folds",
+        str(fold),
+    ]
     with pytest.raises(SystemExit):  # the training settings are the config's
         bench_accuracy.main(base + ["--epochs", "3"])
     summary = bench_accuracy.main(base + ["--methods", "aasn", "vanilla"])
@@ -209,7 +258,9 @@ def test_accuracy_benchmark_cpu_scale_tiny_run(tmp_path):
     assert machine["cpu_model"] and machine["load_average"] and record["load_average_start"] and record["started"]
     assert len(record["environment"]["git"]["commit"]) == 40 and record["command"].startswith("python benchmarks/")
     assert [(r["method"], r["reads"], r["completed"], r["finished"]) for r in record["test_fold_reads"]] == [
-        ("vanilla", 1, 1, True), ("aasn", 1, 1, True)]
+        ("vanilla", 1, 1, True),
+        ("aasn", 1, 1, True),
+    ]
     run = work / "runs" / "vanilla" / f"fold{fold}"
     provenance = json.loads((run / "eval" / "metrics.json").read_text())["provenance"]
     assert provenance["training"]["config_sha256"] == record["scale"]["config_sha256"]
@@ -217,13 +268,18 @@ def test_accuracy_benchmark_cpu_scale_tiny_run(tmp_path):
     # the simulator's fracture_details reach the evaluation: recall per kind and site, pooled over folds
     assert record["data"]["positives_with_fracture_details"] == sum(i["label"] for i in items)
     by_kind = summary["aasn"]["recall_by_kind"]
-    test_fractures = sum(len(json.loads((data / i["annotation"]).read_text())["fractures"]) for i in items
-                         if i["fold"] == fold and i["image"] not in {r["image"] for r in record["data"]["refused"]})
+    test_fractures = sum(
+        len(json.loads((data / i["annotation"]).read_text())["fractures"])
+        for i in items
+        if i["fold"] == fold and i["image"] not in {r["image"] for r in record["data"]["refused"]}
+    )
     assert sum(g["num_fractures"] for g in by_kind.values()) == test_fractures
     assert sum(g["num_fractures"] for g in summary["aasn"]["recall_by_site"].values()) == test_fractures
     (paired,) = record["paired_differences"]  # AASN - FF needs FF
     assert (paired["method"], paired["baseline"]) == ("aasn", "vanilla") and paired["recall"] is not None
-    assert paired["auc"]["difference"] == pytest.approx(summary["aasn"]["pooled"]["auc"] - summary["vanilla"]["pooled"]["auc"])
+    assert paired["auc"]["difference"] == pytest.approx(
+        summary["aasn"]["pooled"]["auc"] - summary["vanilla"]["pooled"]["auc"]
+    )
     text = (results / "accuracy_cpu.md").read_text()
     assert "## Recall per fracture kind and site" in text and "| AASN - Vanilla DenseNet | 1 |" in text
 
@@ -253,16 +309,40 @@ def test_end_to_end_benchmark_tiny_run(tmp_path):
     (image.with_suffix(".json")).write_text((tmp_path / "case" / item["annotation"]).read_text())
     results = tmp_path / "results"
     record = bench_end_to_end.main(
-        ["--case", str(image), "--runs", "1", "--threads", "1", "--roi", "32", "64", "--repeats", "1",
-         "--matmul-size", "64", "--train-images", "10", "--work", str(tmp_path / "work"), "--results", str(results)]
+        [
+            "--case",
+            str(image),
+            "--runs",
+            "1",
+            "--threads",
+            "1",
+            "--roi",
+            "32",
+            "64",
+            "--repeats",
+            "1",
+            "--matmul-size",
+            "64",
+            "--train-images",
+            "10",
+            "--work",
+            str(tmp_path / "work"),
+            "--results",
+            str(results),
+        ]
     )
     latency = record["latency"]
     assert set(bench_end_to_end.STAGES) <= set(latency["median_s"]) and latency["median_s"]["total"] > 0
-    assert latency["median_s"]["total"] == pytest.approx(sum(latency["median_s"][s] for s in bench_end_to_end.STAGES), rel=0.5)
+    assert latency["median_s"]["total"] == pytest.approx(
+        sum(latency["median_s"][s] for s in bench_end_to_end.STAGES), rel=0.5
+    )
     assert latency["dominant_stage"] in bench_end_to_end.STAGES
     report = json.loads(next((tmp_path / "work" / "reports").glob("*/report.json")).read_text())
     assert 0.0 <= report["fracture_probability"] <= 1.0
-    assert record["network"]["ratio"] > 0 and record["network"]["gflops_per_image"]["aasn"] > record["network"]["gflops_per_image"]["vanilla"]
+    assert (
+        record["network"]["ratio"] > 0
+        and record["network"]["gflops_per_image"]["aasn"] > record["network"]["gflops_per_image"]["vanilla"]
+    )
     assert set(record["training"]["settings"]) == set(bench_end_to_end.TRAIN_SETTINGS)
     assert all(r["samples_per_s"] > 0 for r in record["training"]["settings"].values())
     text = (results / "end_to_end.md").read_text()
@@ -316,8 +396,11 @@ def test_fracture_visibility_pairs_each_fracture_with_its_contralateral_patch(tm
     chain = Compose(aasn_loading() + aasn_geometry(roi_size=(32, 64), with_masks=False))
     for item in positives:
         d = chain({"image": item["image"], "annotation": item["annotation"]})
-        inside = [(c, r) for c, r in np.asarray(d["roi_fractures"]).reshape(-1, 2).round().astype(int)
-                  if 0 <= r < 32 and 0 <= c < 64]
+        inside = [
+            (c, r)
+            for c, r in np.asarray(d["roi_fractures"]).reshape(-1, 2).round().astype(int)
+            if 0 <= r < 32 and 0 <= c < 64
+        ]
         if inside:
             break
     c, r = inside[0]
@@ -334,8 +417,23 @@ def test_fracture_visibility_tiny_run(tmp_path):
     items = json.loads(datalist.read_text())["training"]
     fold = next(f for f in range(5) if any(i["fold"] == f and i["label"] == 1 for i in items))
     results = tmp_path / "results"
-    record = visibility.main(["--data", str(datalist.parent), "--fold", str(fold), "--roi", "32", "64",
-                              "--half-size", "4", "--epochs", "2", "--results", str(results)])
+    record = visibility.main(
+        [
+            "--data",
+            str(datalist.parent),
+            "--fold",
+            str(fold),
+            "--roi",
+            "32",
+            "64",
+            "--half-size",
+            "4",
+            "--epochs",
+            "2",
+            "--results",
+            str(results),
+        ]
+    )
     assert [c["epoch"] for c in record["curve"]] == [2] and 0.0 <= record["test_auc"] <= 1.0
     assert set(record["control_auc"]) == {"patch mean", "patch standard deviation"}
     assert "| patch CNN, 2 epochs |" in (results / "fracture_visibility.md").read_text()

@@ -36,7 +36,9 @@ def test_landmark_jitter_is_a_similarity_in_mm_with_anisotropic_pixels():
     jitter.set_random_state(1)
     for _ in range(5):
         out = jitter(points, spacing)
-        ratio = _pairwise_mm(out, spacing)[np.triu_indices(16, 1)] / _pairwise_mm(points, spacing)[np.triu_indices(16, 1)]
+        ratio = (
+            _pairwise_mm(out, spacing)[np.triu_indices(16, 1)] / _pairwise_mm(points, spacing)[np.triu_indices(16, 1)]
+        )
         assert np.allclose(ratio, ratio[0], rtol=1e-9)  # one scale factor: shape preserved in mm
         assert 0.9 <= ratio[0] <= 1.1
         assert not np.allclose(out, points)
@@ -44,7 +46,9 @@ def test_landmark_jitter_is_a_similarity_in_mm_with_anisotropic_pixels():
     angle = np.deg2rad(20)
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     wrong = (points - points.mean(0)) @ rot.T + points.mean(0)
-    wrong_ratio = _pairwise_mm(wrong, spacing)[np.triu_indices(16, 1)] / _pairwise_mm(points, spacing)[np.triu_indices(16, 1)]
+    wrong_ratio = (
+        _pairwise_mm(wrong, spacing)[np.triu_indices(16, 1)] / _pairwise_mm(points, spacing)[np.triu_indices(16, 1)]
+    )
     assert not np.allclose(wrong_ratio, wrong_ratio[0], rtol=1e-3)
 
 
@@ -92,7 +96,11 @@ def test_image_score_is_sigmoid_of_max_logit_by_default_and_mean_for_chexnet():
 
 
 def test_prepare_batch_takes_siamese_input_and_target():
-    batch = {"siamese_input": torch.ones(2, 8, 4, 4), "target": torch.zeros(2, 2, 4, 4), "image": torch.ones(2, 1, 9, 9)}
+    batch = {
+        "siamese_input": torch.ones(2, 8, 4, 4),
+        "target": torch.zeros(2, 2, 4, 4),
+        "image": torch.ones(2, 1, 9, 9),
+    }
     x, y = SiamesePrepareBatch()(batch, torch.device("cpu"))
     assert x.shape == (2, 8, 4, 4) and y.shape == (2, 2, 4, 4)
     x, y = SiamesePrepareBatch()({"siamese_input": torch.ones(1, 8, 4, 4)}, torch.device("cpu"))

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bundle_data import write_case, write_dataset  # noqa: E402
 from custom_transforms.conventions import radiograph_nifti_affine  # noqa: E402
+
 from scripts.datalist import fold_split  # noqa: E402
 
 TINY = {

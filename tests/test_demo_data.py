@@ -1,5 +1,5 @@
-"""The demo data belongs to the demo (``scripts.demo``), not to the workflows: ``train.json`` and the other configs never
-simulate, stop with one line saying how to get the demo data when their data is missing, and still pass MONAI's
+"""The demo data belongs to the demo (``scripts.demo``), not to the workflows: ``train.json`` and the other configs
+never simulate, stop with one line saying how to get the demo data when their data is missing, and still pass MONAI's
 property checks on a fresh clone, with no data anywhere."""
 
 from __future__ import annotations
@@ -55,8 +55,15 @@ def test_demo_data_is_simulated_once_into_the_configs_default_dataset_dir(tmp_pa
     with caplog.at_level(logging.WARNING):
         assert simulate_demo_data(tmp_path / "demo", 7, size=128, seed=3) == tmp_path / "demo" / "datalist.json"
     # the shipped atlas subset, whatever atlas lies beside the repository, with intact twins for training
-    assert calls == [(str(tmp_path / "demo"), 7, "atlas", 3,
-                      {"size": 128, "atlas_dir": "/subset", "intact_twins": True, "workers": 2})]
+    assert calls == [
+        (
+            str(tmp_path / "demo"),
+            7,
+            "atlas",
+            3,
+            {"size": 128, "atlas_dir": "/subset", "intact_twins": True, "workers": 2},
+        )
+    ]
     assert "simulating the demo data: 7 radiographs" in caplog.text
     simulate_demo_data(tmp_path / "demo")  # present now: not simulated again
     assert len(calls) == 1
@@ -89,8 +96,21 @@ def test_missing_datalist_or_input_stops_with_one_line_saying_how_to_get_the_dem
 @pytest.mark.parametrize("config", ["train.json", "inference.json"])
 def test_plain_run_without_data_fails_fast_with_one_line(fresh_bundle, config):
     result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"configs/{config}", "--device", "$torch.device('cpu')"],
-        cwd=fresh_bundle, env=_env(), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            f"configs/{config}",
+            "--device",
+            "$torch.device('cpu')",
+        ],
+        cwd=fresh_bundle,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 1, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
@@ -115,8 +135,9 @@ for config, kind in (("configs/train.json", "train"), ("configs/inference.json",
 def test_monai_property_checks_pass_as_a_script_on_a_fresh_clone(fresh_bundle):
     script = fresh_bundle / "check_properties.py"  # a plain script: no __main__ guard, as a user writes one
     script.write_text(CHECK_SCRIPT)
-    result = subprocess.run([sys.executable, str(script)], cwd=fresh_bundle, env=_env(), capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=fresh_bundle, env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     lines = result.stdout.splitlines()
     assert "configs/train.json ok" in lines and "configs/inference.json ok" in lines, result.stdout[-3000:]

@@ -164,7 +164,8 @@ def test_app_reports_the_pelvic_radiograph_of_a_study_as_the_bundle_does(bundle,
     if shutil.which("dciodvfy"):  # dicom3tools' IOD checker, where installed (Debian package dicom3tools)
         for name in (f"sr_{uid}.dcm", f"sc_{uid}.dcm"):
             check = subprocess.run(["dciodvfy", str(outputs / name)], capture_output=True, text=True)
-            problems = [line for line in (check.stdout + check.stderr).splitlines() if line.startswith(("Error", "Warning"))]
+            output = (check.stdout + check.stderr).splitlines()
+            problems = [line for line in output if line.startswith(("Error", "Warning"))]
             assert problems == [], (name, problems)
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence
     assert [e.ReferencedSOPInstanceUID for e in evidence] == [uid]
@@ -318,7 +319,9 @@ def test_a_study_whose_only_radiograph_the_detector_refuses_gives_an_empty_outpu
     study_uid = pydicom.dcmread(inputs / "chest" / "chest.dcm").StudyInstanceUID
     spacing = (SPACING_MM, SPACING_MM)
     blank_pixels = np.full(IMAGE_SHAPE, 1000, np.uint16)
-    blank = factory.save(factory.radiograph_dataset(blank_pixels, study_uid, spacing_mm=spacing), inputs / "pelvis" / "blank.dcm")
+    blank = factory.save(
+        factory.radiograph_dataset(blank_pixels, study_uid, spacing_mm=spacing), inputs / "pelvis" / "blank.dcm"
+    )
     pixels, landmarks = pelvic_case()
     other = factory.save(factory.radiograph_dataset(pixels, study_uid, spacing_mm=spacing), tmp_path / "known.dcm")
     install_oracle_detector(bundle, [(other, landmarks)])  # knows another image; this study's is refused

@@ -30,7 +30,13 @@ import pytest
 pytest.importorskip("monai.deploy", reason="needs the MONAI Deploy App SDK: bash deploy/setup.sh, then .venv-deploy")
 
 from test_deploy_app import (  # noqa: E402
-    IDENTITY_KEYWORDS, PROBABILITY, SPACING_MM, factory, install_oracle_detector, make_test_bundle, pelvic_case,
+    IDENTITY_KEYWORDS,
+    PROBABILITY,
+    SPACING_MM,
+    factory,
+    install_oracle_detector,
+    make_test_bundle,
+    pelvic_case,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,20 +81,47 @@ def analysed(orthanc, tmp_path_factory):
     study = factory.new_study_uid()
     pelvis = factory.radiograph_dataset(pixels, study, spacing_mm=(SPACING_MM, SPACING_MM))
     chest_pixels = np.random.default_rng(1).integers(500, 3500, (96, 80)).astype(np.uint16)  # excluded by its tags
-    chest = factory.radiograph_dataset(chest_pixels, study, modality="CR", body_part="CHEST", view="PA", series_number=2)
+    chest = factory.radiograph_dataset(
+        chest_pixels, study, modality="CR", body_part="CHEST", view="PA", series_number=2
+    )
     rt = factory.rt_structure_set_dataset(study)
     other = factory.radiograph_dataset(pixels, factory.new_study_uid(), spacing_mm=(SPACING_MM, SPACING_MM))
-    files = {name: factory.save(ds, root / "pacs_upload" / f"{name}.dcm")
-             for name, ds in (("pelvis", pelvis), ("chest", chest), ("rt", rt), ("other", other))}
+    files = {
+        name: factory.save(ds, root / "pacs_upload" / f"{name}.dcm")
+        for name, ds in (("pelvis", pelvis), ("chest", chest), ("rt", rt), ("other", other))
+    }
     install_oracle_detector(bundle, [(files["pelvis"], landmarks)])
     orthanc.stow(list(files.values()))
 
     output, work = root / "out", root / "work"
-    command = [sys.executable, str(PACS_WRAPPER), "--pacs", orthanc.dicomweb, "--study", study,
-               "-m", str(bundle), "-o", str(output), "-w", str(work)]
+    command = [
+        sys.executable,
+        str(PACS_WRAPPER),
+        "--pacs",
+        orthanc.dicomweb,
+        "--study",
+        study,
+        "-m",
+        str(bundle),
+        "-o",
+        str(output),
+        "-w",
+        str(work),
+    ]
     result = _run(command, TIMEOUT_S)
-    return {"result": result, "log": result.stdout + result.stderr, "study": study, "pelvis": pelvis, "other": other,
-            "chest": chest, "rt": rt, "output": output, "work": work, "landmarks": landmarks, "pacs": orthanc}
+    return {
+        "result": result,
+        "log": result.stdout + result.stderr,
+        "study": study,
+        "pelvis": pelvis,
+        "other": other,
+        "chest": chest,
+        "rt": rt,
+        "output": output,
+        "work": work,
+        "landmarks": landmarks,
+        "pacs": orthanc,
+    }
 
 
 def _new_instances(orthanc, study: str, before: set[str]) -> dict[str, dict]:
@@ -111,7 +144,8 @@ def test_the_findings_of_a_pacs_study_are_stored_in_the_same_study(analysed):
     assert _tag(sr_series, "0020000E") == _tag(new[SR_CLASS][0], "0020000E")
     # nothing went to the other study
     assert {_tag(i, "00080018") for i in orthanc.qido(f"/studies/{analysed['other'].StudyInstanceUID}/instances")} == {
-        str(analysed["other"].SOPInstanceUID)}
+        str(analysed["other"].SOPInstanceUID)
+    }
 
     def retrieve(instance):
         path = f"/studies/{study}/series/{_tag(instance, '0020000E')}/instances/{_tag(instance, '00080018')}"
@@ -125,7 +159,9 @@ def test_the_findings_of_a_pacs_study_are_stored_in_the_same_study(analysed):
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
     assert evidence.StudyInstanceUID == study
     assert evidence.ReferencedSeriesSequence[0].SeriesInstanceUID == pelvis.SeriesInstanceUID
-    assert [r.ReferencedSOPInstanceUID for r in evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence] == [pelvis.SOPInstanceUID]
+    assert [r.ReferencedSOPInstanceUID for r in evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence] == [
+        pelvis.SOPInstanceUID
+    ]
     for point in factory.content_items(sr, "SCOORD"):  # every peak is a point on the analysed radiograph
         assert point.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == pelvis.SOPInstanceUID
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == pelvis.SOPInstanceUID
@@ -134,7 +170,9 @@ def test_the_findings_of_a_pacs_study_are_stored_in_the_same_study(analysed):
     (report_file,) = analysed["work"].rglob("report.json")  # the bundle's report of this run (-w keeps it)
     report = json.loads(report_file.read_text())
     assert report["landmark_source"] == "detector"  # no sidecar in a PACS: the (oracle) detector found them
-    np.testing.assert_allclose(np.array([report["landmarks"][k] for k in report["landmarks"]]), analysed["landmarks"], atol=0.5)
+    np.testing.assert_allclose(
+        np.array([report["landmarks"][k] for k in report["landmarks"]]), analysed["landmarks"], atol=0.5
+    )
     probability = float(factory.content_items(sr, "NUM", PROBABILITY)[0].MeasuredValueSequence[0].NumericValue)
     assert probability == pytest.approx(report["fracture_probability"], abs=1e-4)
     assert len(factory.content_items(sr, "SCOORD")) == len(report["peaks"])
@@ -159,13 +197,25 @@ def test_the_findings_go_to_a_pacs_by_c_store(analysed, tmp_path):
             store_cstore(findings, "127.0.0.1", second.dicom_port, second.aet, "STRANGER")
         stored = store_cstore(findings, "127.0.0.1", second.dicom_port, second.aet, CLIENT_AET)
         assert sorted(stored) == sorted(str(pydicom.dcmread(f).SOPInstanceUID) for f in findings)
-        found = {_tag(i, "00080018"): _tag(i, "00080016") for i in second.qido(f"/studies/{analysed['study']}/instances")}
+        found = {
+            _tag(i, "00080018"): _tag(i, "00080016") for i in second.qido(f"/studies/{analysed['study']}/instances")
+        }
         assert sorted(found.values()) == sorted([SR_CLASS, SC_CLASS]) and set(found) == set(stored)
 
 
 def test_a_study_the_pacs_does_not_have_is_an_error_naming_it(orthanc, tmp_path):
-    command = [sys.executable, str(PACS_WRAPPER), "--pacs", orthanc.dicomweb, "--study", "1.2.3.4.5.999",
-               "-m", str(tmp_path), "-o", str(tmp_path / "out")]
+    command = [
+        sys.executable,
+        str(PACS_WRAPPER),
+        "--pacs",
+        orthanc.dicomweb,
+        "--study",
+        "1.2.3.4.5.999",
+        "-m",
+        str(tmp_path),
+        "-o",
+        str(tmp_path / "out"),
+    ]
     result = _run(command, 120)
     assert result.returncode == 1
     assert "WADO-RS" in result.stderr and "1.2.3.4.5.999" in result.stderr and "HTTP 404" in result.stderr

@@ -79,7 +79,9 @@ def test_sr_is_a_comprehensive_sr_in_the_source_study_with_probability_decision_
     assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
     assert evidence.ReferencedSOPSequence[0].ReferencedSOPClassUID == source.SOPClassUID
 
-    probabilities = [float(i.MeasuredValueSequence[0].NumericValue) for i in factory.content_items(ds, "NUM", PROBABILITY)]
+    probabilities = [
+        float(i.MeasuredValueSequence[0].NumericValue) for i in factory.content_items(ds, "NUM", PROBABILITY)
+    ]
     assert probabilities[0] == pytest.approx(0.8123456, abs=1e-7)  # the image-level one comes first
     assert probabilities[1:] == pytest.approx([0.81, 0.6])
     decision = factory.content_items(ds, "CODE", FRACTURE)
@@ -172,7 +174,9 @@ def test_summary_status_tells_no_radiograph_from_success_and_failure(source):
 
 def test_loader_skips_corrupt_files_naming_them_and_loads_the_rest(tmp_path, caplog):
     study_uid = factory.new_study_uid()
-    good = factory.save(factory.radiograph_dataset(np.zeros((32, 40), np.uint16), study_uid), tmp_path / "in" / "dx.dcm")
+    good = factory.save(
+        factory.radiograph_dataset(np.zeros((32, 40), np.uint16), study_uid), tmp_path / "in" / "dx.dcm"
+    )
     bad = factory.write_corrupt_files(tmp_path / "in" / "sub")
     assert dicom_file_problem(good) is None
     assert "not a DICOM file" in dicom_file_problem(bad[0])
@@ -198,8 +202,9 @@ def test_selection_rules_pick_the_ap_pelvis_and_nothing_else(tmp_path):
     series = {
         "pelvis_dx_ap": factory.radiograph_dataset(pixels, study_uid, series_number=1),
         "pelvis_cr_ap": factory.radiograph_dataset(pixels, study_uid, modality="CR", series_number=2),
-        "chest_cr": factory.radiograph_dataset(pixels, study_uid, modality="CR", body_part="CHEST", view="PA",
-                                               series_number=3),
+        "chest_cr": factory.radiograph_dataset(
+            pixels, study_uid, modality="CR", body_part="CHEST", view="PA", series_number=3
+        ),
         "pelvis_lateral": factory.radiograph_dataset(pixels, study_uid, view="LL", series_number=4),
         "rtstruct": factory.rt_structure_set_dataset(study_uid),
     }

@@ -70,7 +70,9 @@ def case():
 
 
 def _heatmaps(points_px: np.ndarray, matrix: np.ndarray, sigma: float = 1.5) -> torch.Tensor:
-    return gaussian_heatmaps(torch.as_tensor(transform_points(matrix, points_px), dtype=torch.float32), INPUT_SIZE, sigma)
+    return gaussian_heatmaps(
+        torch.as_tensor(transform_points(matrix, points_px), dtype=torch.float32), INPUT_SIZE, sigma
+    )
 
 
 def _detector(heatmaps, shape_model, **kwargs) -> LandmarkDetector:
@@ -139,22 +141,34 @@ def test_without_shape_model_the_peaks_are_returned(case):
 
 def test_blank_image_is_rejected(case, shape_model):
     _, truth, matrix = case
-    blank = MetaTensor(torch.full((1, *IMAGE_SIZE), 0.4), meta={"spacing_mm": (1.0, 1.0), "filename_or_obj": "/data/blank.dcm"})
+    blank = MetaTensor(
+        torch.full((1, *IMAGE_SIZE), 0.4), meta={"spacing_mm": (1.0, 1.0), "filename_or_obj": "/data/blank.dcm"}
+    )
     # even with perfect-looking heatmaps: an image without contrast shows no anatomy
-    with pytest.raises(NotAPelvisError, match=r"/data/blank.dcm: does not look like an AP pelvic radiograph: the image has no contrast"):
+    with pytest.raises(
+        NotAPelvisError, match=r"/data/blank.dcm: does not look like an AP pelvic radiograph: the image has no contrast"
+    ):
         _detector(_heatmaps(truth, matrix), shape_model)(blank)
 
 
 def test_chest_radiograph_without_pelvic_landmarks_is_rejected(shape_model):
-    chest = MetaTensor(torch.from_numpy(render_nonpelvic("chest", IMAGE_SIZE, np.random.default_rng(0))[0])[None], meta={"spacing_mm": (1.0, 1.0)})
+    chest = MetaTensor(
+        torch.from_numpy(render_nonpelvic("chest", IMAGE_SIZE, np.random.default_rng(0))[0])[None],
+        meta={"spacing_mm": (1.0, 1.0)},
+    )
     # a network that finds no landmark on a chest film: low, flat heatmaps
     flat = torch.full((16, *INPUT_SIZE), 0.05)
-    with pytest.raises(NotAPelvisError, match=r"chest.dcm: does not look like an AP pelvic radiograph.*plausibility 0.0"):
+    with pytest.raises(
+        NotAPelvisError, match=r"chest.dcm: does not look like an AP pelvic radiograph.*plausibility 0.0"
+    ):
         _detector(flat, shape_model)(chest, source="chest.dcm")
 
 
 def test_confident_peaks_in_a_non_pelvic_configuration_are_rejected(shape_model):
-    chest = MetaTensor(torch.from_numpy(render_nonpelvic("chest", IMAGE_SIZE, np.random.default_rng(0))[0])[None], meta={"spacing_mm": (1.0, 1.0)})
+    chest = MetaTensor(
+        torch.from_numpy(render_nonpelvic("chest", IMAGE_SIZE, np.random.default_rng(0))[0])[None],
+        meta={"spacing_mm": (1.0, 1.0)},
+    )
     rng = np.random.default_rng(0)
     scattered = rng.uniform([20, 20], [380, 280], size=(16, 2))  # e.g. peaks on ribs and spine
     matrix, _ = letterbox_matrix(IMAGE_SIZE, INPUT_SIZE)

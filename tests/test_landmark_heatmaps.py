@@ -119,8 +119,13 @@ def test_spatial_softmax_confidence_is_probability_within_radius():
     values = heatmap_confidence(probabilities, torch.tensor([[8.0, 6.0], [8.0, 6.0]]), "spatial_softmax", radius=1)
     assert values[0] == pytest.approx(1.0, abs=1e-6)  # within 1 px of (7, 5)
     assert values[1] == pytest.approx(9 / 600)  # uniform over 600 pixels, 3 x 3 window
-    assert heatmap_confidence(probabilities, torch.tensor([[10.0, 6.0], [0.0, 0.0]]), "spatial_softmax", radius=1)[0] < 1e-6
+    assert (
+        heatmap_confidence(probabilities, torch.tensor([[10.0, 6.0], [0.0, 0.0]]), "spatial_softmax", radius=1)[0]
+        < 1e-6
+    )
     # at the corner, the window's outside part counts as zero
-    assert heatmap_confidence(probabilities, torch.tensor([[0.0, 0.0], [0.0, 0.0]]), "spatial_softmax", radius=1)[1] == pytest.approx(4 / 600)
+    assert heatmap_confidence(probabilities, torch.tensor([[0.0, 0.0], [0.0, 0.0]]), "spatial_softmax", radius=1)[
+        1
+    ] == pytest.approx(4 / 600)
     with pytest.raises(ValueError, match="activation"):
         heatmap_confidence(probabilities, torch.zeros(2, 2), "sigmoid")

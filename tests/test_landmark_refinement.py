@@ -108,7 +108,9 @@ def test_refiner_recovers_blob_centres_from_coarse_positions():
     truth = np.array([[60.0 + 90 * (i % 4), 60.0 + 90 * (i // 4)] for i in range(16)]) + rng.uniform(-5, 5, (16, 2))
     image = torch.from_numpy(_blobs((420, 420), truth, sigma=3.0))[None]
     coarse = truth + rng.uniform(-8, 8, (16, 2))
-    refined, peaks, own, to_patch = LandmarkRefiner(OwnImageNet(), long_side=210, patch_size=32, activation="none")(image, coarse)
+    refined, peaks, own, to_patch = LandmarkRefiner(OwnImageNet(), long_side=210, patch_size=32, activation="none")(
+        image, coarse
+    )
     np.testing.assert_allclose(refined, truth, atol=0.15)  # original pixels, found at half resolution
     assert own.shape == (16, 32, 32) and to_patch.shape == (16, 3, 3) and peaks.min() > 0.7
 
@@ -117,7 +119,9 @@ def test_detector_with_refiner_corrects_coarse_errors():
     rng = np.random.default_rng(2)
     shape_model = StatisticalShapeModel.from_shapes(training_shapes(), noise_mm=1.5)
     truth = training_shapes(1, seed=9)[0] * 1.6 + [420, 300]  # pixels of an 800 x 600 image, 0.625 mm
-    image = MetaTensor(torch.from_numpy(_blobs((600, 800), truth, sigma=3.0))[None], meta={"spacing_mm": (0.625, 0.625)})
+    image = MetaTensor(
+        torch.from_numpy(_blobs((600, 800), truth, sigma=3.0))[None], meta={"spacing_mm": (0.625, 0.625)}
+    )
     input_size = (96, 128)
     matrix, _ = letterbox_matrix((600, 800), input_size)
     coarse = truth + rng.normal(scale=3.0, size=(16, 2))  # the whole-image stage is a few pixels off
@@ -129,7 +133,9 @@ def test_detector_with_refiner_corrects_coarse_errors():
 
     coarse_only = LandmarkDetector(Planted(), shape_model, input_size=input_size, activation="none").detect(image)
     refiner = LandmarkRefiner(OwnImageNet(), long_side=400, patch_size=24, activation="none")
-    refined = LandmarkDetector(Planted(), shape_model, input_size=input_size, refiner=refiner, activation="none").detect(image)
+    refined = LandmarkDetector(
+        Planted(), shape_model, input_size=input_size, refiner=refiner, activation="none"
+    ).detect(image)
     assert np.linalg.norm(coarse_only.landmarks - truth, axis=1).mean() > 2.0
     np.testing.assert_allclose(refined.landmarks, truth, atol=0.3)
     assert refined.confidence.min() > 0.7 and not refined.corrected.any()  # blobs blurred by the resizing
@@ -140,7 +146,9 @@ def test_only_the_chosen_landmarks_take_the_refined_position():
 
     shape_model = StatisticalShapeModel.from_shapes(training_shapes(), noise_mm=1.5)
     truth = training_shapes(1, seed=9)[0] * 1.6 + [420, 300]
-    image = MetaTensor(torch.from_numpy(_blobs((600, 800), truth, sigma=3.0))[None], meta={"spacing_mm": (0.625, 0.625)})
+    image = MetaTensor(
+        torch.from_numpy(_blobs((600, 800), truth, sigma=3.0))[None], meta={"spacing_mm": (0.625, 0.625)}
+    )
     input_size = (96, 128)
     matrix, _ = letterbox_matrix((600, 800), input_size)
     coarse = truth + np.random.default_rng(2).normal(scale=3.0, size=(16, 2))
@@ -152,7 +160,9 @@ def test_only_the_chosen_landmarks_take_the_refined_position():
 
     chosen = ("symphysis_superior", "symphysis_inferior")
     refiner = LandmarkRefiner(OwnImageNet(), long_side=400, patch_size=24, activation="none", refined_landmarks=chosen)
-    detection = LandmarkDetector(Planted(), shape_model, input_size=input_size, refiner=refiner, activation="none").detect(image)
+    detection = LandmarkDetector(
+        Planted(), shape_model, input_size=input_size, refiner=refiner, activation="none"
+    ).detect(image)
     whole_only = LandmarkDetector(Planted(), shape_model, input_size=input_size, activation="none").detect(image)
     use = np.isin(LANDMARK_NAMES, chosen)
     np.testing.assert_allclose(detection.landmarks[use], truth[use], atol=0.3)

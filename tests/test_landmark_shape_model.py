@@ -42,7 +42,9 @@ def test_similarity_fit_recovers_known_transform():
 
 def test_procrustes_removes_pose():
     rng = np.random.default_rng(1)
-    shapes = np.stack([_similarity(TEMPLATE_MM, rng.uniform(0.5, 2), rng.uniform(-1, 1), rng.normal(size=2) * 50) for _ in range(5)])
+    shapes = np.stack(
+        [_similarity(TEMPLATE_MM, rng.uniform(0.5, 2), rng.uniform(-1, 1), rng.normal(size=2) * 50) for _ in range(5)]
+    )
     aligned, mean = procrustes_align(shapes)
     np.testing.assert_allclose(aligned, np.broadcast_to(mean, aligned.shape), atol=1e-8)
     np.testing.assert_allclose(mean.mean(0), 0, atol=1e-12)

@@ -32,7 +32,9 @@ from scripts.landmarks.training import (  # noqa: E402
 def test_spatial_softmax_cross_entropy_hand_computed():
     logits = torch.tensor([0.0, math.log(3.0)]).reshape(1, 1, 1, 2)  # softmax = [1/4, 3/4]
     loss = SpatialSoftmaxCrossEntropy()
-    assert loss(logits, torch.tensor([2.0, 0.0]).reshape(1, 1, 1, 2)).item() == pytest.approx(math.log(4))  # target normalised to [1, 0]
+    assert loss(logits, torch.tensor([2.0, 0.0]).reshape(1, 1, 1, 2)).item() == pytest.approx(
+        math.log(4)
+    )  # target normalised to [1, 0]
     # an all-zero target (no landmark in the image) asks for the uniform map [1/2, 1/2]
     uniform = -(0.5 * math.log(0.25) + 0.5 * math.log(0.75))
     assert loss(logits, torch.zeros(1, 1, 1, 2)).item() == pytest.approx(uniform)

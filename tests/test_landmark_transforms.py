@@ -57,13 +57,17 @@ def test_letterboxd_moves_landmarks_and_keeps_meta():
     d = Letterboxd("image", (64, 64))({"image": img, "landmarks": np.array([[0.0, 0.0], [399.0, 199.0]])})
     assert d["image"].meta["spacing_mm"] == (0.5, 0.5)
     # scale 64/400 = 0.16, resized height 32, padded by 16 rows on top
-    np.testing.assert_allclose(d["landmarks"], [[0.5 * 0.16 - 0.5, 16 + 0.5 * 0.16 - 0.5], [63.5 - 0.08, 47.5 - 0.08]], atol=1e-5)
+    np.testing.assert_allclose(
+        d["landmarks"], [[0.5 * 0.16 - 0.5, 16 + 0.5 * 0.16 - 0.5], [63.5 - 0.08, 47.5 - 0.08]], atol=1e-5
+    )
 
 
 def test_random_affine_moves_image_and_landmarks_together():
     landmarks = np.array([[20.0, 30.0], [45.0, 12.0]] + [[32.0, 32.0]] * 14, dtype=np.float32)
     image = torch.from_numpy(_blob((64, 64), landmarks[0]))[None]
-    t = RandLandmarkAffined("image", prob=1.0, flip_prob=0.0, rotate_range=0.3, scale_range=(0.8, 1.2), translate_range=0.1)
+    t = RandLandmarkAffined(
+        "image", prob=1.0, flip_prob=0.0, rotate_range=0.3, scale_range=(0.8, 1.2), translate_range=0.1
+    )
     for seed in range(3):
         t.set_random_state(seed)
         d = t({"image": image, "landmarks": landmarks})
@@ -92,6 +96,8 @@ def test_heatmap_targets_and_millimetre_decoding_round_trip():
     assert d["label"].shape == (16, 64, 64)
     coords, _ = decode_heatmaps(d["label"])
     np.testing.assert_allclose(coords.numpy(), d["landmarks"], atol=1e-3)
-    out = HeatmapsToMillimetresd(("pred", "label"), activation="none")({"image": d["image"], "pred": d["label"], "label": d["landmarks"]})
+    out = HeatmapsToMillimetresd(("pred", "label"), activation="none")(
+        {"image": d["image"], "pred": d["label"], "label": d["landmarks"]}
+    )
     np.testing.assert_allclose(out["label"].numpy(), pixels_to_mm(landmarks, (0.4, 0.2)), atol=1e-3)
     np.testing.assert_allclose(out["pred"].numpy(), out["label"].numpy(), atol=1e-2)

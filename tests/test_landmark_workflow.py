@@ -63,8 +63,12 @@ def test_training_config_passes_monai_property_checks(trained):
     from monai.bundle import ConfigWorkflow
 
     workflow = ConfigWorkflow(
-        config_file=str(CONFIGS / "landmark_train.json"), meta_file=str(CONFIGS / "metadata.json"), workflow_type="train",
-        init_id="none", bundle_root=str(trained["bundle_root"]), dataset_dir=str(trained["data"]),
+        config_file=str(CONFIGS / "landmark_train.json"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        workflow_type="train",
+        init_id="none",
+        bundle_root=str(trained["bundle_root"]),
+        dataset_dir=str(trained["data"]),
     )
     workflow.initialize()
     assert workflow.check_properties() == []

@@ -8,7 +8,8 @@ It checks the app's contract, not accuracy:
   logic, the label image and the retraining, not their values;
 * the landmark detector's network is :class:`OracleHeatmaps`, a stand-in that knows the studies: for one of the
   simulated radiographs it returns logits whose spatial softmax (the detector's activation) is a Gaussian at each
-  annotated landmark, for any other image flat logits (no landmark found). So everything after the network (letterbox inverse, shape prior, plausibility check, label discs, JSON,
+  annotated landmark, for any other image flat logits (no landmark found). So everything after the network (letterbox
+  inverse, shape prior, plausibility check, label discs, JSON,
   the fracture task's use of the landmarks) is checked against known points, and a chest film is refused by the
   detector's real plausibility check. The server imports the class from this file. Its stored inputs come from
   the project's loader under pydicom 3 (this process); the server loads the same files under pydicom 2.4.
@@ -45,7 +46,13 @@ IMAGE_HW = (224, 224)  # rows, cols of the simulated radiographs (square: the si
 DETECTOR_INPUT = (64, 64)
 TINY_AASN = {
     "roi_size": [32, 64],
-    "network_kwargs": {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1], "bn_size": 2, "projection_channels": 8},
+    "network_kwargs": {
+        "init_features": 8,
+        "growth_rate": 4,
+        "block_config": [1, 1, 1, 1],
+        "bn_size": 2,
+        "projection_channels": 8,
+    },
     "batch_size": 2,
     "num_workers": 0,
     "cache_rate": 0.0,
@@ -66,7 +73,9 @@ class OracleHeatmaps(torch.nn.Module):
         tolerance: largest mean squared difference of a match.
     """
 
-    def __init__(self, num_images: int = NUM_PXRS, num_landmarks: int = 16, spatial_size=DETECTOR_INPUT, tolerance: float = 1e-5):
+    def __init__(
+        self, num_images: int = NUM_PXRS, num_landmarks: int = 16, spatial_size=DETECTOR_INPUT, tolerance: float = 1e-5
+    ):
         super().__init__()
         self.register_buffer("inputs", torch.zeros(num_images, 1, *spatial_size))
         self.register_buffer("heatmaps", torch.zeros(num_images, num_landmarks, *spatial_size))
@@ -106,13 +115,16 @@ def deployment(tmp_path_factory):
     root = tmp_path_factory.mktemp("monailabel")
     bundle = root / "bundle"
     shutil.copytree(
-        REPO / "bundle", bundle, ignore=shutil.ignore_patterns("models", "data", "outputs", "logs", "eval", "__pycache__")
+        REPO / "bundle",
+        bundle,
+        ignore=shutil.ignore_patterns("models", "data", "outputs", "logs", "eval", "__pycache__"),
     )
     models = bundle / "models"
     models.mkdir()
 
-    datalist = simulation.generate_dataset(root / "sim", NUM_PXRS, anatomy="procedural", seed=3, size=IMAGE_HW,
-                                           positive_fraction=0.5, progress=False)
+    datalist = simulation.generate_dataset(
+        root / "sim", NUM_PXRS, anatomy="procedural", seed=3, size=IMAGE_HW, positive_fraction=0.5, progress=False
+    )
     items = load_datalist(datalist)
     studies = Path(items[0]["image"]).parent
     cases = {}
@@ -139,8 +151,13 @@ def deployment(tmp_path_factory):
     torch.save(build_network("aasn", **TINY_AASN["network_kwargs"]).state_dict(), models / "model.pt")
 
     spacing = cases[next(iter(cases))]["spacing"]
-    write_dx(studies / "chest.dcm", (render_nonpelvic("chest", IMAGE_HW, np.random.default_rng(0))[0] * 4095).astype(np.uint16), spacing_mm=spacing,
-             body_part="CHEST", view="PA")
+    write_dx(
+        studies / "chest.dcm",
+        (render_nonpelvic("chest", IMAGE_HW, np.random.default_rng(0))[0] * 4095).astype(np.uint16),
+        spacing_mm=spacing,
+        body_part="CHEST",
+        view="PA",
+    )
     write_dx(studies / "blank.dcm", np.full(IMAGE_HW, 1800, np.uint16), spacing_mm=spacing)
     write_non_image(studies / "rtplan.dcm")
 
@@ -148,11 +165,23 @@ def deployment(tmp_path_factory):
     tiny.write_text(json.dumps(TINY_AASN))
     landmark_tiny = root / "landmark_tiny.json"
     landmark_tiny.write_text(
-        json.dumps({"input_size": list(DETECTOR_INPUT), "network_def": {"_target_": "test_monailabel_app.OracleHeatmaps"},
-                    "use_refiner": False, "landmark_detector#activation": "spatial_softmax"})
+        json.dumps(
+            {
+                "input_size": list(DETECTOR_INPUT),
+                "network_def": {"_target_": "test_monailabel_app.OracleHeatmaps"},
+                "use_refiner": False,
+                "landmark_detector#activation": "spatial_softmax",
+            }
+        )
     )
-    return {"root": root, "bundle": bundle, "studies": studies, "cases": cases, "ids": sorted(cases),
-            "conf": {"bundle": bundle, "config_overrides": tiny, "landmark_config_overrides": landmark_tiny}}
+    return {
+        "root": root,
+        "bundle": bundle,
+        "studies": studies,
+        "cases": cases,
+        "ids": sorted(cases),
+        "conf": {"bundle": bundle, "config_overrides": tiny, "landmark_config_overrides": landmark_tiny},
+    }
 
 
 def _free_port() -> int:
@@ -167,8 +196,18 @@ def server(deployment):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = deployment["root"] / "server.log"
-    command = [str(MONAILABEL), "start_server", "--app", str(APP), "--studies", str(deployment["studies"]),
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        str(MONAILABEL),
+        "start_server",
+        "--app",
+        str(APP),
+        "--studies",
+        str(deployment["studies"]),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     for key, value in deployment["conf"].items():
         command += ["--conf", key, str(value)]
     env = dict(os.environ)
@@ -182,8 +221,9 @@ def server(deployment):
         MONAI_LABEL_AUTO_UPDATE_SCORING="false",
     )
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=deployment["root"],
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=deployment["root"], start_new_session=True
+        )
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
@@ -242,7 +282,9 @@ def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> t
     for name, (filename, content) in files.items():
         parts.append(
             f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n".encode()
+            + content
+            + b"\r\n"
         )
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
@@ -292,7 +334,11 @@ def test_info_lists_both_infer_tasks_and_the_trainer(server):
     assert {LANDMARKS_TASK, FRACTURE_TASK} <= set(info["models"])
     assert FRACTURE_TASK in info["trainers"]
     assert info["models"][LANDMARKS_TASK]["dimension"] == 2
-    assert info["labels"]["asis_r"] == 1 and info["labels"]["symphysis_inferior"] == 16 and info["labels"]["fracture"] == 17
+    assert (
+        info["labels"]["asis_r"] == 1
+        and info["labels"]["symphysis_inferior"] == 16
+        and info["labels"]["fracture"] == 17
+    )
     objects = json.loads(_request("GET", f"{server['url']}/datastore/?output=all")[1])["objects"]
     assert set(server["ids"]) | {"chest", "blank", "rtplan"} == set(objects)
 
@@ -333,7 +379,9 @@ def test_fracture_infer_returns_a_probability_and_the_thresholded_heatmap(server
     np.testing.assert_allclose(_points(result["landmarks"]), server["cases"][image]["landmarks"], atol=1.0)
     assert all(peak["probability"] >= t for peak in result["peaks"])
     assert result["max_location"]["probability"] == pytest.approx(p, abs=1e-6)
-    assert result["max_location"]["x_mm"] == pytest.approx(result["max_location"]["x"] * server["cases"][image]["spacing"][1])
+    assert result["max_location"]["x_mm"] == pytest.approx(
+        result["max_location"]["x"] * server["cases"][image]["spacing"][1]
+    )
 
     status, content = _infer(server, FRACTURE_TASK, image, output="image")
     assert status == 200
@@ -378,13 +426,17 @@ def test_training_one_epoch_from_the_final_labels_writes_a_checkpoint(server):
     ids, cases = server["ids"], server["cases"]
     _save_label_image(server, ids[0])  # one label image, three annotation JSONs
     for name in ids[1:]:
-        annotation = {"landmarks": {n: [float(v) for v in p] for n, p in zip(LANDMARK_NAMES, cases[name]["landmarks"])},
-                      "fractures": cases[name]["fractures"].tolist()}
+        annotation = {
+            "landmarks": {n: [float(v) for v in p] for n, p in zip(LANDMARK_NAMES, cases[name]["landmarks"])},
+            "fractures": cases[name]["fractures"].tolist(),
+        }
         _put_label(server, name, f"{name}.json", json.dumps(annotation).encode())
     checkpoint_dir = server["bundle"] / "models" / "monailabel"
     started = time.time()
     params = json.dumps({"max_epochs": 1, "val_split": 0.5, "device": "cpu"}).encode()
-    status, body = _request("POST", f"{server['url']}/train/{FRACTURE_TASK}", params, {"Content-Type": "application/json"})
+    status, body = _request(
+        "POST", f"{server['url']}/train/{FRACTURE_TASK}", params, {"Content-Type": "application/json"}
+    )
     assert status == 200, body
     deadline = time.monotonic() + TRAIN_TIMEOUT_S
     while True:

@@ -140,7 +140,8 @@ def test_annotation_from_a_label_image_and_a_json_label(tmp_path):
 
     shape = (120, 150)
     points = _landmarks(np.random.default_rng(4), shape)
-    image = write_dx(tmp_path / "case.dcm", np.full(shape, 100, np.uint16) + np.arange(150, dtype=np.uint16), spacing_mm=(1.0, 1.0))
+    pixels = np.full(shape, 100, np.uint16) + np.arange(150, dtype=np.uint16)
+    image = write_dx(tmp_path / "case.dcm", pixels, spacing_mm=(1.0, 1.0))
     label = landmarks_to_label(points, shape, spacing_mm=(1.0, 1.0), radius_mm=3.0)
     label[fracture_points_to_label([[75.0, 60.0]], shape, (1.0, 1.0), 5.0, 5.0) > 0] = FRACTURE_VALUE
     label_path = tmp_path / "case.nii.gz"

@@ -43,7 +43,13 @@ IMAGE_HW = (224, 224)
 DETECTOR_INPUT = (64, 64)
 TINY_AASN = {
     "roi_size": [32, 64],
-    "network_kwargs": {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1], "bn_size": 2, "projection_channels": 8},
+    "network_kwargs": {
+        "init_features": 8,
+        "growth_rate": 4,
+        "block_config": [1, 1, 1, 1],
+        "bn_size": 2,
+        "projection_channels": 8,
+    },
     "batch_size": 2,
     "num_workers": 0,
     "cache_rate": 0.0,
@@ -66,6 +72,7 @@ def pacs_deployment(orthanc, tmp_path_factory):
     from custom_transforms.annotation import read_annotation
     from deploy_dicom_factory import rt_structure_set_dataset, save
     from oracle_detector import save_oracle_detector
+
     from scripts.datalist import load_datalist
     from scripts.fracture.networks import build_network
     from scripts.landmarks.training import build_shape_model
@@ -73,17 +80,24 @@ def pacs_deployment(orthanc, tmp_path_factory):
     root = tmp_path_factory.mktemp("monailabel_pacs")
     bundle = root / "bundle"
     shutil.copytree(
-        REPO / "bundle", bundle, ignore=shutil.ignore_patterns("models", "data", "outputs", "logs", "eval", "__pycache__")
+        REPO / "bundle",
+        bundle,
+        ignore=shutil.ignore_patterns("models", "data", "outputs", "logs", "eval", "__pycache__"),
     )
     models = bundle / "models"
     models.mkdir()
-    items = load_datalist(simulation.generate_dataset(root / "sim", NUM_PXRS, anatomy="procedural", seed=5,
-                                                      size=IMAGE_HW, positive_fraction=0.5, progress=False))
+    items = load_datalist(
+        simulation.generate_dataset(
+            root / "sim", NUM_PXRS, anatomy="procedural", seed=5, size=IMAGE_HW, positive_fraction=0.5, progress=False
+        )
+    )
     cases = {}
     for item in items:
         ds = pydicom.dcmread(item["image"])
         cases[str(ds.SeriesInstanceUID)] = {
-            "file": item["image"], "study": str(ds.StudyInstanceUID), "sop": str(ds.SOPInstanceUID),
+            "file": item["image"],
+            "study": str(ds.StudyInstanceUID),
+            "sop": str(ds.SOPInstanceUID),
             "landmarks": read_annotation(item["annotation"])["landmarks"].astype(np.float64),
         }
     overrides = save_oracle_detector(models, [(c["file"], c["landmarks"]) for c in cases.values()], DETECTOR_INPUT)
@@ -99,10 +113,21 @@ def pacs_deployment(orthanc, tmp_path_factory):
     tiny.write_text(json.dumps(TINY_AASN))
     landmark_tiny = root / "landmark_tiny.json"
     landmark_tiny.write_text(json.dumps({**overrides, "landmark_detector#activation": "spatial_softmax"}))
-    return {"root": root, "bundle": bundle, "cases": cases, "series": sorted(cases), "work": root / "work",
-            "cache": root / "dicomweb_cache", "rt_series": str(pydicom.dcmread(rt).SeriesInstanceUID),
-            "conf": {"bundle": bundle, "config_overrides": tiny, "landmark_config_overrides": landmark_tiny,
-                     "work_dir": root / "work"}}
+    return {
+        "root": root,
+        "bundle": bundle,
+        "cases": cases,
+        "series": sorted(cases),
+        "work": root / "work",
+        "cache": root / "dicomweb_cache",
+        "rt_series": str(pydicom.dcmread(rt).SeriesInstanceUID),
+        "conf": {
+            "bundle": bundle,
+            "config_overrides": tiny,
+            "landmark_config_overrides": landmark_tiny,
+            "work_dir": root / "work",
+        },
+    }
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +138,18 @@ def pacs_server(orthanc, pacs_deployment):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = d["root"] / "server.log"
-    command = [str(MONAILABEL), "start_server", "--app", str(APP), "--studies", orthanc.dicomweb,
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        str(MONAILABEL),
+        "start_server",
+        "--app",
+        str(APP),
+        "--studies",
+        orthanc.dicomweb,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     for key, value in d["conf"].items():
         command += ["--conf", key, str(value)]
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
@@ -130,8 +165,9 @@ def pacs_server(orthanc, pacs_deployment):
         MONAI_LABEL_DICOMWEB_CACHE_PATH=str(d["cache"]),
     )
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=d["root"],
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=d["root"], start_new_session=True
+        )
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
@@ -186,10 +222,16 @@ def _request(method: str, url: str, body: bytes | None = None, headers: dict | N
 
 def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, dict]:
     boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()]
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
+    ]
     for name, (filename, content) in files.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                     "Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n")
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n".encode()
+            + content
+            + b"\r\n"
+        )
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
@@ -219,7 +261,10 @@ def _cache_dir(server) -> Path:
 def _put_annotation(server, series: str, landmarks: np.ndarray, fractures: list) -> dict:
     from custom_transforms.conventions import LANDMARK_NAMES
 
-    annotation = {"landmarks": {n: [float(v) for v in p] for n, p in zip(LANDMARK_NAMES, landmarks)}, "fractures": fractures}
+    annotation = {
+        "landmarks": {n: [float(v) for v in p] for n, p in zip(LANDMARK_NAMES, landmarks)},
+        "fractures": fractures,
+    }
     body, headers = _multipart({"params": "{}"}, {"label": ("label.json", json.dumps(annotation).encode())})
     status, answer = _request("PUT", f"{server['url']}/datastore/label?image={series}&tag=final", body, headers)
     assert status == 200, f"PUT label: HTTP {status} {answer[:500]!r}\n{_tail(server['log'])}"
@@ -235,7 +280,9 @@ def test_the_server_lists_the_pacs_radiograph_series(pacs_server):
     datastore = json.loads(body)["datastore"]
     assert datastore["pacs"] == pacs_server["pacs"].dicomweb and datastore["total"] == NUM_PXRS
     # "next sample": an unlabelled radiograph series of the PACS, never the RT Structure Set of the same study
-    status, body = _request("POST", f"{pacs_server['url']}/activelearning/first", b"{}", {"Content-Type": "application/json"})
+    status, body = _request(
+        "POST", f"{pacs_server['url']}/activelearning/first", b"{}", {"Content-Type": "application/json"}
+    )
     assert status == 200, body
     assert json.loads(body)["id"] in pacs_server["series"]
 
@@ -251,9 +298,13 @@ def test_landmark_and_fracture_infer_on_a_pacs_series(pacs_server):
     assert pydicom.dcmread(cached).SOPInstanceUID == case["sop"]
 
     result = _infer_json(pacs_server, "aasn_fracture", pacs_server["series"][1])
-    assert 0.0 <= result["fracture_probability"] <= 1.0 and result["positive"] == (result["fracture_probability"] >= result["threshold"])
+    assert 0.0 <= result["fracture_probability"] <= 1.0 and result["positive"] == (
+        result["fracture_probability"] >= result["threshold"]
+    )
     assert result["landmark_source"] == "detector"
-    np.testing.assert_allclose(_points(result["landmarks"]), pacs_server["cases"][pacs_server["series"][1]]["landmarks"], atol=1.0)
+    np.testing.assert_allclose(
+        _points(result["landmarks"]), pacs_server["cases"][pacs_server["series"][1]]["landmarks"], atol=1.0
+    )
 
 
 def test_unknown_series_and_non_image_series_get_clear_errors(pacs_server):
@@ -262,7 +313,9 @@ def test_unknown_series_and_non_image_series_get_clear_errors(pacs_server):
     status, body = _infer(pacs_server, "aasn_landmarks", pacs_server["rt_series"])  # no image instance in it
     assert status == 422 and "holds 0 image instances" in json.loads(body)["detail"]
     # what MONAI Label's OHIF plugin asks for (a NRRD label volume): refused, see monailabel_app/README.md
-    status, body = _infer(pacs_server, "aasn_landmarks", pacs_server["series"][0], "image", {"result_extension": ".nrrd"})
+    status, body = _infer(
+        pacs_server, "aasn_landmarks", pacs_server["series"][0], "image", {"result_extension": ".nrrd"}
+    )
     assert status == 422 and "'.nrrd' is not supported" in json.loads(body)["detail"]
 
 
@@ -271,10 +324,15 @@ def test_final_labels_are_kept_in_the_dicomweb_cache_and_training_reads_them(pac
     shifted = cases[series[0]]["landmarks"] + 1.5  # an annotator's correction, to tell it from the detector's
     planted = {series[0]: [[112.0, 150.0]], series[1]: [], series[2]: [[100.0, 160.0]]}
     for uid in series:
-        answer = _put_annotation(pacs_server, uid, shifted if uid == series[0] else cases[uid]["landmarks"], planted[uid])
+        answer = _put_annotation(
+            pacs_server, uid, shifted if uid == series[0] else cases[uid]["landmarks"], planted[uid]
+        )
         assert answer["image"] == uid
     for uid in series:  # where MONAI Label's DICOMweb datastore keeps its copy; not in the PACS as a SEG
-        assert json.loads((_cache_dir(pacs_server) / "labels" / "final" / f"{uid}.json").read_text())["fractures"] == planted[uid]
+        assert (
+            json.loads((_cache_dir(pacs_server) / "labels" / "final" / f"{uid}.json").read_text())["fractures"]
+            == planted[uid]
+        )
     assert pacs_server["pacs"].qido("/series", Modality="SEG") == []
 
     result = _infer_json(pacs_server, "aasn_fracture", series[0])
@@ -284,7 +342,9 @@ def test_final_labels_are_kept_in_the_dicomweb_cache_and_training_reads_them(pac
     checkpoint_dir = pacs_server["bundle"] / "models" / "monailabel"
     started = time.time()
     params = json.dumps({"max_epochs": 1, "val_split": 0.5, "device": "cpu"}).encode()
-    status, body = _request("POST", f"{pacs_server['url']}/train/aasn_fracture", params, {"Content-Type": "application/json"})
+    status, body = _request(
+        "POST", f"{pacs_server['url']}/train/aasn_fracture", params, {"Content-Type": "application/json"}
+    )
     assert status == 200, body
     deadline = time.monotonic() + TRAIN_TIMEOUT_S
     while True:
@@ -296,6 +356,8 @@ def test_final_labels_are_kept_in_the_dicomweb_cache_and_training_reads_them(pac
     assert task["status"] == "DONE", "\n".join(task.get("details", [])) + "\n" + _tail(pacs_server["log"])
     datalist = json.loads((pacs_server["work"] / "datalist.json").read_text())["data"]
     # one item per labelled PACS series, named by its SeriesInstanceUID, labelled as planted
-    assert sorted((d["subject"], d["label"]) for d in datalist) == sorted((uid, int(bool(planted[uid]))) for uid in series)
+    assert sorted((d["subject"], d["label"]) for d in datalist) == sorted(
+        (uid, int(bool(planted[uid]))) for uid in series
+    )
     assert {Path(d["image"]).name for d in datalist} == {f"{uid}.dcm" for uid in series}
     assert (checkpoint_dir / "model.pt").stat().st_mtime >= started

@@ -74,7 +74,8 @@ def planted_asymmetry(n: int, seed: int, h: int = 64, w: int = 128):
     """Siamese inputs whose positives carry a bright spot in the ROI and, flipped, in the mirrored ROI.
 
     The background is left-right symmetric (a symmetric anatomy), so the mirrored ROI shows the same background
-    and the TPS sampling grid between the two is the identity. Targets: ``M`` a disc at the spot, ``M-hat`` = ``M`` and its
+    and the TPS sampling grid between the two is the identity. Targets: ``M`` a disc at the spot, ``M-hat`` = ``M``
+    and its
     flipped copy (where the mirrored ROI shows the spot).
     """
     g = torch.Generator().manual_seed(seed)

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bundle"))
 
 from custom_transforms.conventions import radiograph_nifti_affine  # noqa: E402
+
 from scripts.reporting.inference_writer import write_heatmap_nifti  # noqa: E402
 
 SHAPE = (20, 50)  # (rows, cols): not square, so a transposition shows
@@ -73,6 +74,7 @@ def test_deploy_reader_and_monailabel_writer_share_the_geometry(tmp_path):
     sys.path.insert(0, str(REPO / "deploy"))
     sys.path.insert(0, str(REPO / "monailabel_app"))
     from aasn_bundle import BundleInference
+
     from lib.label_writer import write_label
 
     path = write_heatmap_nifti(planted(), SPACING, tmp_path / "heatmap.nii.gz")

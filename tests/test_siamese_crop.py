@@ -87,7 +87,12 @@ def test_negative_images_get_uniform_windows():
     for seed in range(30):
         crop.set_random_state(seed)
         out = crop({"siamese_input": x, "target": torch.zeros(2, 64, 128)})
-        match = [(r, c) for r in range(33) for c in range(97) if torch.equal(out["siamese_input"][0], x[0, r:r + 32, c:c + 32])]
+        match = [
+            (r, c)
+            for r in range(33)
+            for c in range(97)
+            if torch.equal(out["siamese_input"][0], x[0, r : r + 32, c : c + 32])
+        ]
         origins.add(match[0])
     assert len(origins) > 20
     assert np.mean([r for r, _ in origins]) == pytest.approx(16, abs=6)
@@ -98,8 +103,13 @@ def test_twin_windows_go_where_the_sibling_s_breaks_are():
 
     x, _ = _packed()
     box = np.array([[2.0, 0.0, 100.0], [0.0, 2.0, 50.0], [0.0, 0.0, 1.0]])  # ROI pixel -> original pixel
-    data = {"siamese_input": x, "target": torch.zeros(2, 64, 128), "roi_fractures": np.zeros((0, 2)),
-            "fractures_removed": [[100.0 + 2 * 40, 50.0 + 2 * 20]], "roi_to_original": box}
+    data = {
+        "siamese_input": x,
+        "target": torch.zeros(2, 64, 128),
+        "roi_fractures": np.zeros((0, 2)),
+        "fractures_removed": [[100.0 + 2 * 40, 50.0 + 2 * 20]],
+        "roi_to_original": box,
+    }
     data = CropPointsd()(data)
     np.testing.assert_allclose(data["crop_points"], [[40.0, 20.0]])  # through the inverse of the box
     crop = RandSiameseCropd(size=(32, 32), positive_fraction=1.0)
@@ -107,6 +117,11 @@ def test_twin_windows_go_where_the_sibling_s_breaks_are():
         crop.set_random_state(seed)
         out = crop(dict(data))
         assert "crop_points" not in out
-        origin = [(r, c) for r in range(33) for c in range(97) if torch.equal(out["siamese_input"][0], x[0, r:r + 32, c:c + 32])]
-        (r, c), = origin
+        origin = [
+            (r, c)
+            for r in range(33)
+            for c in range(97)
+            if torch.equal(out["siamese_input"][0], x[0, r : r + 32, c : c + 32])
+        ]
+        ((r, c),) = origin
         assert r + 8 <= 20 <= r + 24 and c + 8 <= 40 <= c + 24  # the point is in the window's central half

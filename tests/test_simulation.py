@@ -68,7 +68,9 @@ def assert_landmarks_on_bone(res) -> None:
             x, y = int(round(xy[0])), int(round(xy[1]))
             reach = int(np.ceil(10.0 / pixel))
             rows = res.bone_path_mm[max(y - 1, 0) : y + 2]
-            assert rows[:, max(x - reach, 0) : x + 1].max() > 0.5 and rows[:, x : x + reach + 1].max() > 0.5, f"{name} not between the pubic bones"
+            assert rows[:, max(x - reach, 0) : x + 1].max() > 0.5 and rows[:, x : x + reach + 1].max() > 0.5, (
+                f"{name} not between the pubic bones"
+            )
         else:
             assert _near(res.bone_path_mm, xy, int(np.ceil(1.5 / pixel))) > 0.5, f"{name} not on bone"
 
@@ -133,7 +135,16 @@ def test_hairline_gap_is_submillimetre_and_removes_a_thin_slab(subject):
     cam = pose.camera((512, 512), (430 / 512, 430 / 512))
     matrix = pose.matrix(subject.centre)
     frac = sample_fracture(subject, "superior_ramus", "r", np.random.default_rng(1))
-    thin = Fracture(**{**frac.__dict__, "kind": "hairline", "gap_mm": 0.4, "shift_mm": np.zeros(3), "rotation_deg": 0.0, "falloff_mm": 0.0})
+    thin = Fracture(
+        **{
+            **frac.__dict__,
+            "kind": "hairline",
+            "gap_mm": 0.4,
+            "shift_mm": np.zeros(3),
+            "rotation_deg": 0.0,
+            "falloff_mm": 0.0,
+        }
+    )
     wide = Fracture(**{**thin.__dict__, "gap_mm": 0.8})
     loss_thin = -sum(m.sum() for m in fracture_patch_projection(subject, thin, matrix, cam)[:2])
     loss_wide = -sum(m.sum() for m in fracture_patch_projection(subject, wide, matrix, cam)[:2])
@@ -149,7 +160,7 @@ def dataset(tmp_path_factory):
 
 
 def test_same_seed_gives_identical_files(dataset, tmp_path):
-    again = Path(generate_dataset(tmp_path, 6, anatomy="procedural", seed=3, size=SIZE, progress=False, positive_fraction=0.5))
+    Path(generate_dataset(tmp_path, 6, anatomy="procedural", seed=3, size=SIZE, progress=False, positive_fraction=0.5))
     files = sorted(p.relative_to(dataset.parent) for p in dataset.parent.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     for rel in files:
@@ -201,7 +212,15 @@ def test_uids_are_unique(dataset):
 
 
 def test_folds_are_subject_disjoint(tmp_path):
-    path = generate_dataset(tmp_path, 12, anatomy="procedural", seed=1, size=(96, 96), progress=False, subjects=[f"P{i:03d}" for i in range(10)])
+    path = generate_dataset(
+        tmp_path,
+        12,
+        anatomy="procedural",
+        seed=1,
+        size=(96, 96),
+        progress=False,
+        subjects=[f"P{i:03d}" for i in range(10)],
+    )
     items = json.loads(Path(path).read_text())["training"]
     fold_of: dict[str, set] = {}
     for it in items:
@@ -217,13 +236,33 @@ def test_dataset_folder_can_be_moved(dataset, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(dataset.parent, moved)
     item = json.loads((moved / "datalist.json").read_text())["training"][0]
-    d = LoadAnnotationd(keys="annotation")(LoadPXRd(keys="image")({"image": str(moved / item["image"]), "annotation": str(moved / item["annotation"])}))
+    d = LoadAnnotationd(keys="annotation")(
+        LoadPXRd(keys="image")({"image": str(moved / item["image"]), "annotation": str(moved / item["annotation"])})
+    )
     assert d["landmarks"].shape == (16, 2)
 
 
 def test_cli_generate_and_preview(tmp_path):
     out = tmp_path / "cli"
-    assert cli(["generate", "--anatomy", "procedural", "--n", "2", "--out", str(out), "--seed", "0", "--size", "96", "--no-progress"]) == 0
+    assert (
+        cli(
+            [
+                "generate",
+                "--anatomy",
+                "procedural",
+                "--n",
+                "2",
+                "--out",
+                str(out),
+                "--seed",
+                "0",
+                "--size",
+                "96",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (out / "datalist.json").is_file()
     assert cli(["preview", str(out), "--out", str(tmp_path / "sheet.png"), "--tile", "96"]) == 0
     from PIL import Image
@@ -245,8 +284,23 @@ def test_bad_arguments_error_clearly(tmp_path, capsys):
 @pytest.mark.slow
 def test_parallel_workers_write_the_same_files(tmp_path):
     """Reproducibility does not depend on scheduling: 2 worker processes == 1 process."""
-    one = Path(generate_dataset(tmp_path / "one", 4, anatomy="procedural", seed=11, size=(64, 64), progress=False, subjects=["P000", "P001"]))
-    two = Path(generate_dataset(tmp_path / "two", 4, anatomy="procedural", seed=11, size=(64, 64), progress=False, subjects=["P000", "P001"], workers=2))
+    one = Path(
+        generate_dataset(
+            tmp_path / "one", 4, anatomy="procedural", seed=11, size=(64, 64), progress=False, subjects=["P000", "P001"]
+        )
+    )
+    two = Path(
+        generate_dataset(
+            tmp_path / "two",
+            4,
+            anatomy="procedural",
+            seed=11,
+            size=(64, 64),
+            progress=False,
+            subjects=["P000", "P001"],
+            workers=2,
+        )
+    )
     files = sorted(p.relative_to(one.parent) for p in one.parent.rglob("*") if p.is_file())
     assert len(files) == 9
     for rel in files:

@@ -15,7 +15,6 @@ from simulation import AtlasError, default_atlas_dir, generate_dataset, render
 from simulation.__main__ import main as cli
 from simulation.atlas import PACK_FILE, SHARED_ATLAS_DIR, SUBSET_DIR, list_members, load_member, pack_key
 from simulation.pack_atlas import SUBSET_MEMBERS, pack, pack_arrays
-
 from test_simulation import assert_landmarks_on_bone
 
 ATLAS = default_atlas_dir()
@@ -84,7 +83,21 @@ def test_unknown_subject_id_lists_the_available_ones(tmp_path, capsys):
     _member(tmp_path, "7")
     with pytest.raises(AtlasError, match=r"unknown subject id\(s\) \['99'\]; available: 7"):
         generate_dataset(tmp_path / "out", 1, anatomy="atlas", atlas_dir=tmp_path, subjects=["99"])
-    code = cli(["generate", "--anatomy", "atlas", "--atlas-dir", str(tmp_path), "--subjects", "99", "--n", "1", "--out", str(tmp_path / "o")])
+    code = cli(
+        [
+            "generate",
+            "--anatomy",
+            "atlas",
+            "--atlas-dir",
+            str(tmp_path),
+            "--subjects",
+            "99",
+            "--n",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2 and "unknown subject" in capsys.readouterr().err
 
 
@@ -114,7 +127,11 @@ def test_atlas_landmarks_are_anatomically_ordered_in_every_member():
         for pair in ("asis", "acetabulum_center", "obturator_superior", "pubic_tubercle", "ischial_tuberosity"):
             assert L[ix[f"{pair}_r"], 0] < L[ix[f"{pair}_l"], 0], (subject, pair)  # right at -x
         for side in "rl":
-            assert L[ix[f"asis_{side}"], 2] > L[ix[f"acetabulum_center_{side}"], 2] > L[ix[f"ischial_tuberosity_{side}"], 2]
+            assert (
+                L[ix[f"asis_{side}"], 2]
+                > L[ix[f"acetabulum_center_{side}"], 2]
+                > L[ix[f"ischial_tuberosity_{side}"], 2]
+            )
             assert L[ix[f"obturator_superior_{side}"], 2] > L[ix[f"obturator_inferior_{side}"], 2]
             assert 20.0 < acetabulum_radius(m.raw_vertices, side) < 32.0, (subject, side)
         assert L[ix["symphysis_superior"], 2] > L[ix["symphysis_inferior"], 2]
@@ -129,14 +146,17 @@ def test_atlas_radiograph_landmarks_and_fractures_on_bone():
     assert len(res.fractures) >= 1
     assert_landmarks_on_bone(res)
     for x, y in res.fractures:
-        assert res.bone_path_mm[int(round(y)) - 1 : int(round(y)) + 2, int(round(x)) - 1 : int(round(x)) + 2].max() > 1.0
+        assert (
+            res.bone_path_mm[int(round(y)) - 1 : int(round(y)) + 2, int(round(x)) - 1 : int(round(x)) + 2].max() > 1.0
+        )
 
 
 @needs_atlas
 def test_atlas_dataset_carries_attribution_and_subject_folds(tmp_path):
     subjects = list_members(ATLAS)[:3]  # 2, 3, 4 in the full atlas; 2, 5, 10 in the subset
-    path = Path(generate_dataset(tmp_path, 3, anatomy="atlas", seed=0, size=(96, 96), subjects=subjects,
-                                 progress=False))
+    path = Path(
+        generate_dataset(tmp_path, 3, anatomy="atlas", seed=0, size=(96, 96), subjects=subjects, progress=False)
+    )
     dl = json.loads(path.read_text())
     assert "CC BY 4.0" in dl["attribution"]
     assert {it["subject"] for it in dl["training"]} == {f"atlas-{s}" for s in subjects}

@@ -80,7 +80,9 @@ def test_annotation_describes_each_fracture_and_twins_differ_only_at_the_breaks(
         changed = np.argwhere(np.abs(a - b) > 8)  # (row, col)
         assert len(changed) > 0
         labels = np.asarray(original["fractures"])[:, ::-1]  # [x, y] -> (row, col)
-        distance_mm = np.min(np.linalg.norm(changed[:, None] - labels[None], axis=2), axis=1) * original["spacing_mm"][0]
+        distance_mm = (
+            np.min(np.linalg.norm(changed[:, None] - labels[None], axis=2), axis=1) * original["spacing_mm"][0]
+        )
         # the change sits at the breaks: a displaced fragment moves over up to 16 mm from the plane, plus its shift
         assert np.percentile(distance_mm, 99) < 35.0
         assert len(changed) < 0.02 * a.size

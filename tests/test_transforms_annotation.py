@@ -1,4 +1,4 @@
-"""LoadAnnotationd: landmark order, fractures, spacing override, data-supplied landmarks, and errors naming the problem."""
+"""LoadAnnotationd: landmark order, fractures, spacing override, data-supplied landmarks, errors naming the problem."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ LANDMARKS = place_landmarks(SHAPE, (1.0, 1.0))
 
 
 def image(shape=SHAPE, name="img.dcm"):
-    return MetaTensor(torch.zeros(1, *shape), meta={"filename_or_obj": name, "spacing_mm": (0.5, 0.5), "spacing_source": "ImagerPixelSpacing"})
+    return MetaTensor(
+        torch.zeros(1, *shape),
+        meta={"filename_or_obj": name, "spacing_mm": (0.5, 0.5), "spacing_source": "ImagerPixelSpacing"},
+    )
 
 
 def write(tmp_path, content, name="ann.json"):
@@ -32,7 +35,9 @@ def run(path, img=None, **extra):
 
 def test_reads_landmarks_in_canonical_order_fractures_and_spacing(tmp_path):
     shuffled = dict(reversed(list(landmark_dict(LANDMARKS).items())))
-    path = write(tmp_path, {"image": "img.dcm", "landmarks": shuffled, "fractures": [[100.0, 200.5]], "spacing_mm": [0.2, 0.3]})
+    path = write(
+        tmp_path, {"image": "img.dcm", "landmarks": shuffled, "fractures": [[100.0, 200.5]], "spacing_mm": [0.2, 0.3]}
+    )
     img = image()
     out = run(path, img)
     assert out["landmarks"].shape == (16, 2) and out["landmarks"].dtype == np.float32
@@ -68,8 +73,14 @@ def test_annotation_wins_over_data_landmarks(tmp_path):
         (lambda a: a["landmarks"].update({"asis_R": [1, 1]}), r"ann\.json.*unknown landmark.*asis_R"),
         (lambda a: a["landmarks"].update({"asis_l": [float("nan"), 3]}), r"ann\.json.*landmark 'asis_l' is not finite"),
         (lambda a: a["landmarks"].update({"asis_l": [1, 2, 3]}), r"ann\.json.*landmark 'asis_l' must be \[x, y\]"),
-        (lambda a: a["landmarks"].update({"ischial_tuberosity_r": [-3.0, 100]}), r"ann\.json.*landmark 'ischial_tuberosity_r'.*outside"),
-        (lambda a: a["landmarks"].update({"symphysis_inferior": [10, 319.6]}), r"ann\.json.*landmark 'symphysis_inferior'.*outside"),
+        (
+            lambda a: a["landmarks"].update({"ischial_tuberosity_r": [-3.0, 100]}),
+            r"ann\.json.*landmark 'ischial_tuberosity_r'.*outside",
+        ),
+        (
+            lambda a: a["landmarks"].update({"symphysis_inferior": [10, 319.6]}),
+            r"ann\.json.*landmark 'symphysis_inferior'.*outside",
+        ),
         (lambda a: a.update({"fractures": [[10, 10], [300, 10]]}), r"ann\.json.*fracture 1.*outside"),
         (lambda a: a.update({"fractures": [["a", 10]]}), r"ann\.json.*fracture 0"),
         (lambda a: a.update({"spacing_mm": [0.2, -1]}), r"ann\.json.*spacing_mm"),

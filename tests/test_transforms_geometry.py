@@ -47,7 +47,9 @@ def test_transform_points_divides_by_the_projective_coordinate():
 
 
 def test_transform_points_names_what_it_expected():
-    with pytest.raises(ValueError, match=r"points: expected \[x, y\] points with shape \(\.\.\., 2\), got shape \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"points: expected \[x, y\] points with shape \(\.\.\., 2\), got shape \(2, 3\)"
+    ):
         transform_points(AFFINE, np.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"matrix: expected a \(3, 3\) homogeneous matrix, got shape \(2, 3\)"):
         transform_points(AFFINE[:2], [[0.0, 0.0]])

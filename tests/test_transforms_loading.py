@@ -1,4 +1,4 @@
-"""LoadPXR: DICOM pixel pipeline (BitsStored, rescale, VOI, MONOCHROME1), spacing tags, compression, other formats, errors."""
+"""LoadPXR: DICOM pixels (BitsStored, rescale, VOI, MONOCHROME1), spacing tags, compression, other formats, errors."""
 
 from __future__ import annotations
 
@@ -54,7 +54,11 @@ def test_presentation_lut_shape(tmp_path):
     inverse = load(write_dx(tmp_path / "inv.dcm", 4095 - PIXELS, extra={"PresentationLUTShape": "INVERSE"}))
     np.testing.assert_allclose(inverse.numpy(), m2.numpy(), atol=1e-6)
     # DX pairs MONOCHROME1 with INVERSE: one inversion, not two
-    m1 = load(write_dx(tmp_path / "m1.dcm", 4095 - PIXELS, photometric="MONOCHROME1", extra={"PresentationLUTShape": "INVERSE"}))
+    m1 = load(
+        write_dx(
+            tmp_path / "m1.dcm", 4095 - PIXELS, photometric="MONOCHROME1", extra={"PresentationLUTShape": "INVERSE"}
+        )
+    )
     np.testing.assert_allclose(m1.numpy(), m2.numpy(), atol=1e-6)
 
 
@@ -82,7 +86,9 @@ def test_linear_window_follows_the_standard():
     expected = np.clip((x - 99.5) / 10.0 + 0.5, 0, 1)
     np.testing.assert_allclose(window_to_unit(x.copy(), 100, 11), expected, atol=1e-6)
     np.testing.assert_allclose(window_to_unit(np.array([100.0], np.float32), 100, 10, "LINEAR_EXACT"), [0.5])
-    np.testing.assert_allclose(window_to_unit(np.array([100.0, 1e4], np.float32), 100, 10, "SIGMOID"), [0.5, 1.0], atol=1e-6)
+    np.testing.assert_allclose(
+        window_to_unit(np.array([100.0, 1e4], np.float32), 100, 10, "SIGMOID"), [0.5, 1.0], atol=1e-6
+    )
 
 
 def test_rescale_then_window(tmp_path):
@@ -120,8 +126,18 @@ def test_high_bits_outside_bits_stored_are_ignored(tmp_path):
     [
         ({"spacing_tag": "ImagerPixelSpacing", "spacing_mm": (0.15, 0.2)}, None, (0.15, 0.2), "ImagerPixelSpacing"),
         ({"spacing_tag": "PixelSpacing", "spacing_mm": (0.13, 0.14)}, None, (0.13, 0.14), "PixelSpacing"),
-        ({"spacing_tag": "ImagerPixelSpacing", "spacing_mm": (0.15, 0.15), "pixel_spacing_mm": (0.12, 0.12)}, None, (0.12, 0.12), "PixelSpacing"),
-        ({"spacing_tag": "ImagerPixelSpacing", "spacing_mm": (0.15, 0.15), "pixel_spacing_mm": (0.12, 0.12)}, ("ImagerPixelSpacing", "PixelSpacing"), (0.15, 0.15), "ImagerPixelSpacing"),
+        (
+            {"spacing_tag": "ImagerPixelSpacing", "spacing_mm": (0.15, 0.15), "pixel_spacing_mm": (0.12, 0.12)},
+            None,
+            (0.12, 0.12),
+            "PixelSpacing",
+        ),
+        (
+            {"spacing_tag": "ImagerPixelSpacing", "spacing_mm": (0.15, 0.15), "pixel_spacing_mm": (0.12, 0.12)},
+            ("ImagerPixelSpacing", "PixelSpacing"),
+            (0.15, 0.15),
+            "ImagerPixelSpacing",
+        ),
     ],
 )
 def test_spacing_tag_choice(tmp_path, tags, priority, expected, source):
@@ -129,7 +145,9 @@ def test_spacing_tag_choice(tmp_path, tags, priority, expected, source):
     img = load(write_dx(tmp_path / "s.dcm", PIXELS, **tags), **kwargs)
     assert img.meta.get("spacing_mm") == pytest.approx(expected)
     assert img.meta["spacing_source"] == source
-    assert float(img.affine[0, 0]) == pytest.approx(expected[0]) and float(img.affine[1, 1]) == pytest.approx(expected[1])
+    assert float(img.affine[0, 0]) == pytest.approx(expected[0]) and float(img.affine[1, 1]) == pytest.approx(
+        expected[1]
+    )
 
 
 def test_missing_spacing_warns(tmp_path):

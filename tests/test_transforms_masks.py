@@ -48,7 +48,13 @@ def test_disc_radius_is_20_mm_on_the_original_image_through_the_whole_geometry()
     fracture = lm[3]
     fit = fit_symmetry_axis(lm, spacing, shape)
     out = MirroredROI((128, 256))(torch.zeros(1, *shape), lm, fit["mirror_matrix"], [fracture], spacing)
-    mask, _ = FractureMask(20.0)(out["roi_fractures"], out["roi_fractures_mirrored"], (128, 256), out["roi_spacing_mm"], out["roi_mirrored_spacing_mm"])
+    mask, _ = FractureMask(20.0)(
+        out["roi_fractures"],
+        out["roi_fractures_mirrored"],
+        (128, 256),
+        out["roi_spacing_mm"],
+        out["roi_mirrored_spacing_mm"],
+    )
     back = ROIToOriginal(mode="nearest")(mask, out["roi_to_original"], shape)[0].numpy()
     rows, cols = extent(back > 0.5)
     assert rows * spacing[0] == pytest.approx(40.0, abs=2 * 0.5 + 2 * out["roi_spacing_mm"][0])
@@ -62,7 +68,14 @@ def test_contrastive_mask_adds_the_mirrored_fracture_at_the_symmetric_site():
     fracture = lm[5] + [3.0, 2.0]  # near pubic_tubercle_r
     out = MirroredROI((128, 256))(torch.zeros(1, *shape), lm, fit["mirror_matrix"], [fracture], (1.0, 1.0))
     grid = TPSGrid()(out["roi_landmarks"], out["roi_landmarks_mirrored"], (128, 256))
-    mask, contrastive = FractureMask(12.0)(out["roi_fractures"], out["roi_fractures_mirrored"], (128, 256), out["roi_spacing_mm"], out["roi_mirrored_spacing_mm"], grid)
+    mask, contrastive = FractureMask(12.0)(
+        out["roi_fractures"],
+        out["roi_fractures_mirrored"],
+        (128, 256),
+        out["roi_spacing_mm"],
+        out["roi_mirrored_spacing_mm"],
+        grid,
+    )
     m, mh = mask[0].numpy(), contrastive[0].numpy()
     assert np.all(mh >= m) and mh.sum() == pytest.approx(2 * m.sum(), rel=0.03)  # M plus a disjoint disc of equal area
     extra = (mh > 0) & (m == 0)
@@ -81,12 +94,18 @@ def test_dictionary_transform_and_missing_spacing():
         "roi_fractures_mirrored": np.array([[50.0, 10.0]]),
         "roi_spacing_mm": (1.0, 1.0),
         "roi_mirrored_spacing_mm": (1.0, 1.0),
-        "tps_grid": torch.nn.functional.affine_grid(torch.eye(2, 3)[None], [1, 1, 32, 64], align_corners=False)[0].permute(2, 0, 1),
+        "tps_grid": torch.nn.functional.affine_grid(torch.eye(2, 3)[None], [1, 1, 32, 64], align_corners=False)[
+            0
+        ].permute(2, 0, 1),
     }
     out = FractureMaskd(radius_mm=5.0)(d)
     assert out["fracture_mask"].shape == (1, 32, 64) and out["contrastive_mask"].shape == (1, 32, 64)
     assert out["contrastive_mask"][0, 10, 50] == 1 and out["fracture_mask"][0, 10, 50] == 0
-    no_spacing = {**d, "roi_spacing_mm": None, "roi": type("R", (), {"shape": (1, 32, 64), "meta": {"filename_or_obj": "case.png"}})()}
+    no_spacing = {
+        **d,
+        "roi_spacing_mm": None,
+        "roi": type("R", (), {"shape": (1, 32, 64), "meta": {"filename_or_obj": "case.png"}})(),
+    }
     with pytest.raises(AnnotationError, match=r"case\.png.*spacing unknown"):
         FractureMaskd()(no_spacing)
     assert FractureMaskd(fallback_spacing_mm=(1.0, 1.0))(no_spacing)["fracture_mask"].sum() > 0

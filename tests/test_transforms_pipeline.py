@@ -43,7 +43,9 @@ def test_missing_spacing_image_loads_but_masks_need_spacing(pxr_case):
     case = pxr_case(spacing_tag=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        d = aasn_preprocessing(roi_size=ROI_SIZE, with_masks=False)({"image": case["image"], "annotation": case["annotation"]})
+        d = aasn_preprocessing(roi_size=ROI_SIZE, with_masks=False)(
+            {"image": case["image"], "annotation": case["annotation"]}
+        )
         assert d["roi_spacing_mm"] is None and d["siamese_input"].shape == (8, *ROI_SIZE)
         # an image of unknown spacing still collates (batch of one, as inference loaders do)
         batch = list_data_collate([{"image": d["image"], "siamese_input": d["siamese_input"]}])
@@ -57,7 +59,9 @@ def test_missing_spacing_image_loads_but_masks_need_spacing(pxr_case):
 def test_batches_collate(pxr_case):
     cases = [pxr_case(name=f"c{i}", angle_deg=2.0 * i, fractures=[[120.0, 200.0]] if i else []) for i in range(3)]
     items = [{"image": c["image"], "annotation": c["annotation"], "label": int(i > 0)} for i, c in enumerate(cases)]
-    transform = Compose([*aasn_preprocessing(roi_size=ROI_SIZE).transforms, SelectItemsd(keys=(*NETWORK_KEYS, "label"))])
+    transform = Compose(
+        [*aasn_preprocessing(roi_size=ROI_SIZE).transforms, SelectItemsd(keys=(*NETWORK_KEYS, "label"))]
+    )
     batch = next(iter(DataLoader(Dataset(items, transform), batch_size=3, num_workers=0)))
     assert batch["siamese_input"].shape == (3, 8, *ROI_SIZE) and batch["target"].shape == (3, 2, *ROI_SIZE)
     assert batch["target"][0].sum() == 0 and batch["target"][1, 0].sum() > 0
@@ -66,7 +70,15 @@ def test_batches_collate(pxr_case):
 def test_chain_from_a_bundle_config():
     from monai.bundle import ConfigParser
 
-    parser = ConfigParser({"preprocessing": {"_target_": "custom_transforms.aasn_preprocessing", "roi_size": [32, 64], "with_masks": False}})
+    parser = ConfigParser(
+        {
+            "preprocessing": {
+                "_target_": "custom_transforms.aasn_preprocessing",
+                "roi_size": [32, 64],
+                "with_masks": False,
+            }
+        }
+    )
     chain = parser.get_parsed_content("preprocessing")
     assert isinstance(chain, Compose) and len(chain.transforms) == 7
 
@@ -110,4 +122,6 @@ def test_pack_rejects_wrong_shapes():
     d["tps_grid"] = torch.zeros(2, 8, 16)
     with pytest.raises(ValueError, match="tps_grid"):
         PackSiameseInputd()(d)
-    np.testing.assert_array_equal(PackSiameseInputd()({**d, "tps_grid": torch.ones(2, 16, 32)})["siamese_input"][6:].numpy(), 1.0)
+    np.testing.assert_array_equal(
+        PackSiameseInputd()({**d, "tps_grid": torch.ones(2, 16, 32)})["siamese_input"][6:].numpy(), 1.0
+    )

@@ -47,7 +47,9 @@ def test_roi_box_contains_the_roi_landmarks_with_margin():
     assert roi_lm[:, 0].min() == pytest.approx(-0.5 + w * 0.1 / 1.2, abs=1e-3)
     assert roi_lm[:, 0].max() == pytest.approx(w - 0.5 - w * 0.1 / 1.2, abs=1e-3)
     assert roi_lm[:, 1].min() == pytest.approx(-0.5 + h * 0.1 / 1.2, abs=1e-3)
-    np.testing.assert_allclose(out["roi_landmarks"], transform_points(np.linalg.inv(out["roi_to_original"]), lm), atol=1e-4)
+    np.testing.assert_allclose(
+        out["roi_landmarks"], transform_points(np.linalg.inv(out["roi_to_original"]), lm), atol=1e-4
+    )
 
 
 def test_keep_aspect_gives_square_mm_pixels_with_anisotropic_spacing():
@@ -95,7 +97,9 @@ def test_planted_dots_appear_where_the_fracture_coordinates_say():
     fracture = lm[3] + [8.0, 4.0]  # near obturator_superior_r
     img = torch.zeros(1, *shape)
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
-    img[0] = torch.from_numpy(np.exp(-((xx - fracture[0]) ** 2 + (yy - fracture[1]) ** 2) / (2 * 3.0**2)).astype(np.float32))
+    img[0] = torch.from_numpy(
+        np.exp(-((xx - fracture[0]) ** 2 + (yy - fracture[1]) ** 2) / (2 * 3.0**2)).astype(np.float32)
+    )
     out, _, _ = crop(shape, angle=6.0, image=img, fractures=[fracture], landmarks=lm)
     for key, pts_key in (("roi", "roi_fractures"), ("roi_mirrored", "roi_fractures_mirrored")):
         m = out[key][0].numpy()
@@ -113,7 +117,9 @@ def test_roi_to_original_to_roi_round_trip(map_size):
     peak = np.array([0.3 * mw + 0.37, 0.6 * mh - 0.21])  # sub-pixel position in the map
     v, u = np.mgrid[0:mh, 0:mw]
     sigma = 2.0 * mw / ROI_SIZE[1]
-    heat = torch.from_numpy(np.exp(-((u - peak[0]) ** 2 + (v - peak[1]) ** 2) / (2 * sigma**2)).astype(np.float32))[None]
+    heat = torch.from_numpy(np.exp(-((u - peak[0]) ** 2 + (v - peak[1]) ** 2) / (2 * sigma**2)).astype(np.float32))[
+        None
+    ]
     back = ROIToOriginal()(heat, out["roi_to_original"], (320, 300), roi_size=ROI_SIZE)[0].numpy()
     assert back.shape == (320, 300)
     yy, xx = np.mgrid[0:320, 0:300]
@@ -128,9 +134,20 @@ def test_roi_to_original_to_roi_round_trip(map_size):
 
 
 def test_roi_to_original_d_keeps_the_image_meta():
-    image = MetaTensor(torch.zeros(1, 320, 300), affine=torch.diag(torch.tensor([0.5, 0.5, 1.0, 1.0], dtype=torch.float64)), meta={"filename_or_obj": "x.dcm"})
+    image = MetaTensor(
+        torch.zeros(1, 320, 300),
+        affine=torch.diag(torch.tensor([0.5, 0.5, 1.0, 1.0], dtype=torch.float64)),
+        meta={"filename_or_obj": "x.dcm"},
+    )
     out, _, _ = crop()
-    d = ROIToOriginald()({"pred": torch.ones(1, *ROI_SIZE), "image": image, "roi_to_original": out["roi_to_original"], "roi_size": ROI_SIZE})
+    d = ROIToOriginald()(
+        {
+            "pred": torch.ones(1, *ROI_SIZE),
+            "image": image,
+            "roi_to_original": out["roi_to_original"],
+            "roi_size": ROI_SIZE,
+        }
+    )
     assert d["pred"].shape == (1, 320, 300) and d["pred"].meta["filename_or_obj"] == "x.dcm"
     assert float(d["pred"].affine[0, 0]) == 0.5
     x0, y0 = roi_points_to_original([[0, 0]], out["roi_to_original"])[0]
@@ -142,7 +159,9 @@ def test_dictionary_transform_outputs():
     lm = place_landmarks(shape, (1.0, 1.0))
     image = MetaTensor(ramp_image(shape), meta={"filename_or_obj": "x.dcm", "spacing_mm": (1.0, 1.0)})
     fit = fit_symmetry_axis(lm)
-    d = MirroredROId(image_key="image", roi_size=ROI_SIZE)({"image": image, "landmarks": lm, "mirror_matrix": fit["mirror_matrix"], "fractures": np.zeros((0, 2))})
+    d = MirroredROId(image_key="image", roi_size=ROI_SIZE)(
+        {"image": image, "landmarks": lm, "mirror_matrix": fit["mirror_matrix"], "fractures": np.zeros((0, 2))}
+    )
     assert d["roi"].shape == (1, *ROI_SIZE) and d["roi_mirrored"].shape == (1, *ROI_SIZE)
     assert d["roi"].meta["filename_or_obj"] == "x.dcm" and d["roi_size"] == ROI_SIZE
     assert d["roi_fractures"].shape == (0, 2) and d["roi_landmarks_mirrored"].shape == (16, 2)
@@ -155,4 +174,6 @@ def test_zero_area_roi_raises():
     flat = lm.copy()
     flat[list(ROI_LANDMARK_INDICES), 1] = 200.0  # pubis and ischium landmarks all on one row
     with pytest.raises(GeometryError, match="zero-area"):
-        MirroredROI(ROI_SIZE)(ramp_image((320, 300)), flat, np.diag([-1.0, 1.0, 1.0]) + [[0, 0, 299], [0, 0, 0], [0, 0, 0]])
+        MirroredROI(ROI_SIZE)(
+            ramp_image((320, 300)), flat, np.diag([-1.0, 1.0, 1.0]) + [[0, 0, 299], [0, 0, 0], [0, 0, 0]]
+        )

@@ -7,7 +7,14 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from custom_transforms import GeometryError, MIRROR_PERMUTATION, SymmetryAxisd, fit_symmetry_axis, mirror_landmarks, reflection_matrix
+from custom_transforms import (
+    MIRROR_PERMUTATION,
+    GeometryError,
+    SymmetryAxisd,
+    fit_symmetry_axis,
+    mirror_landmarks,
+    reflection_matrix,
+)
 from custom_transforms.geometry import transform_points
 from synthetic_pelvis import place_landmarks, template_landmarks_mm
 
@@ -91,8 +98,8 @@ def test_coincident_midpoints_raise():
     lm = place_landmarks((600, 600), (1.0, 1.0))
     centre = lm.mean(axis=0)
     pts = lm.copy()
-    for r, l in [(i, int(MIRROR_PERMUTATION[i])) for i in range(7)]:
-        pts[l] = 2 * centre - pts[r]
+    for right, left in [(i, int(MIRROR_PERMUTATION[i])) for i in range(7)]:
+        pts[left] = 2 * centre - pts[right]
     pts[14] = pts[15] = centre
     with pytest.raises(GeometryError, match=r"case\.dcm.*midpoints.*coincide"):
         fit_symmetry_axis(pts, source="case.dcm")

@@ -7,7 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from custom_transforms import LANDMARK_NAMES, MIRROR_PERMUTATION, GeometryError, MirroredROI, TPSGrid, TPSGridd, fit_symmetry_axis, fit_tps, tps_sampling_grid
+from custom_transforms import (
+    LANDMARK_NAMES,
+    MIRROR_PERMUTATION,
+    GeometryError,
+    MirroredROI,
+    TPSGrid,
+    TPSGridd,
+    fit_symmetry_axis,
+    fit_tps,
+    tps_sampling_grid,
+)
 from custom_transforms.tps import MIN_JACOBIAN, SMOOTHING_SCHEDULE, jacobian_determinant
 from synthetic_pelvis import place_landmarks
 

@@ -12,6 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
 from custom_transforms.siamese_crop import RandSiameseCropd  # noqa: E402
+
 from scripts.fracture.twin_batches import TwinBatchSampler  # noqa: E402
 
 

@@ -13,11 +13,10 @@ import logging
 from pathlib import Path
 
 import pydicom
-from pydicom.errors import InvalidDicomError
-from pydicom.pixels.utils import get_expected_length
-
 from monai.deploy.core import Fragment, OperatorSpec
 from monai.deploy.operators import DICOMDataLoaderOperator
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels.utils import get_expected_length
 
 __all__ = ["CheckedDICOMDataLoaderOperator", "dicom_file_problem"]
 

@@ -111,7 +111,9 @@ class JSONSummaryWriterOperator(Operator):
         algorithm: name and version of the model, recorded in the summary.
     """
 
-    def __init__(self, fragment: Fragment, *args, output_folder: Path, algorithm: dict[str, str] | None = None, **kwargs):
+    def __init__(
+        self, fragment: Fragment, *args, output_folder: Path, algorithm: dict[str, str] | None = None, **kwargs
+    ):
         self.output_folder = Path(output_folder)
         self.algorithm = dict(algorithm or {})
         super().__init__(fragment, *args, **kwargs)

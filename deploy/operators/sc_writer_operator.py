@@ -19,12 +19,11 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 from matplotlib import colormaps
+from monai.deploy.core import Fragment, Operator, OperatorSpec
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
-
-from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from .finding import AASNFinding
 

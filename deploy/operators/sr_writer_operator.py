@@ -27,11 +27,12 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+from monai.deploy.core import Fragment, Operator, OperatorSpec
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from monai.deploy.core import Fragment, Operator, OperatorSpec
+from custom_transforms.version import read_version
 
 from .finding import AASNFinding
 
@@ -85,7 +86,7 @@ def build_fracture_sr(
     report: dict,
     *,
     algorithm_name: str = "AASN pelvic fracture detection",
-    algorithm_version: str = "0.1.0",
+    algorithm_version: str | None = None,
     manufacturer: str = "AASN pelvic fracture bundle contributors",
     series_number: int = 9001,
     series_instance_uid: str | None = None,
@@ -97,12 +98,13 @@ def build_fracture_sr(
         source: the analysed DX/CR instance.
         report: the bundle's report for it (``fracture_probability``, ``threshold``, ``positive``, ``peaks``).
         algorithm_name: name recorded in the algorithm identification (TID 4019).
-        algorithm_version: the bundle version.
+        algorithm_version: the bundle version (default: the project's, :func:`custom_transforms.version.read_version`).
         manufacturer: Manufacturer of the SR.
         series_number: SeriesNumber of the new series.
         series_instance_uid: UID of the new series (generated when ``None``).
         sop_instance_uid: UID of the SR (generated when ``None``).
     """
+    algorithm_version = algorithm_version or read_version()
     for key in ("fracture_probability", "threshold", "positive", "peaks"):
         if key not in report:
             raise KeyError(f"build_fracture_sr: the report of {source.get('SOPInstanceUID')} lacks '{key}'.")
@@ -199,9 +201,9 @@ class FractureSRWriterOperator(Operator):
         algorithm_version: bundle version recorded in the SR.
     """
 
-    def __init__(self, fragment: Fragment, *args, output_folder: Path, algorithm_version: str = "0.1.0", **kwargs):
+    def __init__(self, fragment: Fragment, *args, output_folder: Path, algorithm_version: str | None = None, **kwargs):
         self.output_folder = Path(output_folder)
-        self.algorithm_version = str(algorithm_version)
+        self.algorithm_version = algorithm_version or read_version()
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec):

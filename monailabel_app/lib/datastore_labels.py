@@ -46,11 +46,15 @@ def read_label_image(path: str) -> np.ndarray:
         image = nib.load(path)
         current = orientations.io_orientation(image.affine)
         wanted = orientations.axcodes2ornt(("L", "P", "S"))
-        data = orientations.apply_orientation(np.asanyarray(image.dataobj), orientations.ornt_transform(current, wanted))
+        data = orientations.apply_orientation(
+            np.asanyarray(image.dataobj), orientations.ornt_transform(current, wanted)
+        )
         data = data.reshape(data.shape[:2]) if data.ndim == 3 and data.shape[2] == 1 else data
         array = np.asarray(data).T if data.ndim == 2 else data  # (x, y) -> (rows, cols)
     else:
-        raise ValueError(f"{path}: label format not supported; expected JSON or one of {', '.join(LABEL_IMAGE_EXTENSIONS)}.")
+        raise ValueError(
+            f"{path}: label format not supported; expected JSON or one of {', '.join(LABEL_IMAGE_EXTENSIONS)}."
+        )
     if array.ndim != 2:
         raise ValueError(f"{path}: expected a 2D label image, got shape {array.shape}.")
     return array

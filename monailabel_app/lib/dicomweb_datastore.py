@@ -176,7 +176,9 @@ def dicomweb_datastore(url: str) -> RadiographDICOMwebDatastore:
 
     session = None
     if settings.MONAI_LABEL_DICOMWEB_USERNAME and settings.MONAI_LABEL_DICOMWEB_PASSWORD:
-        session = create_session_from_user_pass(settings.MONAI_LABEL_DICOMWEB_USERNAME, settings.MONAI_LABEL_DICOMWEB_PASSWORD)
+        session = create_session_from_user_pass(
+            settings.MONAI_LABEL_DICOMWEB_USERNAME, settings.MONAI_LABEL_DICOMWEB_PASSWORD
+        )
     client = DICOMwebClientX(
         url=url.rstrip("/"),
         session=session,

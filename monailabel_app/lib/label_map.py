@@ -99,7 +99,11 @@ def landmarks_to_label(
 
 
 def fracture_points_to_label(
-    fractures: np.ndarray, shape_hw: Sequence[int], spacing_mm: Sequence[float] | None, radius_mm: float, radius_px: float
+    fractures: np.ndarray,
+    shape_hw: Sequence[int],
+    spacing_mm: Sequence[float] | None,
+    radius_mm: float,
+    radius_px: float,
 ) -> np.ndarray:
     """Discs of :data:`FRACTURE_VALUE` around fracture points ``(K, 2)`` ``[x, y]`` (an annotator's drawing)."""
     label = np.zeros(tuple(int(s) for s in shape_hw), dtype=np.uint8)

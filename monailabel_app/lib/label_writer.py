@@ -32,7 +32,9 @@ def write_label(label: np.ndarray, spacing_mm: Sequence[float] | None, extension
         extension: one of :data:`LABEL_EXTENSIONS`.
     """
     if extension not in LABEL_EXTENSIONS:
-        raise ValueError(f"result_extension {extension!r} is not supported; expected one of {', '.join(LABEL_EXTENSIONS)}.")
+        raise ValueError(
+            f"result_extension {extension!r} is not supported; expected one of {', '.join(LABEL_EXTENSIONS)}."
+        )
     label = np.ascontiguousarray(label, dtype=np.uint8)
     if label.ndim != 2:
         raise ValueError(f"expected a (H, W) label image, got shape {label.shape}.")

@@ -23,7 +23,7 @@ Input, ``siamese_input`` (B, 8, H, W): channels 0-2 the ROI, 3-5 the mirrored RO
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -137,7 +137,7 @@ def densenet_parts(
     block_config: Sequence[int] = (6, 12, 24, 16),
     bn_size: int = 4,
     dropout_prob: float = 0.0,
-) -> Tuple[nn.Sequential, nn.Module, nn.Sequential]:
+) -> tuple[nn.Sequential, nn.Module, nn.Sequential]:
     """Cut the DenseNet of :func:`densenet_features` after dense block ``split_block``.
 
     Returns:
@@ -212,7 +212,7 @@ class SiameseFusionTransition(nn.Module):
         fusion: the fusion module or ``None``.
     """
 
-    def __init__(self, transition: nn.Module, fusion: Optional[nn.Module]) -> None:
+    def __init__(self, transition: nn.Module, fusion: nn.Module | None) -> None:
         super().__init__()
         self.norm = transition.norm
         self.relu = transition.relu
@@ -225,7 +225,7 @@ class SiameseFusionTransition(nn.Module):
         self.conv = conv
         self.pool = transition.pool
 
-    def forward(self, features: torch.Tensor, mirrored: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, mirrored: torch.Tensor | None = None) -> torch.Tensor:
         if mirrored is None:
             return self.conv(self.pool(self.relu(self.norm(features))))
         batch = features.shape[0]
@@ -277,7 +277,7 @@ class HeatmapHead(nn.Module):
         """Logits at the decoder resolution."""
         return self.conv(self.relu(x))
 
-    def forward(self, x: torch.Tensor, size: List[int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, size: list[int]) -> torch.Tensor:
         logits = self.coarse(x)
         if self.upsample_mode == "nearest":
             return F.interpolate(logits, size=size, mode="nearest")
@@ -294,18 +294,16 @@ class SiameseDenseNetBase(nn.Module):
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != 2 * self.in_channels + 2:
             raise ValueError(
-                "siamese_input must be (B, {}, H, W) = [ROI, mirrored ROI, TPS grid (x, y)], got shape {}".format(
-                    2 * self.in_channels + 2, list(x.shape)
-                )
+                f"siamese_input must be (B, {2 * self.in_channels + 2}, H, W) = [ROI, mirrored ROI, TPS grid (x, y)], "
+                f"got shape {list(x.shape)}"
             )
         if x.shape[2] % self.stride != 0 or x.shape[3] % self.stride != 0:
             raise ValueError(
-                "siamese_input height and width must be multiples of {} (the DenseNet stride), got {}x{}".format(
-                    self.stride, x.shape[2], x.shape[3]
-                )
+                f"siamese_input height and width must be multiples of {self.stride} (the DenseNet stride), got "
+                f"{x.shape[2]}x{x.shape[3]}"
             )
 
-    def siamese_features(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def siamese_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder features of the ROI, F, and of the mirrored ROI aligned onto it, F'_f (both (B, C, H/s, W/s)).
 
         Both streams go through the shared encoder in one batched call. ``alignment="image"`` warps the mirrored ROI
@@ -332,7 +330,8 @@ class AASN(SiameseDenseNetBase):
 
     ``forward(x)`` returns heatmap logits (B, 1, H, W) at input resolution (inference, export, inferers).
     ``forward_with_distance(x)`` returns ``(heatmap logits, distance map d (B, 1, H/s, W/s))`` with
-    s = 2**(split_block + 1) (16 at the default split); variants without contrastive learning return a distance of shape (B, 1, 0, 0).
+    s = 2**(split_block + 1) (16 at the default split); variants without contrastive learning return a distance of
+    shape (B, 1, 0, 0).
 
     Args:
         fusion: ``"concat"`` (AASN, FF), ``"none"`` (Vanilla: only the ROI is encoded), ``"gated_concat"`` (CBN),
@@ -386,7 +385,7 @@ class AASN(SiameseDenseNetBase):
             split_block, in_channels, init_features, growth_rate, block_config, bn_size, dropout_prob
         )
         feature_channels: int = transition.conv.in_channels
-        fusion_module: Optional[nn.Module] = None
+        fusion_module: nn.Module | None = None
         if fusion == "concat":
             fusion_module = ConcatFusion()
         elif fusion == "gated_concat":
@@ -403,14 +402,14 @@ class AASN(SiameseDenseNetBase):
             self.projection = ProjectionHead(feature_channels, projection_channels) if projection else nn.Identity()
             initialise_weights(self.projection)
 
-    def densenet_prefixes(self) -> Dict[str, str]:
+    def densenet_prefixes(self) -> dict[str, str]:
         """Where MONAI DenseNet's ``features.<child>`` modules live in this network (for pretrained weights)."""
         prefixes = {f"features.{name}": f"encoder.{name}" for name, _ in self.encoder.named_children()}
         prefixes[f"features.transition{self.split_block}"] = "transition"
         prefixes.update({f"features.{name}": f"decoder.{name}" for name, _ in self.decoder.named_children()})
         return prefixes
 
-    def _heatmap(self, features: torch.Tensor, mirrored: Optional[torch.Tensor], size: List[int]) -> torch.Tensor:
+    def _heatmap(self, features: torch.Tensor, mirrored: torch.Tensor | None, size: list[int]) -> torch.Tensor:
         return self.head(self.decoder(self.transition(features, mirrored)), size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -423,7 +422,7 @@ class AASN(SiameseDenseNetBase):
         return self._heatmap(features, mirrored, size)
 
     @torch.jit.export
-    def forward_with_distance(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_distance(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(heatmap logits (B, 1, H, W), distance map d (B, 1, H/s, W/s) or (B, 1, 0, 0) without CL)``."""
         self._check_input(x)
         size = [x.shape[2], x.shape[3]]

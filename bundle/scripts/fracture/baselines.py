@@ -12,7 +12,7 @@ backbone and the same packed input (B, 8, H, W):
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,12 +75,12 @@ class SymmetryDistanceNet(SiameseDenseNetBase):
         self.projection = ProjectionHead(transition.conv.in_channels, projection_channels)
         initialise_weights(self.projection)
 
-    def densenet_prefixes(self) -> Dict[str, str]:
+    def densenet_prefixes(self) -> dict[str, str]:
         """Where MONAI DenseNet's ``features.<child>`` modules live in this network (for pretrained weights)."""
         return {f"features.{name}": f"encoder.{name}" for name, _ in self.encoder.named_children()}
 
     @torch.jit.export
-    def forward_with_distance(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_distance(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(heatmap logits (B, 1, H, W) = upsampled d - margin, distance map d (B, 1, H/s, W/s))``."""
         self._check_input(x)
         features, mirrored = self.siamese_features(x)
@@ -100,16 +100,17 @@ class SymmetryDistanceNet(SiameseDenseNetBase):
 class DenseNetCAM(SiameseDenseNetBase):
     """CheXNet / LSE-pooling baseline: DenseNet on the ROI alone, trained with image labels, heatmap = CAM.
 
-    The classifier is a per-pixel linear layer (1x1 conv) on the final ReLU features, giving the class activation
-    map; the image logit is the map pooled by ``score_pooling`` (see ``scripts.fracture.pooling``): ``"mean"`` is exactly
+    The classifier is a per-pixel linear layer (1x1 conv) on the final ReLU features, giving the class activation map;
+    the image logit is the map pooled by ``score_pooling`` (see ``scripts.fracture.pooling``): ``"mean"`` is exactly
     CheXNet's global average pooling + linear layer, ``"lse"`` is LSE pooling applied to the class map. The map is
-    upsampled to the input size by pixel repetition so that pooling the returned heatmap gives the trained logit.
-    The mirrored ROI and grid channels of the input are ignored.
+    upsampled to the input size by pixel repetition so that pooling the returned heatmap gives the trained logit. The
+    mirrored ROI and grid channels of the input are ignored.
 
     Args:
         score_pooling: ``"mean"`` (CheXNet) or ``"lse"`` (Wang et al.); ``"max"`` is allowed too.
         lse_r: sharpness r of LSE pooling.
-        in_channels, init_features, growth_rate, block_config, bn_size, dropout_prob: as :class:`scripts.fracture.aasn.AASN`.
+        in_channels, init_features, growth_rate, block_config, bn_size, dropout_prob: as
+        :class:`scripts.fracture.aasn.AASN`.
     """
 
     def __init__(
@@ -135,7 +136,7 @@ class DenseNetCAM(SiameseDenseNetBase):
         self.head = HeatmapHead(self.features.norm5.num_features, upsample_mode="nearest")
         initialise_weights(self.head)
 
-    def densenet_prefixes(self) -> Dict[str, str]:
+    def densenet_prefixes(self) -> dict[str, str]:
         """Where MONAI DenseNet's ``features.<child>`` modules live in this network (for pretrained weights)."""
         return {f"features.{name}": f"features.{name}" for name, _ in self.features.named_children()}
 
@@ -145,6 +146,6 @@ class DenseNetCAM(SiameseDenseNetBase):
         return self.head(self.features(x[:, : self.in_channels]), [x.shape[2], x.shape[3]])
 
     @torch.jit.export
-    def forward_with_distance(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_distance(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(CAM logits (B, 1, H, W), empty distance (B, 1, 0, 0))``: this baseline has no distance map."""
         return self.forward(x), empty_distance(x)

@@ -59,7 +59,9 @@ class LimitImageSized(MapTransform):
             size = (max(int(round(h / factor)), 1), max(int(round(w / factor)), 1))
             fy, fx = h / size[0], w / size[1]  # exact per-axis factors after rounding
             plain = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
-            small = F.interpolate(plain[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+            small = F.interpolate(plain[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)[
+                0
+            ]
             meta = dict(getattr(image, "meta", {}) or {})
             spacing = meta.get("spacing_mm")
             if spacing is not None:

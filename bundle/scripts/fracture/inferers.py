@@ -13,7 +13,8 @@ then just calls the DDP module. Save and evaluate the inner ``network`` (its sta
 
 from __future__ import annotations
 
-from typing import Any, Callable, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -35,7 +36,7 @@ class DistanceOutput(nn.Module):
             raise TypeError(f"{type(network).__name__} has no forward_with_distance")
         self.network = network
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.network.forward_with_distance(x)
 
 

@@ -1,9 +1,9 @@
 """Training losses of AASN (paper Eq. 1-2), of the Liu et al. baseline and of the image-label (CAM) baselines.
 
 All losses take ``(y_pred, y)`` as an Ignite ``SupervisedTrainer`` passes them, with ``y_pred`` either the heatmap
-logits (B, 1, H, W) or the pair ``(heatmap logits, distance map d (B, 1, h, w))`` returned by
-``forward_with_distance`` (see ``scripts.fracture.inferers.SiameseTrainingInferer``), and ``y`` the ``target`` (B, 2, H, W) =
-[M, M-hat]: the fracture mask M (heatmap target) and the contrastive mask M-hat = M ∪ T∘M_f, at ROI resolution.
+logits (B, 1, H, W) or the pair ``(heatmap logits, distance map d (B, 1, h, w))`` returned by ``forward_with_distance``
+(see ``scripts.fracture.inferers.SiameseTrainingInferer``), and ``y`` the ``target`` (B, 2, H, W) = [M, M-hat]: the
+fracture mask M (heatmap target) and the contrastive mask M-hat = M ∪ T∘M_f, at ROI resolution.
 
 Normalisation: every sum over pixels is a mean over all pixels of the batch (BCE over the B*H*W heatmap pixels,
 the contrastive term over the B*h*w feature pixels), so both terms are per-pixel averages and lambda weighs like
@@ -12,7 +12,7 @@ quantities whatever the image size or batch.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -31,10 +31,10 @@ __all__ = [
     "split_prediction",
 ]
 
-Prediction = Union[torch.Tensor, Sequence[torch.Tensor]]
+Prediction = torch.Tensor | Sequence[torch.Tensor]
 
 
-def split_prediction(y_pred: Prediction) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+def split_prediction(y_pred: Prediction) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(heatmap logits, distance map or None)`` from a network output (tensor or ``forward_with_distance`` pair)."""
     if isinstance(y_pred, torch.Tensor):
         return convert_to_tensor(y_pred, track_meta=False), None
@@ -70,7 +70,8 @@ class ContrastiveMarginLoss(nn.Module):
 
     ``mean over feature pixels x of [ d(x) if x not in M-hat, max(0, margin - sqrt(d(x)))^2 if x in M-hat ]`` (the
     classic contrastive loss: squared distance for similar pixels, squared hinge on the distance for dissimilar
-    ones), M-hat brought to the distance map's resolution by any-overlap. Taking channel 1 (M-hat) of the target, it is used alone by the
+    ones), M-hat brought to the distance map's resolution by any-overlap. Taking channel 1 (M-hat) of the target, it
+    is used alone by the
     Liu et al. baseline and as the lambda-weighted term of :class:`AASNLoss`.
 
     Args:
@@ -126,7 +127,8 @@ class AASNLoss(ContrastiveMarginLoss):
         if distance is None:
             raise ValueError(
                 "AASNLoss with lambda_contrastive > 0 needs the distance map: train through "
-                "scripts.fracture.inferers.SiameseTrainingInferer with a contrastive variant, or set lambda_contrastive=0"
+                "scripts.fracture.inferers.SiameseTrainingInferer with a contrastive variant, or set "
+                "lambda_contrastive=0"
             )
         return bce + self.lambda_contrastive * self.contrastive(distance, target[:, 1:2])
 

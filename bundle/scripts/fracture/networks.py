@@ -16,16 +16,16 @@ variant             network                                          loss       
 ``lse``             CAM, LSE pooling                                 image-label BCE   lse
 =================== ================================================ ================= ===============
 
-The loss column is ``scripts.fracture.losses.loss_for_variant(variant)``; the image score is the network's ``score_pooling``
-(``scripts.fracture.pooling.image_score``). Every network takes ``siamese_input`` (B, 8, H, W), returns heatmap logits
-(B, 1, H, W) from ``forward`` and ``(heatmap, distance)`` from ``forward_with_distance``.
+The loss column is ``scripts.fracture.losses.loss_for_variant(variant)``; the image score is the network's
+``score_pooling`` (``scripts.fracture.pooling.image_score``). Every network takes ``siamese_input`` (B, 8, H, W),
+returns heatmap logits (B, 1, H, W) from ``forward`` and ``(heatmap, distance)`` from ``forward_with_distance``.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -37,7 +37,7 @@ __all__ = ["VARIANTS", "build_network"]
 
 logger = logging.getLogger(__name__)
 
-VARIANTS: Dict[str, Dict[str, Any]] = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "vanilla": {"fusion": "none", "contrastive": False},
     "ff": {"fusion": "concat", "alignment": "image", "contrastive": False},
     "ff_fa": {"fusion": "concat", "alignment": "feature", "contrastive": False},
@@ -67,7 +67,7 @@ def _parameters(cls: type) -> set:
 
 def build_network(
     variant: str = "aasn",
-    pretrained: Optional[str] = None,
+    pretrained: str | None = None,
     doubled_conv_rule: str = "original",
     channels_last: bool = True,
     **kwargs: Any,
@@ -77,7 +77,7 @@ def build_network(
     Args:
         variant: a key of ``VARIANTS``.
         pretrained: path of a torchvision-format DenseNet state dict (e.g. ImageNet ``densenet121-a639ec97.pth``),
-            loaded with ``scripts.fracture.pretrained.load_torchvision_densenet``; the report of unmatched keys is logged.
+        loaded with ``scripts.fracture.pretrained.load_torchvision_densenet``; the report of unmatched keys is logged.
         doubled_conv_rule: how the fused transition conv is initialised from the pretrained one
             (``scripts.fracture.pretrained.DOUBLED_CONV_RULES``).
         channels_last: store the conv weights channels-last (NHWC). Convolutions then produce channels-last outputs

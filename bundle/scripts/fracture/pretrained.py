@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Union
 
 import torch
 import torch.nn as nn
@@ -56,7 +56,7 @@ def torchvision_to_monai_key(key: str) -> str:
     return key
 
 
-def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a state dict with ``weights_only=True``, opening a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper."""
     loaded = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(loaded, Mapping):
@@ -81,10 +81,10 @@ class PretrainedReport:
             counters aside).
     """
 
-    loaded: List[str] = field(default_factory=list)
-    fused: List[str] = field(default_factory=list)
-    unmatched: Dict[str, str] = field(default_factory=dict)
-    not_initialised: List[str] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+    fused: list[str] = field(default_factory=list)
+    unmatched: dict[str, str] = field(default_factory=dict)
+    not_initialised: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [
@@ -110,7 +110,7 @@ def _doubled(weight: torch.Tensor, target_shape: torch.Size, rule: str) -> torch
 
 def load_torchvision_densenet(
     network: nn.Module,
-    state_dict: Union[str, os.PathLike, Mapping[str, torch.Tensor]],
+    state_dict: str | os.PathLike | Mapping[str, torch.Tensor],
     doubled_conv_rule: str = "original",
 ) -> PretrainedReport:
     """Initialise ``network``'s DenseNet parts from a torchvision-format DenseNet state dict, in place.

@@ -41,7 +41,9 @@ class TwinBatchSampler(Sampler[list[int]]):
                 units.setdefault(pair, []).append(index)
         for pair, members in units.items():
             if len(members) != 2:
-                raise ValueError(f"pair_id {pair!r} has {len(members)} items; a pair has a fractured image and its twin")
+                raise ValueError(
+                    f"pair_id {pair!r} has {len(members)} items; a pair has a fractured image and its twin"
+                )
         self.units = list(units.values()) + singles
         self.batch_size = int(batch_size)
         self.drop_last = drop_last

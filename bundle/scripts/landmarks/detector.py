@@ -190,7 +190,8 @@ class LandmarkDetector(Transform):
         self.device = network_device(network, device)
         self.names = tuple(names)
         if shape_model is not None and shape_model.num_points != len(self.names):
-            raise ValueError(f"the shape model has {shape_model.num_points} points, the detector {len(self.names)} names.")
+            raise ValueError(f"the shape model has {shape_model.num_points} points, the detector {len(self.names)} "
+                             f"names.")
 
     @torch.no_grad()
     def heatmaps(self, image: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
@@ -214,7 +215,6 @@ class LandmarkDetector(Transform):
         """
         if spacing_mm is None and isinstance(image, MetaTensor):
             spacing_mm = image.meta.get("spacing_mm")
-        n = len(self.names)
         maps, matrix = self.heatmaps(image)
         coords_in, _ = decode_heatmaps(maps, self.smooth_sigma, self.expectation_radius)
         peak_points = transform_points(np.linalg.inv(matrix), coords_in.numpy())
@@ -236,12 +236,16 @@ class LandmarkDetector(Transform):
             refined, refined_peaks, own_maps, to_patch = self.refiner(image, landmarks)
             use = self.refiner.mask(self.names)  # the others keep their whole-image estimate
             points = np.where(use[:, None], refined, landmarks)
-            valid = np.where(use, refined_peaks >= self.min_confidence, ~corrected & (confidence.numpy() >= self.min_confidence))
+            valid = np.where(
+                use, refined_peaks >= self.min_confidence, ~corrected & (confidence.numpy() >= self.min_confidence)
+            )
             raw_points = points
             landmarks, corrected, _, _ = self._shape_prior(points, valid, to_mm)
             patch_points = np.stack([transform_points(m, p) for p, m in zip(landmarks, to_patch)])
             refined_confidence = self.refiner.confidence(own_maps, torch.as_tensor(patch_points, dtype=torch.float32))
-            whole_confidence = self._confidence(maps, torch.as_tensor(transform_points(matrix, landmarks), dtype=torch.float32))
+            whole_confidence = self._confidence(
+                maps, torch.as_tensor(transform_points(matrix, landmarks), dtype=torch.float32)
+            )
             confidence = torch.where(torch.as_tensor(use), refined_confidence, whole_confidence)
 
         # a position the shape model extrapolated may fall outside the film: keep it on the image
@@ -416,7 +420,9 @@ def load_landmark_detector(
         if device.type != "cpu":
             logger.warning(
                 "The landmark detector runs on the CPU inside DataLoader workers (%s was asked for); "
-                "set num_workers to 0 to detect on %s.", device, device,
+                "set num_workers to 0 to detect on %s.",
+                device,
+                device,
             )
             parser["device"] = "cpu"
     return parser.get_parsed_content("landmark_detector")

@@ -9,11 +9,11 @@ image (:func:`spatial_softmax`, trained by cross-entropy against the normalised 
 probability map of the landmark's position; decoding works on either (the log of a softmax is the
 logits up to a constant).
 
-Decoding takes the arg-max pixel and refines it with one Newton step on the *logarithm* of the
-heatmap over its 3 x 3 neighbourhood (central differences; at the border the stencil moves inwards). The log of a Gaussian is a quadratic, so
-for a Gaussian peak the step lands on the true centre exactly, whatever the sigma; for a network's
-heatmap an optional Gaussian smoothing first makes the peak closer to that model (as in "DARK",
-Zhang et al., CVPR 2020). Where the neighbourhood is not concave the arg-max pixel is kept.
+Decoding takes the arg-max pixel and refines it with one Newton step on the *logarithm* of the heatmap over its 3 x 3
+neighbourhood (central differences; at the border the stencil moves inwards). The log of a Gaussian is a quadratic, so
+for a Gaussian peak the step lands on the true centre exactly, whatever the sigma; for a network's heatmap an optional
+Gaussian smoothing first makes the peak closer to that model (as in "DARK", Zhang et al., CVPR 2020). Where the
+neighbourhood is not concave the arg-max pixel is kept.
 
 For a probability map (spatial softmax) the *mode* is not the best point estimate when the landmark is
 uncertain along a direction (a point on a smooth contour: the ASIS, the sciatic notch): the mean of the
@@ -220,7 +220,9 @@ def spatial_softmax(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.reshape(*shape[:-2], -1), dim=-1).reshape(shape)
 
 
-def heatmap_value_near(heatmaps: torch.Tensor, points: torch.Tensor, radius: int = 1, reduce: str = "max") -> torch.Tensor:
+def heatmap_value_near(
+    heatmaps: torch.Tensor, points: torch.Tensor, radius: int = 1, reduce: str = "max"
+) -> torch.Tensor:
     """Maximum (or sum) of heatmap ``i`` over the ``(2 radius + 1)^2`` pixels around point ``i`` (nearest pixel).
 
     With ``reduce="max"`` at a decoded peak this is the peak value itself (bilinear sampling between

@@ -87,7 +87,11 @@ def run_landmark_inference(
         folder = out / folders[os.path.abspath(path)]
         folder.mkdir(parents=True, exist_ok=True)
         (folder / LANDMARKS_FILE).write_text(json.dumps(report, indent=2))
-        written[os.path.abspath(path)] = {"image": path, "status": report["status"], "report": str(folder / LANDMARKS_FILE)}
+        written[os.path.abspath(path)] = {
+            "image": path,
+            "status": report["status"],
+            "report": str(folder / LANDMARKS_FILE),
+        }
 
     def detect(item: dict) -> dict:
         path = str(item["image"])

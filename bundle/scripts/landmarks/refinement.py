@@ -131,14 +131,18 @@ class ResizeLongSided(MapTransform):
         return d
 
 
-def _patch_items(image: torch.Tensor, landmarks: np.ndarray, matrices: np.ndarray, patch_size: int, sigma: float) -> list[dict]:
+def _patch_items(
+    image: torch.Tensor, landmarks: np.ndarray, matrices: np.ndarray, patch_size: int, sigma: float
+) -> list[dict]:
     data = torch.as_tensor(image).as_subclass(torch.Tensor).float()[None]
     patches = sample_affine(data, np.linalg.inv(matrices), (patch_size, patch_size), antialias=False)
     items = []
     for i, m in enumerate(matrices):
         points = transform_points(m, landmarks)
         label = gaussian_heatmaps(torch.as_tensor(points, dtype=torch.float32), (patch_size, patch_size), sigma)
-        items.append({"image": patches[i], "label": label, "patch_landmark": i, "patch_points": points.astype(np.float32)})
+        items.append(
+            {"image": patches[i], "label": label, "patch_landmark": i, "patch_points": points.astype(np.float32)}
+        )
     return items
 
 
@@ -330,7 +334,9 @@ class LandmarkRefiner:
         self.device = network_device(network, device)
 
     @torch.no_grad()
-    def __call__(self, image: torch.Tensor, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.Tensor, np.ndarray]:
+    def __call__(
+        self, image: torch.Tensor, points: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor, np.ndarray]:
         """Refine coarse positions.
 
         Args:
@@ -346,7 +352,9 @@ class LandmarkRefiner:
         local = Letterbox(size)(image)
         to_local, _ = letterbox_matrix(image.shape[-2:], size)
         matrices = patch_matrices(transform_points(to_local, points), self.patch_size)
-        patches = sample_affine(local.as_tensor()[None], np.linalg.inv(matrices), (self.patch_size, self.patch_size), antialias=False)
+        patches = sample_affine(
+            local.as_tensor()[None], np.linalg.inv(matrices), (self.patch_size, self.patch_size), antialias=False
+        )
         outputs = self.network(patches.to(self.device)).float().cpu()
         n = len(points)
         own = activate_heatmaps(outputs[torch.arange(n), torch.arange(n)], self.activation)  # channel i of patch i

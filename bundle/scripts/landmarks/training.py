@@ -6,7 +6,8 @@
 * :class:`SpatialSoftmaxCrossEntropy` (default): each landmark's logits, softmaxed over the pixels, are
   a probability map; the loss is its cross-entropy with the Gaussian target normalised to sum 1 (an
   all-zero target, as for the non-pelvic negatives, asks for the uniform map: "the landmark is not
-  here"; for refinement patches, which need only find their own landmark, such channels are ignored). Like a 40,000-way classification it gives every image a strong gradient at the right place
+  here"; for refinement patches, which need only find their own landmark, such channels are ignored). Like a
+  40,000-way classification it gives every image a strong gradient at the right place
   from the first iteration, where a regression of mostly-zero heatmaps first learns to predict zeros.
 * :class:`WeightedHeatmapMSE`: mean squared error on the Gaussian target heatmaps with pixels weighted
   ``1 + foreground_weight * target``: almost every target pixel is 0, and without the weight a network
@@ -137,7 +138,9 @@ class WeightedHeatmapMSE(torch.nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if pred.shape != target.shape:
-            raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} heatmaps differ in shape.")
+            raise ValueError(
+                f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} heatmaps differ in shape."
+            )
         return ((pred.float() - target) ** 2 * (1 + self.foreground_weight * target)).mean()
 
 

@@ -120,13 +120,16 @@ class RandLandmarkAffined(RandomizableTransform, MapTransform):
 
     @staticmethod
     def _warp(img: torch.Tensor, matrix: np.ndarray) -> torch.Tensor:
-        data = torch.as_tensor(img).as_subclass(torch.Tensor).float() if isinstance(img, MetaTensor) else torch.as_tensor(img).float()
+        data = (
+            torch.as_tensor(img).as_subclass(torch.Tensor).float()
+            if isinstance(img, MetaTensor)
+            else torch.as_tensor(img).float()
+        )
         # the matrix moves input pixels to output pixels; resampling asks where each output pixel comes from
         out = sample_affine(data, np.linalg.inv(matrix), data.shape[-2:], antialias=False)
         if isinstance(img, MetaTensor):
             return MetaTensor(out, meta=dict(img.meta))
         return out
-
 
 
 class LandmarkHeatmapd(MapTransform):

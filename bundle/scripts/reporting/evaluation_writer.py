@@ -276,7 +276,9 @@ class FractureEvaluationWriter:
             froc_radius_mm=self.radius_mm,
             operating_threshold=self.threshold,
             sensitivity_at_threshold=float(np.mean([r["positive"] for r in positives])) if positives else float("nan"),
-            specificity_at_threshold=float(np.mean([1 - r["positive"] for r in negatives])) if negatives else float("nan"),
+            specificity_at_threshold=float(np.mean([1 - r["positive"] for r in negatives]))
+            if negatives
+            else float("nan"),
         )
         self.curve = curve
         return m
@@ -292,7 +294,8 @@ class FractureEvaluationWriter:
                 continue
             for i, row in enumerate(self.rows):  # per case: each fracture's value, in annotation order
                 row[f"fracture_{key}"] = ";".join(
-                    "" if labels[j] is None else str(labels[j]) for j in np.flatnonzero(curve.image_index == i))
+                    "" if labels[j] is None else str(labels[j]) for j in np.flatnonzero(curve.image_index == i)
+                )
             table: dict[str, dict] = {}
             for r in self.fp_ratios:
                 for label, g in curve.recall_by_group(r, labels).items():
@@ -321,14 +324,19 @@ class FractureEvaluationWriter:
             x = c["input"]
             title = f"{c['name']}  label {c['label']}  score {c['score']:.3f}"
             cases.append(
-                plot_case(x[0:3], c["heatmap"], self._distance(x), c["points"],
-                          self.output_dir / "cases" / f"{c['name']}.png", title, roi_mirrored=x[3:6])
+                plot_case(
+                    x[0:3],
+                    c["heatmap"],
+                    self._distance(x),
+                    c["points"],
+                    self.output_dir / "cases" / f"{c['name']}.png",
+                    title,
+                    roi_mirrored=x[3:6],
+                )
             )
         m["pictures"] = {**pictures, "cases": cases}
         with open(self.output_dir / "metrics.json", "w") as f:
             json.dump(_strict_json(m), f, indent=2)
-        summary = ", ".join(
-            f"{k} {m[k]:.4f}" for k in m if k == "auc" or k == "ap" or k.startswith("recall_at")
-        )
+        summary = ", ".join(f"{k} {m[k]:.4f}" for k in m if k == "auc" or k == "ap" or k.startswith("recall_at"))
         logger.info(f"test metrics: {summary}; written to {self.output_dir}")
         return m

@@ -147,11 +147,12 @@ class FractureReportWriter:
         self.pred_key, self.original_pred_key, self.score_key, self.image_key = (
             pred_key, original_pred_key, score_key, image_key,
         )
-        self.roi_to_original_key, self.roi_size_key, self.landmarks_key = roi_to_original_key, roi_size_key, landmarks_key
+        self.roi_to_original_key, self.roi_size_key = roi_to_original_key, roi_size_key
+        self.landmarks_key = landmarks_key
         self.peak_min_distance_mm, self.max_peaks = float(peak_min_distance_mm), int(max_peaks)
         self.items = None if items is None else list(items)
-        self._folder_names = {} if self.items is None else unique_image_stems(
-            [str(item.get(image_key, "")) for item in self.items]
+        self._folder_names = (
+            {} if self.items is None else unique_image_stems([str(item.get(image_key, "")) for item in self.items])
         )
         self.reports: list[dict[str, Any]] = []
         self._report_files: list[str] = []
@@ -206,8 +207,13 @@ class FractureReportWriter:
             xy = roi_points_to_original(xy_roi, matrix)
             values = roi_heatmap[np.rint(xy_roi[:, 1]).astype(int), np.rint(xy_roi[:, 0]).astype(int)]
             return [
-                {"x": float(x), "y": float(y), "x_mm": None if spacing is None else float(x * spacing[1]),
-                 "y_mm": None if spacing is None else float(y * spacing[0]), "probability": float(v)}
+                {
+                    "x": float(x),
+                    "y": float(y),
+                    "x_mm": None if spacing is None else float(x * spacing[1]),
+                    "y_mm": None if spacing is None else float(y * spacing[0]),
+                    "probability": float(v),
+                }
                 for (x, y), v in zip(xy, values)
             ]
 
@@ -237,9 +243,12 @@ class FractureReportWriter:
             **landmark_provenance(item),
             "heatmap_nifti": write_heatmap_nifti(original, spacing, out / "heatmap.nii.gz"),
             "overlay_png": save_heatmap_overlay(
-                to_numpy(image), original, out / "overlay.png",
+                to_numpy(image),
+                original,
+                out / "overlay.png",
                 peaks=np.array([[p["x"], p["y"]] for p in peaks]).reshape(-1, 2),
-                title=f"{name}: fracture probability {score:.3f} ({'positive' if score >= self.threshold else 'negative'}"
+                title=f"{name}: fracture probability {score:.3f} "
+                      f"({'positive' if score >= self.threshold else 'negative'}"
                 f" at {self.threshold:g}) - research use, not for diagnosis",
                 threshold=self.threshold,
             ),
@@ -309,8 +318,11 @@ class FractureReportWriter:
         except (OSError, ValueError):
             return {"image": image, "status": "missing", "error": f"{image}: no report was written ({file})."}
         if os.path.realpath(str(report.get("image", ""))) != os.path.realpath(image):
-            return {"image": image, "status": "missing",
-                    "error": f"{image}: {file} is the report of {report.get('image')} (same file name); rename one."}
+            return {
+                "image": image,
+                "status": "missing",
+                "error": f"{image}: {file} is the report of {report.get('image')} (same file name); rename one.",
+            }
         return {**report, "_file": str(file)}
 
 

@@ -76,7 +76,9 @@ def classification_metrics(scores: Sequence[float], labels: Sequence[int]) -> di
     return {"auc": float(roc_auc_score(labels, scores)), "ap": float(average_precision_score(labels, scores))}
 
 
-def negative_region(shape: Sequence[int], points: np.ndarray, spacing_mm: Sequence[float], radius_mm: float) -> np.ndarray:
+def negative_region(
+    shape: Sequence[int], points: np.ndarray, spacing_mm: Sequence[float], radius_mm: float
+) -> np.ndarray:
     """Boolean mask of pixels farther than ``radius_mm`` from every point (the FROC's negative area).
 
     Args:

@@ -38,7 +38,13 @@ def plot_roc(labels: Sequence[int], scores: Sequence[float], path: str | os.Path
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot(fpr, tpr, lw=2, label=f"AASN (AUC {auc:.4f})")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (image level)", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title="ROC (image level)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(loc="lower right")
     return _save(fig, path)
 
@@ -66,12 +72,22 @@ def plot_froc(curve: FROCCurve, path: str | os.PathLike, marks: Sequence[float] 
         ax.axvline(m, ls=":", c="grey", lw=1)
         ax.plot([m], [r], "o", c="C3")
         lines.append(f"recall {100 * r:.1f} % at {100 * m:g} % FP")
-    ax.text(0.03, 0.97, "\n".join(lines), transform=ax.transAxes, va="top", fontsize=9,
-            bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8})
+    ax.text(
+        0.03,
+        0.97,
+        "\n".join(lines),
+        transform=ax.transAxes,
+        va="top",
+        fontsize=9,
+        bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8},
+    )
     ax.set_xscale("log")
     ax.set(
-        xlabel="false-positive area ratio (mean per image)", ylabel="fracture recall",
-        title="modified FROC", xlim=(1e-5, 1.0), ylim=(0, 1.01),
+        xlabel="false-positive area ratio (mean per image)",
+        ylabel="fracture recall",
+        title="modified FROC",
+        xlim=(1e-5, 1.0),
+        ylim=(0, 1.01),
     )
     ax.legend(loc="lower right")
     return _save(fig, path)
@@ -186,7 +202,9 @@ def save_landmark_overlay(image: np.ndarray, detection, path: str | os.PathLike)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(gray, cmap="gray", vmin=0, vmax=1)
     colours = np.where(detection.corrected, "red", "lime")
-    ax.scatter(detection.landmarks[:, 0], detection.landmarks[:, 1], s=14, c=list(colours), edgecolors="black", linewidths=0.5)
+    ax.scatter(
+        detection.landmarks[:, 0], detection.landmarks[:, 1], s=14, c=list(colours), edgecolors="black", linewidths=0.5
+    )
     for (x, y), name in zip(detection.landmarks, detection.names):
         ax.annotate(name, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=5, color="yellow")
     ax.set_axis_off()

@@ -146,6 +146,7 @@ class _FractureResult:
             "coordinates": "[x, y] = (column, row) pixels of the radiograph, origin at the centre of the top-left "
             "pixel; mm = pixels x spacing",
             "landmarks": {n: [float(v) for v in p] for n, p in zip(LANDMARK_NAMES, landmarks)},
-            "landmark_source": d.get("landmark_source") or ("detector" if d.get("landmarks_detected") else "annotation"),
+            "landmark_source": d.get("landmark_source")
+            or ("detector" if d.get("landmarks_detected") else "annotation"),
         }
         return d

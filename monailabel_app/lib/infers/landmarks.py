@@ -37,7 +37,12 @@ class LandmarkInfer(BundleConfigInfer):
         config_name: the bundle's landmark inference config.
     """
 
-    def __init__(self, configs: BundleConfigs, radius_mm: float = LANDMARK_RADIUS_MM, config_name: str = "landmark_inference.json"):
+    def __init__(
+        self,
+        configs: BundleConfigs,
+        radius_mm: float = LANDMARK_RADIUS_MM,
+        config_name: str = "landmark_inference.json",
+    ):
         parser = configs.parser(config_name, landmark=True)
         self.network_path = parser.get_parsed_content("network_path")
         # every file the detector loads: heatmap network, shape model and, when used, the refinement network
@@ -64,7 +69,9 @@ class LandmarkInfer(BundleConfigInfer):
         transforms = list(parser.get_parsed_content("preprocessing").transforms)
         detect = [i for i, t in enumerate(transforms) if isinstance(t, DetectLandmarksd)]
         if len(detect) != 1:
-            raise ValueError(f"{self.config_name}: 'preprocessing' must hold one DetectLandmarksd, found {len(detect)}.")
+            raise ValueError(
+                f"{self.config_name}: 'preprocessing' must hold one DetectLandmarksd, found {len(detect)}."
+            )
         detector = transforms[detect[0]]
         detector.overwrite = True  # a request's landmarks are not the task's answer: always detect
         return {"preprocessing": _Chain(transforms[: detect[0]]), "detector": _Chain(transforms[detect[0] :])}
@@ -115,7 +122,9 @@ class _LandmarkResult:
         d[self.label_key] = landmarks_to_label(landmarks, image.shape[-2:], spacing, self.radius_mm, LANDMARK_RADIUS_PX)
         d["label_spacing_mm"] = spacing
         report = to_builtin(d.get("landmark_detection", {}))
-        confidence = as_numpy(d.get("landmark_confidence", [np.nan] * len(LANDMARK_NAMES))).astype(np.float64).reshape(-1)
+        confidence = (
+            as_numpy(d.get("landmark_confidence", [np.nan] * len(LANDMARK_NAMES))).astype(np.float64).reshape(-1)
+        )
         d[self.json_key] = {
             "landmarks": {n: [float(x), float(y)] for n, (x, y) in zip(LANDMARK_NAMES, landmarks)},
             "confidence": {n: float(c) for n, c in zip(LANDMARK_NAMES, confidence)},
@@ -125,7 +134,8 @@ class _LandmarkResult:
             ],
             "image_size": [int(s) for s in image.shape[-2:]],
             "spacing_mm": list(spacing) if spacing is not None else None,
-            "coordinates": "[x, y] = (column, row) pixels of the radiograph, origin at the centre of the top-left pixel",
+            "coordinates": "[x, y] = (column, row) pixels of the radiograph, origin at the centre of the top-left "
+                           "pixel",
             "detection": report,
         }
         return d

@@ -156,11 +156,15 @@ class AASNTrain(BundleTrainTask):
             from scripts.datalist import split_fold
 
             parts = split_fold(datalist, int(self.bundle_config.get_parsed_content("fold")))
-            logger.info(f"Bundle split: training on {len(parts['training']) + len(parts['test'])}, validating on {len(parts['validation'])}")
+            logger.info(f"Bundle split: training on {len(parts['training']) + len(parts['test'])}, validating on "
+                        f"{len(parts['validation'])}")
             return parts["training"] + parts["test"], parts["validation"]
         train, val = [], []
         for cls in (1, 0):
-            group = sorted((d for d in datalist if d["label"] == cls), key=lambda d: hashlib.sha1(d["subject"].encode()).hexdigest())
+            group = sorted(
+                (d for d in datalist if d["label"] == cls),
+                key=lambda d: hashlib.sha1(d["subject"].encode()).hexdigest(),
+            )
             n_val = min(round(val_split * len(group)), len(group) - 1) if val_split > 0 else 0
             if val_split > 0 and n_val == 0 and len(group) >= 2:
                 n_val = 1
