@@ -45,9 +45,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -93,7 +93,13 @@ PAPER = {
     "aasn": {"auc": 97.71, "ap": 96.50, "recall_at_fp_1pct": 77.87, "recall_at_fp_10pct": 92.71},
 }
 
-TINY_DENSENET = {"init_features": 16, "growth_rate": 8, "block_config": [2, 2, 2, 2], "bn_size": 2, "projection_channels": 16}
+TINY_DENSENET = {
+    "init_features": 16,
+    "growth_rate": 8,
+    "block_config": [2, 2, 2, 2],
+    "bn_size": 2,
+    "projection_channels": 16,
+}
 SCALES: dict[str, dict[str, Any]] = {
     "reduced": {
         "description": "2-core CPU scale: ROI 96 x 192 from 640 x 640 px images (0.67 mm pixels), tiny DenseNet "
@@ -135,8 +141,18 @@ SCALES: dict[str, dict[str, Any]] = {
     },
 }
 #: Ids read from a config-defined scale's merged configs for the screening and the record (not passed to the runs).
-CONFIG_IDS = ("roi_size", "roi_margin", "network_kwargs", "pretrained", "max_epochs", "val_interval", "batch_size",
-              "learning_rate", "seed", "num_workers")
+CONFIG_IDS = (
+    "roi_size",
+    "roi_margin",
+    "network_kwargs",
+    "pretrained",
+    "max_epochs",
+    "val_interval",
+    "batch_size",
+    "learning_rate",
+    "seed",
+    "num_workers",
+)
 
 
 # ----------------------------------------------------------------------------------------------- statistics
@@ -258,8 +274,10 @@ def paired_difference(
     score_a = np.array([float(a["score"]) for a, _ in pairs])
     score_b = np.array([float(b["score"]) for _, b in pairs])
     subjects = [a["subject"] for a, _ in pairs]
-    with_recall = all(recall_key in a and recall_key in b and a[recall_key] not in ("", None)
-                      and b[recall_key] not in ("", None) for a, b in pairs)
+    with_recall = all(
+        recall_key in a and recall_key in b and a[recall_key] not in ("", None) and b[recall_key] not in ("", None)
+        for a, b in pairs
+    )
     if with_recall:
         fractures = np.array([int(a["num_fractures"]) for a, _ in pairs])
         hit_a = np.array([int(a[recall_key]) for a, _ in pairs])
@@ -278,7 +296,9 @@ def paired_difference(
     point = statistics_of(np.arange(labels.size))
     low, high = subject_bootstrap(lambda idx: statistics_of(idx)[2::3], subjects, n_boot, alpha, seed)
     out = {
-        "num_images": int(labels.size), "num_subjects": len(set(subjects)), "recall_key": recall_key,
+        "num_images": int(labels.size),
+        "num_subjects": len(set(subjects)),
+        "recall_key": recall_key,
         "auc": {"method": point[0], "baseline": point[1], "difference": point[2], "ci95": [low[0], high[0]]},
         "recall": None,
     }
@@ -302,8 +322,11 @@ def pool_group_recall(per_fold: Sequence[dict], field: str) -> dict:
             entry["num_fractures"] += n
             for k in RECALL_KEYS:
                 entry[k] += int(round(group[k] * n)) if group.get(k) is not None else 0
-    return {label: {"num_fractures": e["num_fractures"], **{k: e[k] / e["num_fractures"] for k in RECALL_KEYS}}
-            for label, e in sorted(pooled.items()) if e["num_fractures"] > 0}
+    return {
+        label: {"num_fractures": e["num_fractures"], **{k: e[k] / e["num_fractures"] for k in RECALL_KEYS}}
+        for label, e in sorted(pooled.items())
+        if e["num_fractures"] > 0
+    }
 
 
 def run_order(methods: Sequence[str], folds: Sequence[int]) -> list[tuple[str, int]]:
@@ -323,8 +346,11 @@ def config_path(scale: dict) -> Path | None:
 def config_files(scale: dict, method: str, evaluation: bool = False) -> list[Path]:
     """``train.json``, the scale's config (if any), ``evaluate.json`` (for the evaluation), the method's variant."""
     extra = [config_path(scale)] if scale.get("config") else []
-    return ([CONFIGS / "train.json", *extra] + ([CONFIGS / "evaluate.json"] if evaluation else [])
-            + [CONFIGS / "variants" / f"{method}.json"])
+    return (
+        [CONFIGS / "train.json", *extra]
+        + ([CONFIGS / "evaluate.json"] if evaluation else [])
+        + [CONFIGS / "variants" / f"{method}.json"]
+    )
 
 
 def resolve_config_scale(scale: dict) -> dict:
@@ -348,12 +374,18 @@ def resolve_config_scale(scale: dict) -> dict:
     import hashlib
 
     text = path.read_text()
-    return {**scale, **resolved, "config_path": str(path), "config_sha256": hashlib.sha256(text.encode()).hexdigest(),
-            "config_content": json.loads(text)}
+    return {
+        **scale,
+        **resolved,
+        "config_path": str(path),
+        "config_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "config_content": json.loads(text),
+    }
 
 
-def run_overrides(scale: dict, method: str, fold: int, run_dir: Path, datalist: Path, cache_dir: Path | None,
-                  seed: int) -> dict[str, Any]:
+def run_overrides(
+    scale: dict, method: str, fold: int, run_dir: Path, datalist: Path, cache_dir: Path | None, seed: int
+) -> dict[str, Any]:
     """``monai.bundle.run`` overrides of ``train.json`` for one method and test fold.
 
     A config-defined scale (``cpu``) gets only what the benchmark must set: the data, the fold, the bundle's own
@@ -405,8 +437,12 @@ def run_overrides(scale: dict, method: str, fold: int, run_dir: Path, datalist: 
 def _bundle_run(config_files: Sequence[Path], overrides: dict) -> None:
     from monai.bundle import run
 
-    run(config_file=[str(f) for f in config_files], meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"), **overrides)
+    run(
+        config_file=[str(f) for f in config_files],
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        **overrides,
+    )
 
 
 def run_finished(run_dir: Path) -> bool:
@@ -441,7 +477,9 @@ def logged_test_reads(work: Path, methods: Sequence[str], folds: Sequence[int]) 
         run_dir = work / "runs" / method / f"fold{fold}"
         mine = [e for e in entries if e["method"] == method and int(e["fold"]) == fold]
         entry = {
-            "method": method, "fold": fold, "finished": run_finished(run_dir),
+            "method": method,
+            "fold": fold,
+            "finished": run_finished(run_dir),
             "reads": sum(e["event"] == "started" for e in mine),
             "completed": sum(e["event"] == "finished" for e in mine),
             "started_at": [e["time"] for e in mine if e["event"] == "started"],
@@ -454,8 +492,9 @@ def logged_test_reads(work: Path, methods: Sequence[str], folds: Sequence[int]) 
     return out
 
 
-def train_and_evaluate(scale: dict, method: str, fold: int, work: Path, datalist: Path, seed: int,
-                       command: str | None = None) -> dict:
+def train_and_evaluate(
+    scale: dict, method: str, fold: int, work: Path, datalist: Path, seed: int, command: str | None = None
+) -> dict:
     """Train one method on one fold with the bundle's configs and evaluate it on the test fold.
 
     Resumable: a finished run is read back; a run whose training finished (``trained.json``) is only evaluated;
@@ -473,9 +512,14 @@ def train_and_evaluate(scale: dict, method: str, fold: int, work: Path, datalist
         trained = json.loads(trained_path.read_text())
     else:
         resumed = (run_dir / "models" / "last.pt").is_file()
-        provenance = {"command": command, "started": _now(), "load_average_start": _load_average(),
-                      "resumed_from_last_checkpoint": resumed, "config_sha256": scale.get("config_sha256"),
-                      **machine_state()}
+        provenance = {
+            "command": command,
+            "started": _now(),
+            "load_average_start": _load_average(),
+            "resumed_from_last_checkpoint": resumed,
+            "config_sha256": scale.get("config_sha256"),
+            **machine_state(),
+        }
         start = time.time()
         _bundle_run(config_files(scale, method), overrides)
         best = run_dir / "models" / "model.pt"
@@ -506,8 +550,12 @@ def train_and_evaluate(scale: dict, method: str, fold: int, work: Path, datalist
     _bundle_run(config_files(scale, method, evaluation=True), evaluation)
     metrics = json.loads(metrics_path.read_text())
     evaluated.update(finished=_now(), load_average_end=_load_average())
-    metrics.update(train_seconds=trained["train_seconds"], eval_seconds=time.time() - start,
-                   weights=trained["weights"], provenance={"training": trained["training"], "evaluation": evaluated})
+    metrics.update(
+        train_seconds=trained["train_seconds"],
+        eval_seconds=time.time() - start,
+        weights=trained["weights"],
+        provenance={"training": trained["training"], "evaluation": evaluated},
+    )
     metrics_path.write_text(json.dumps(metrics, indent=2))
     log_test_read(work, method, fold, "finished", command)
     return metrics
@@ -518,15 +566,25 @@ def read_cases(path: Path) -> list[dict]:
     counts = ("num_fractures", "fractures_recalled", "positive")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return [{**r, "label": int(r["label"]), "score": float(r["score"]),
-             **{k: int(v) for k, v in r.items() if (k in counts or k.startswith("recalled_at_fp_")) and v != ""}}
-            for r in rows]
+    return [
+        {
+            **r,
+            "label": int(r["label"]),
+            "score": float(r["score"]),
+            **{k: int(v) for k, v in r.items() if (k in counts or k.startswith("recalled_at_fp_")) and v != ""},
+        }
+        for r in rows
+    ]
 
 
 def method_cases(work: Path, method: str, folds: Sequence[int]) -> list[dict]:
     """The per-case rows of a method's finished runs, with their fold."""
-    return [{**c, "fold": fold} for fold in folds if run_finished(work / "runs" / method / f"fold{fold}")
-            for c in read_cases(work / "runs" / method / f"fold{fold}" / "eval" / "per_case.csv")]
+    return [
+        {**c, "fold": fold}
+        for fold in folds
+        if run_finished(work / "runs" / method / f"fold{fold}")
+        for c in read_cases(work / "runs" / method / f"fold{fold}" / "eval" / "per_case.csv")
+    ]
 
 
 # ----------------------------------------------------------------------------------------------- the report
@@ -538,8 +596,11 @@ def summarise(work: Path, methods: Sequence[str], folds: Sequence[int], n_boot: 
 
     summary = {}
     for method in methods:
-        per_fold = {fold: json.loads((work / "runs" / method / f"fold{fold}" / "eval" / "metrics.json").read_text())
-                    for fold in folds if run_finished(work / "runs" / method / f"fold{fold}")}
+        per_fold = {
+            fold: json.loads((work / "runs" / method / f"fold{fold}" / "eval" / "metrics.json").read_text())
+            for fold in folds
+            if run_finished(work / "runs" / method / f"fold{fold}")
+        }
         cases = method_cases(work, method, folds)
         if not per_fold:
             continue
@@ -553,8 +614,9 @@ def summarise(work: Path, methods: Sequence[str], folds: Sequence[int], n_boot: 
         row["pooled"]["num_images"] = len(cases)
         if method not in IMAGE_LEVEL:
             if cases and all("recalled_at_fp_10pct" in c for c in cases) and sum(c["num_fractures"] for c in cases):
-                row["pooled"]["recall_at_fp_10pct"] = (sum(c["recalled_at_fp_10pct"] for c in cases)
-                                                       / sum(c["num_fractures"] for c in cases))
+                row["pooled"]["recall_at_fp_10pct"] = sum(c["recalled_at_fp_10pct"] for c in cases) / sum(
+                    c["num_fractures"] for c in cases
+                )
             for field in GROUP_FIELDS:
                 pooled = pool_group_recall([per_fold[f] for f in sorted(per_fold)], field)
                 if pooled:
@@ -573,8 +635,9 @@ def paired_differences(work: Path, summary: dict, folds: Sequence[int], n_boot: 
         common = [f for f in folds if f in summary[method]["folds"] and f in summary[baseline]["folds"]]
         if not common:
             continue
-        result = paired_difference(method_cases(work, method, common), method_cases(work, baseline, common),
-                                   n_boot=n_boot, seed=seed)
+        result = paired_difference(
+            method_cases(work, method, common), method_cases(work, baseline, common), n_boot=n_boot, seed=seed
+        )
         out.append({"method": method, "baseline": baseline, "folds": common, **result})
     return out
 
@@ -586,7 +649,11 @@ def _pct(stat: dict) -> str:
 
 
 def markdown_table(summary: dict, methods: Sequence[str], localisation_for_image_level: bool = False) -> str:
-    head = "| method | folds | " + " | ".join(METRIC_NAMES[m] for m in METRICS) + " | pooled AUC [95 % CI] | paper AUC / R@1% |"
+    head = (
+        "| method | folds | "
+        + " | ".join(METRIC_NAMES[m] for m in METRICS)
+        + " | pooled AUC [95 % CI] | paper AUC / R@1% |"
+    )
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for method in methods:
         if method not in summary:
@@ -600,9 +667,13 @@ def markdown_table(summary: dict, methods: Sequence[str], localisation_for_image
         low, high = row["pooled"]["auc_ci95"]
         paper = PAPER.get(method, {})
         paper_cell = f"{paper.get('auc', float('nan')):.2f} / " + (
-            f"{paper['recall_at_fp_1pct']:.2f}" if "recall_at_fp_1pct" in paper else "-")
-        lines.append(f"| {NAMES[method]} | {len(row['folds'])} | " + " | ".join(cells)
-                     + f" | {100 * row['pooled']['auc']:.2f} [{100 * low:.2f}, {100 * high:.2f}] | {paper_cell} |")
+            f"{paper['recall_at_fp_1pct']:.2f}" if "recall_at_fp_1pct" in paper else "-"
+        )
+        lines.append(
+            f"| {NAMES[method]} | {len(row['folds'])} | "
+            + " | ".join(cells)
+            + f" | {100 * row['pooled']['auc']:.2f} [{100 * low:.2f}, {100 * high:.2f}] | {paper_cell} |"
+        )
     return "\n".join(lines)
 
 
@@ -616,7 +687,9 @@ def plot_curves(work: Path, summary: dict, path: Path) -> str:
 
     fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(12, 5.5))
     for method, row in summary.items():
-        cases = [c for f in row["folds"] for c in read_cases(work / "runs" / method / f"fold{f}" / "eval" / "per_case.csv")]
+        cases = [
+            c for f in row["folds"] for c in read_cases(work / "runs" / method / f"fold{f}" / "eval" / "per_case.csv")
+        ]
         labels, scores = [c["label"] for c in cases], [c["score"] for c in cases]
         if len(set(labels)) < 2:
             continue
@@ -651,6 +724,7 @@ def cpu_model() -> str:
 
 def git_state() -> dict:
     """The repository's commit and its modified tracked files (the runs use the working tree)."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout
 
@@ -666,8 +740,13 @@ def machine_state() -> dict:
     """Commit, CPU model and thread settings: recorded with every run and every results file."""
     import torch
 
-    return {**git_state(), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    return {
+        **git_state(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
 
 
 def environment() -> dict:
@@ -684,9 +763,15 @@ def environment() -> dict:
     state = machine_state()
     return {
         "versions": versions,
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_average": load,
-                    "cpu_model": state["cpu_model"], "omp_num_threads": state["omp_num_threads"]},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average": load,
+            "cpu_model": state["cpu_model"],
+            "omp_num_threads": state["omp_num_threads"],
+        },
         "git": {"commit": state["git_commit"], "modified": state["git_modified"]},
     }
 
@@ -694,13 +779,17 @@ def environment() -> dict:
 def _scale_line(record: dict) -> str:
     scale = record["scale"]
     roi = scale.get("roi_size") or ["?", "?"]
-    settings = (f"ROI {roi[0]} x {roi[1]}, network_kwargs `{json.dumps(scale.get('network_kwargs'))}`, "
-                f"{scale.get('max_epochs')} epochs (validation every {scale.get('val_interval')}, best validation AUC "
-                f"kept), batch {scale.get('batch_size')}, lr {scale.get('learning_rate')}")
+    settings = (
+        f"ROI {roi[0]} x {roi[1]}, network_kwargs `{json.dumps(scale.get('network_kwargs'))}`, "
+        f"{scale.get('max_epochs')} epochs (validation every {scale.get('val_interval')}, best validation AUC "
+        f"kept), batch {scale.get('batch_size')}, lr {scale.get('learning_rate')}"
+    )
     if scale.get("config"):
-        return (f"Scale: {scale['description']}; config `{Path(scale['config_path']).name}` (sha256 "
-                f"{scale['config_sha256'][:12]}, content in the JSON), which gives: {settings}, training seed "
-                f"{scale.get('seed')}; data seed {record['seed']}.  ")
+        return (
+            f"Scale: {scale['description']}; config `{Path(scale['config_path']).name}` (sha256 "
+            f"{scale['config_sha256'][:12]}, content in the JSON), which gives: {settings}, training seed "
+            f"{scale.get('seed')}; data seed {record['seed']}.  "
+        )
     return f"Scale: {scale['description']}; {settings}, seed {record['seed']}.  "
 
 
@@ -708,10 +797,12 @@ def _provenance_line(record: dict) -> str:
     machine, git = record["environment"]["machine"], record["environment"].get("git", {})
     modified = git.get("modified")
     commit = (git.get("commit") or "unknown")[:12] + (f" with {len(modified)} modified files" if modified else "")
-    return (f"Started {record.get('started', '?')}; git {commit}; CPU {machine.get('cpu_model', machine['processor'])}"
-            f", {machine['cpu_count']} cores, torch threads {machine['torch_threads']}, OMP_NUM_THREADS "
-            f"{machine.get('omp_num_threads')}; load average at start {record.get('load_average_start')}, at the "
-            f"end {machine['load_average'] and [round(v, 2) for v in machine['load_average']]}.  ")
+    return (
+        f"Started {record.get('started', '?')}; git {commit}; CPU {machine.get('cpu_model', machine['processor'])}"
+        f", {machine['cpu_count']} cores, torch threads {machine['torch_threads']}, OMP_NUM_THREADS "
+        f"{machine.get('omp_num_threads')}; load average at start {record.get('load_average_start')}, at the "
+        f"end {machine['load_average'] and [round(v, 2) for v in machine['load_average']]}.  "
+    )
 
 
 def group_recall_tables(summary: dict) -> list[str]:
@@ -723,18 +814,31 @@ def group_recall_tables(summary: dict) -> list[str]:
         labels = sorted({label for m in methods for label in summary[m].get(f"recall_by_{field}", {})})
         if not labels:
             continue
-        lines += [f"### per fracture {field}", "", "| method | folds | " + " | ".join(labels) + " |",
-                  "|" + " --- |" * (len(labels) + 2)]
+        lines += [
+            f"### per fracture {field}",
+            "",
+            "| method | folds | " + " | ".join(labels) + " |",
+            "|" + " --- |" * (len(labels) + 2),
+        ]
         for m in methods:
             groups = summary[m].get(f"recall_by_{field}", {})
-            cells = [f"{100 * groups[g]['recall_at_fp_1pct']:.1f} / {100 * groups[g]['recall_at_fp_10pct']:.1f} "
-                     f"({groups[g]['num_fractures']})" if g in groups else "-" for g in labels]
+            cells = [
+                f"{100 * groups[g]['recall_at_fp_1pct']:.1f} / {100 * groups[g]['recall_at_fp_10pct']:.1f} "
+                f"({groups[g]['num_fractures']})"
+                if g in groups
+                else "-"
+                for g in labels
+            ]
             lines.append(f"| {NAMES[m]} | {len(summary[m]['folds'])} | " + " | ".join(cells) + " |")
         lines.append("")
     if lines:
-        lines = ["## Recall per fracture kind and site (pooled over folds)", "",
-                 "Recall at 1 % / 10 % FP area (percent; fractures in brackets): each fold's recall at its own "
-                 "thresholds (those of the overall FROC), the fractures of all folds counted together.", ""] + lines
+        lines = [
+            "## Recall per fracture kind and site (pooled over folds)",
+            "",
+            "Recall at 1 % / 10 % FP area (percent; fractures in brackets): each fold's recall at its own "
+            "thresholds (those of the overall FROC), the fractures of all folds counted together.",
+            "",
+        ] + lines
     return lines
 
 
@@ -742,13 +846,18 @@ def paired_table(paired: Sequence[dict], n_boot: int) -> list[str]:
     """Markdown: the paired differences (method minus baseline) with their subject-bootstrap intervals."""
     if not paired:
         return []
-    lines = ["## Paired differences", "",
-             "Same test images, method minus baseline (percentage points), 95 % paired bootstrap interval over "
-             f"subjects ({n_boot} resamples, both methods on the same resampled subjects). Recall at 10 % FP pooled: "
-             "each fold's own threshold, recalled fractures of all folds over all fractures (the thresholds held "
-             "fixed in the bootstrap).", "",
-             "| comparison | folds | images (subjects) | pooled AUC | difference [95 % CI] | pooled R@10%FP | "
-             "difference [95 % CI] |", "|" + " --- |" * 7]
+    lines = [
+        "## Paired differences",
+        "",
+        "Same test images, method minus baseline (percentage points), 95 % paired bootstrap interval over "
+        f"subjects ({n_boot} resamples, both methods on the same resampled subjects). Recall at 10 % FP pooled: "
+        "each fold's own threshold, recalled fractures of all folds over all fractures (the thresholds held "
+        "fixed in the bootstrap).",
+        "",
+        "| comparison | folds | images (subjects) | pooled AUC | difference [95 % CI] | pooled R@10%FP | "
+        "difference [95 % CI] |",
+        "|" + " --- |" * 7,
+    ]
     for p in paired:
         auc, rec = p["auc"], p["recall"]
 
@@ -756,11 +865,16 @@ def paired_table(paired: Sequence[dict], n_boot: int) -> list[str]:
             low, high = stat["ci95"]
             return f"{100 * stat['difference']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"
 
-        rec_cells = (f"{100 * rec['method']:.2f} vs {100 * rec['baseline']:.2f} | {diff(rec)}" if rec
-                     else "- | not available (per_case.csv without recalled counts)")
-        lines.append(f"| {NAMES[p['method']]} - {NAMES[p['baseline']]} | {len(p['folds'])} | {p['num_images']} "
-                     f"({p['num_subjects']}) | {100 * auc['method']:.2f} vs {100 * auc['baseline']:.2f} | "
-                     f"{diff(auc)} | {rec_cells} |")
+        rec_cells = (
+            f"{100 * rec['method']:.2f} vs {100 * rec['baseline']:.2f} | {diff(rec)}"
+            if rec
+            else "- | not available (per_case.csv without recalled counts)"
+        )
+        lines.append(
+            f"| {NAMES[p['method']]} - {NAMES[p['baseline']]} | {len(p['folds'])} | {p['num_images']} "
+            f"({p['num_subjects']}) | {100 * auc['method']:.2f} vs {100 * auc['baseline']:.2f} | "
+            f"{diff(auc)} | {rec_cells} |"
+        )
     return lines + [""]
 
 
@@ -769,12 +883,18 @@ def runs_section(record: dict) -> list[str]:
     reads = record.get("test_fold_reads", [])
     done = [r for r in reads if r["finished"]]
     missing = record.get("missing_runs", [])
-    lines = ["## Runs and test-fold reads", "",
-             f"Finished runs: {len(done)} of {len(reads)} (method, fold)."
-             + (" Missing: " + ", ".join(f"{NAMES[m]} fold {f}" for m, f in missing) + "." if missing else ""), ""]
+    lines = [
+        "## Runs and test-fold reads",
+        "",
+        f"Finished runs: {len(done)} of {len(reads)} (method, fold)."
+        + (" Missing: " + ", ".join(f"{NAMES[m]} fold {f}" for m, f in missing) + "." if missing else ""),
+        "",
+    ]
     total = sum(r["reads"] for r in reads)
-    lines.append(f"Test-fold reads (evaluations started, logged in `<work>/test_reads.jsonl`): {total} for "
-                 f"{len(done)} finished runs; the evaluation of a run is its only read of its test fold.")
+    lines.append(
+        f"Test-fold reads (evaluations started, logged in `<work>/test_reads.jsonl`): {total} for "
+        f"{len(done)} finished runs; the evaluation of a run is its only read of its test fold."
+    )
     for r in reads:
         notes = []
         if r["finished"] and not r["reads"]:
@@ -784,8 +904,10 @@ def runs_section(record: dict) -> list[str]:
         if r["completed"] > 1:
             notes.append(f"evaluated {r['completed']} times")
         if notes:
-            lines.append(f"- {NAMES[r['method']]} fold {r['fold']}: {'; '.join(notes)} (reads started "
-                         f"{', '.join(r['started_at']) or '-'})")
+            lines.append(
+                f"- {NAMES[r['method']]} fold {r['fold']}: {'; '.join(notes)} (reads started "
+                f"{', '.join(r['started_at']) or '-'})"
+            )
     by_command: dict[tuple, list[str]] = {}
     for r in done:
         key = (r.get("command"), (r.get("git_commit") or "")[:12])
@@ -800,7 +922,7 @@ def write_results(results_dir: Path, scale_name: str, record: dict, summary: dic
     results_dir.mkdir(parents=True, exist_ok=True)
     stem = results_dir / f"accuracy_{scale_name}"
     stem.with_suffix(".json").write_text(json.dumps({**record, "summary": summary}, indent=1, default=float))
-    data, scale = record["data"], record["scale"]
+    data = record["data"]
     done = {m: len(summary[m]["folds"]) for m in summary}
     lines = [
         f"# Accuracy benchmark ({scale_name} scale)",
@@ -819,7 +941,8 @@ def write_results(results_dir: Path, scale_name: str, record: dict, summary: dic
         "",
         "Figures: mean ± standard deviation over test folds (percent); pooled AUC = all out-of-fold test scores "
         f"together, 95 % bootstrap interval over subjects ({record['n_boot']} resamples). Recall at FP = the paper's "
-        "modified FROC (recall of fracture points against the false-positive share of pixels more than 20 mm from every "
+        "modified FROC (recall of fracture points against the false-positive share of pixels more than 20 mm from "
+        "every "
         "fracture), in ROI space. * image-level labels (no localisation figures, as in the paper). "
         "The last column is the paper's figure.",
         "",
@@ -840,8 +963,14 @@ def write_results(results_dir: Path, scale_name: str, record: dict, summary: dic
     incomplete = {m: n for m, n in done.items() if n < len(record["folds"])}
     missing = [m for m in record["methods"] if m not in summary]
     if incomplete or missing:
-        lines += ["**Incomplete**: " + ", ".join([f"{NAMES[m]} {n}/{len(record['folds'])} folds" for m, n in incomplete.items()]
-                                              + [f"{NAMES[m]} not run" for m in missing]), ""]
+        lines += [
+            "**Incomplete**: "
+            + ", ".join(
+                [f"{NAMES[m]} {n}/{len(record['folds'])} folds" for m, n in incomplete.items()]
+                + [f"{NAMES[m]} not run" for m in missing]
+            ),
+            "",
+        ]
     if record.get("notes"):
         lines += ["## Notes", "", record["notes"], ""]
     path = stem.with_suffix(".md")
@@ -850,21 +979,32 @@ def write_results(results_dir: Path, scale_name: str, record: dict, summary: dic
 
 
 # ----------------------------------------------------------------------------------------------- main
-def ensure_dataset(data_dir: Path, num_images: int, image_size: Sequence[int], seed: int, workers: int,
-                   intact_twins: bool = False) -> Path:
+def ensure_dataset(
+    data_dir: Path, num_images: int, image_size: Sequence[int], seed: int, workers: int, intact_twins: bool = False
+) -> Path:
     from simulation.dataset import generate_dataset
 
     datalist = data_dir / "datalist.json"
     if not datalist.is_file():
-        generate_dataset(data_dir, num_images, anatomy="atlas", seed=seed, size=tuple(image_size), workers=workers,
-                         progress=False, intact_twins=intact_twins)
+        generate_dataset(
+            data_dir,
+            num_images,
+            anatomy="atlas",
+            seed=seed,
+            size=tuple(image_size),
+            workers=workers,
+            progress=False,
+            intact_twins=intact_twins,
+        )
     return datalist
 
 
-def screen_dataset(datalist: Path, roi_size: Sequence[int], out: Path, margin: Sequence[float] | None = None
-                   ) -> tuple[Path, list[dict]]:
+def screen_dataset(
+    datalist: Path, roi_size: Sequence[int], out: Path, margin: Sequence[float] | None = None
+) -> tuple[Path, list[dict]]:
     """Drop the images the preprocessing refuses (``GeometryError``: e.g. a folding TPS warp; ``AnnotationError``:
-    e.g. a landmark outside the simulated detector), as the bundle would stop on them; returns the usable datalist (written once to ``out``) and the refused images with the reason."""
+    e.g. a landmark outside the simulated detector), as the bundle would stop on them; returns the usable datalist
+    (written once to ``out``) and the refused images with the reason."""
     refused_path = out.with_name(out.stem + "_refused.json")
     if out.is_file() and refused_path.is_file():
         return out, json.loads(refused_path.read_text())
@@ -917,11 +1057,17 @@ def describe_data(datalist: Path) -> dict:
             num_fractures += len(annotation.get("fractures") or [])
             with_details += bool(annotation.get("fracture_details"))
     return {
-        "datalist": str(datalist), "description": content.get("description"), "anatomy": content.get("anatomy"),
-        "seed": content.get("seed"), "image_size": content.get("size"), "num_images": len(items),
-        "num_positive": sum(int(i["label"]) for i in items), "num_subjects": len({i["subject"] for i in items}),
+        "datalist": str(datalist),
+        "description": content.get("description"),
+        "anatomy": content.get("anatomy"),
+        "seed": content.get("seed"),
+        "image_size": content.get("size"),
+        "num_images": len(items),
+        "num_positive": sum(int(i["label"]) for i in items),
+        "num_subjects": len({i["subject"] for i in items}),
         "images_per_fold": {str(k): sum(1 for i in items if int(i["fold"]) == k) for k in range(5)},
-        "num_fractures": num_fractures, "positives_with_fracture_details": with_details,
+        "num_fractures": num_fractures,
+        "positives_with_fracture_details": with_details,
     }
 
 
@@ -937,11 +1083,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--roi", type=int, nargs=2, help="ROI H W (scale default; not for the cpu scale)")
     parser.add_argument("--lr", type=float, help="learning rate (scale default; not for the cpu scale)")
     parser.add_argument("--pretrained", help="torchvision DenseNet-121 state dict for initialisation (not for cpu)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="simulation and bootstrap seed; the training seed too, except for the cpu scale "
-                        "(its config's)")
-    parser.add_argument("--work", help="data, caches, runs (not committed; default benchmarks/outputs/accuracy, "
-                        "accuracy_cpu for the cpu scale)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="simulation and bootstrap seed; the training seed too, except for the cpu scale (its config's)",
+    )
+    parser.add_argument(
+        "--work",
+        help="data, caches, runs (not committed; default benchmarks/outputs/accuracy, accuracy_cpu for the cpu scale)",
+    )
     parser.add_argument("--data", help="dataset folder (default <work>/data)")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="where the results go")
     parser.add_argument("--workers", type=int, default=1, help="simulator processes")
@@ -964,8 +1115,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
             scale["config"] = str(Path(args.scale_config).resolve())
     elif args.scale_config:
         parser.error(f"--scale-config is for a config-defined scale, not {args.scale}")
-    for key, value in (("num_images", args.num_images), ("image_size", args.image_size), ("max_epochs", args.epochs),
-                       ("roi_size", args.roi), ("learning_rate", args.lr), ("pretrained", args.pretrained)):
+    for key, value in (
+        ("num_images", args.num_images),
+        ("image_size", args.image_size),
+        ("max_epochs", args.epochs),
+        ("roi_size", args.roi),
+        ("learning_rate", args.lr),
+        ("pretrained", args.pretrained),
+    ):
         if value is not None:
             scale[key] = value
     if scale.get("config"):
@@ -975,13 +1132,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
     given = list(sys.argv[1:] if argv is None else argv)
     # the notes are the results' own section: the command shows that they were given, not their text
     command = "python benchmarks/bench_accuracy.py " + " ".join(
-        '"..."' if i > 0 and given[i - 1] == "--notes" else a for i, a in enumerate(given))
+        '"..."' if i > 0 and given[i - 1] == "--notes" else a for i, a in enumerate(given)
+    )
     start, started, load_start = time.time(), _now(), _load_average()
-    simulated = ensure_dataset(data_dir, scale["num_images"], scale["image_size"], args.seed, args.workers,
-                               scale.get("intact_twins", False))
+    simulated = ensure_dataset(
+        data_dir, scale["num_images"], scale["image_size"], args.seed, args.workers, scale.get("intact_twins", False)
+    )
     roi_tag = "x".join(str(v) for v in scale["roi_size"])
-    datalist, refused = screen_dataset(simulated, scale["roi_size"], work / f"datalist_usable_{roi_tag}.json",
-                                       scale.get("roi_margin") if scale.get("config") else None)
+    datalist, refused = screen_dataset(
+        simulated,
+        scale["roi_size"],
+        work / f"datalist_usable_{roi_tag}.json",
+        scale.get("roi_margin") if scale.get("config") else None,
+    )
     print(f"[accuracy] {len(refused)} images refused by the preprocessing: {refused}", flush=True)
     if not args.report_only:
         # Table 2's rows first, then Table 1's; fold-major within each: a run stopped early leaves whole folds
@@ -995,11 +1158,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if not data["positives_with_fracture_details"]:
         print("[accuracy] the annotations carry no fracture_details: no recall per fracture kind and site", flush=True)
     record = {
-        "command": command, "scale_name": args.scale, "scale": scale, "seed": args.seed, "methods": list(args.methods),
-        "folds": list(args.folds), "n_boot": args.n_boot, "data": data,
-        "environment": environment(), "wall_minutes": (time.time() - start) / 60, "started": started,
-        "load_average_start": load_start, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "notes": args.notes, "work": str(work),
+        "command": command,
+        "scale_name": args.scale,
+        "scale": scale,
+        "seed": args.seed,
+        "methods": list(args.methods),
+        "folds": list(args.folds),
+        "n_boot": args.n_boot,
+        "data": data,
+        "environment": environment(),
+        "wall_minutes": (time.time() - start) / 60,
+        "started": started,
+        "load_average_start": load_start,
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "notes": args.notes,
+        "work": str(work),
         "missing_runs": [[r["method"], r["fold"]] for r in reads if not r["finished"]],
         "test_fold_reads": reads,
         "paired_differences": paired_differences(work, summary, args.folds, args.n_boot, args.seed),
@@ -1007,8 +1180,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     previous = Path(args.results) / f"accuracy_{args.scale}.json"
     if args.report_only and previous.is_file():  # keep the run's own command and time; say how it was re-reported
         earlier = json.loads(previous.read_text())
-        record.update(command=earlier["command"], wall_minutes=earlier["wall_minutes"], finished=earlier["finished"],
-                      report_command=command, report_environment=record["environment"])
+        record.update(
+            command=earlier["command"],
+            wall_minutes=earlier["wall_minutes"],
+            finished=earlier["finished"],
+            report_command=command,
+            report_environment=record["environment"],
+        )
         record.update({k: earlier[k] for k in ("started", "load_average_start", "environment") if k in earlier})
     path = write_results(Path(args.results), args.scale, record, summary, curves)
     print(path.read_text(), flush=True)
