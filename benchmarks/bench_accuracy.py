@@ -1002,46 +1002,25 @@ def ensure_dataset(
 def screen_dataset(
     datalist: Path, roi_size: Sequence[int], out: Path, margin: Sequence[float] | None = None
 ) -> tuple[Path, list[dict]]:
-    """Drop the images the preprocessing refuses (``GeometryError``: e.g. a folding TPS warp; ``AnnotationError``:
-    e.g. a landmark outside the simulated detector), as the bundle would stop on them; returns the usable datalist
-    (written once to ``out``) and the refused images with the reason."""
+    """Leave out the images the bundle's preprocessing refuses (``scripts.screen_datalist``: the training's cached
+    preprocessing, e.g. an ``AnnotationError`` for a landmark outside the simulated detector) and the intact twins of
+    those; returns the usable datalist (written once to ``out``, absolute paths) and the refused images (as in the
+    datalist) with status and reason."""
     refused_path = out.with_name(out.stem + "_refused.json")
     if out.is_file() and refused_path.is_file():
         return out, json.loads(refused_path.read_text())
-    from monai.transforms import Compose
-
-    from custom_transforms.errors import AnnotationError, GeometryError, root_cause
-    from custom_transforms.pipeline import aasn_geometry, aasn_loading
-
     from scripts.datalist import load_datalist
+    from scripts.screen_datalist import screen_items, screening_preprocessing, usable_datalist
 
-    geometry = aasn_geometry(roi_size=roi_size, **({} if margin is None else {"margin": margin}))
-    chain = Compose(aasn_loading() + geometry)
-    content = json.loads(datalist.read_text())
-    absolute = load_datalist(datalist)
-    usable, refused = [], []
-    for item, resolved in zip(content["training"], absolute):
-        try:
-            chain(dict(resolved))
-            usable.append(item)
-        except RuntimeError as error:  # MONAI wraps the transform's error
-            cause = root_cause(error, prefer=(AnnotationError, GeometryError))
-            if not isinstance(cause, (AnnotationError, GeometryError)):
-                raise
-            refused.append({"image": item["image"], "reason": str(cause).split(": ", 1)[-1]})
-    base = datalist.parent
-    kept = {item["image"] for item in usable}
-    # intact twins share their sibling's landmarks, so they stand or fall with it
-    twins = [dict(t) for t in content.get("intact_twins", []) if t["intact_twin_of"] in kept]
-    for item in usable + twins:  # the screened datalist lives elsewhere: absolute paths
-        for key in ("image", "annotation", "intact_twin_of"):
-            if key in item:
-                item[key] = str(base / item[key])
+    items = load_datalist(datalist)
+    result = screen_items(items, screening_preprocessing(roi_size=roi_size, margin=margin))
+    as_listed = {item["image"]: raw["image"] for item, raw in zip(items, json.loads(datalist.read_text())["training"])}
+    refused = [
+        {"image": as_listed[f.image], "status": f.status, "reason": f.error.splitlines()[0].split(": ", 1)[-1]}
+        for f in result.refused
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
-    screened = {**content, "training": usable}
-    if twins:
-        screened["intact_twins"] = twins
-    out.write_text(json.dumps(screened, indent=1))
+    out.write_text(json.dumps(usable_datalist(datalist, [f.image for f in result.refused]), indent=1))
     refused_path.write_text(json.dumps(refused, indent=1))
     return out, refused
 

@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -172,3 +173,52 @@ def test_training_stops_when_more_than_the_allowed_share_of_samples_fail(data):
     while failure is not None and not isinstance(failure, SampleFailureError):
         failure = failure.__cause__ or failure.__context__
     assert failure is not None
+
+
+class ConstantNetwork(torch.nn.Module):
+    """Logits of the packed input's first channel: no weights to load, enough for a report."""
+
+    score_pooling = "max"
+
+    def forward(self, x):
+        return x[:, 0:1]
+
+
+def test_the_inference_report_names_the_warp(tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    from _bundle_data import write_case
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(3)
+    write_case(images, "clean", rng, fractured=False)
+    write_case(images, "exchanged", rng, fractured=False)
+    annotation = images / "exchanged.json"
+    content = json.loads(annotation.read_text())
+    landmarks = content["landmarks"]
+    landmarks["pubic_tubercle_r"], landmarks["obturator_superior_r"] = (
+        landmarks["obturator_superior_r"],
+        landmarks["pubic_tubercle_r"],
+    )
+    annotation.write_text(json.dumps(content))
+    out = tmp_path / "out"
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / "inference.json")],
+        meta_file=str(CONFIGS / "metadata.json"),
+        workflow_type="infer",
+        input=str(images),
+        output_dir=str(out),
+        roi_size=TINY["roi_size"],
+        network_def=ConstantNetwork(),
+        handlers=[{"_target_": "scripts.reporting.inference_writer.FractureReportWriter", "output_dir": str(out)}],
+    )
+    workflow.initialize()
+    workflow.run()
+    clean = json.loads((out / "clean" / "report.json").read_text())
+    exchanged = json.loads((out / "exchanged" / "report.json").read_text())
+    assert clean["status"] == exchanged["status"] == "ok"
+    assert clean["tps_warp"] == "tps"
+    assert exchanged["tps_warp"].startswith("tps_regularised(lambda=")
+    summary = {Path(e["image"]).stem: e for e in json.loads((out / "inference_summary.json").read_text())}
+    assert summary["exchanged"]["tps_warp"] == exchanged["tps_warp"] and summary["clean"]["tps_warp"] == "tps"

@@ -14,7 +14,9 @@
   image's spacing, the ``landmarks`` used and where they came from: ``landmark_source`` (``"annotation"`` or
   ``"detector"``, or what the data's ``landmark_source`` says), ``landmarks_detected`` and, for detected
   landmarks, ``landmark_plausibility``, ``landmark_confidence`` and ``corrected_by_shape_model`` by name
-  (``null`` for annotated ones).
+  (``null`` for annotated ones); ``tps_warp``: the warp between the mirrored ROI and the ROI (``"tps"``, or the
+  smoother warp a folding spline fell back to, see :mod:`custom_transforms.tps`; ``null`` when the data do not
+  say).
 
 An image whose preprocessing failed (:meth:`FractureReportWriter.write_failure`, called by
 :class:`~scripts.failure_tolerant_dataset.FailureTolerantDataset`) gets a ``report.json`` with its ``status``
@@ -49,7 +51,7 @@ from scripts.reporting.inference_failures import describe_failure
 from scripts.reporting.plots import save_heatmap_overlay
 
 __all__ = [
-    "FractureReportWriter", "SUMMARY_FILE", "find_peaks", "landmark_provenance",
+    "FractureReportWriter", "SUMMARY_FILE", "find_peaks", "landmark_provenance", "tps_warp_name",
     "write_heatmap_nifti",
 ]
 
@@ -241,6 +243,7 @@ class FractureReportWriter:
                 {n: [float(v) for v in p] for n, p in zip(LANDMARK_NAMES, landmarks)} if landmarks is not None else None
             ),
             **landmark_provenance(item),
+            "tps_warp": tps_warp_name(item),
             "heatmap_nifti": write_heatmap_nifti(original, spacing, out / "heatmap.nii.gz"),
             "overlay_png": save_heatmap_overlay(
                 to_numpy(image),
@@ -293,7 +296,8 @@ class FractureReportWriter:
         for report in reports:
             entry = {"image": report.get("image"), "status": report.get("status", "ok"), "report": report.get("_file")}
             if entry["status"] == "ok":
-                entry.update({k: report.get(k) for k in ("fracture_probability", "positive", "landmark_source")})
+                summarised = ("fracture_probability", "positive", "landmark_source", "tps_warp")
+                entry.update({k: report.get(k) for k in summarised})
             else:
                 entry["error"] = report.get("error")
             entries.append(entry)
@@ -324,6 +328,20 @@ class FractureReportWriter:
                 "error": f"{image}: {file} is the report of {report.get('image')} (same file name); rename one.",
             }
         return {**report, "_file": str(file)}
+
+
+def tps_warp_name(item: dict, key: str = "tps_warp") -> str | None:
+    """The name of the warp an item's TPS grid was made with (``custom_transforms.tps.TPSGridd``'s ``tps_warp``; a
+    collated batch's one-element list unwrapped), or None when the data do not carry it.
+
+    Args:
+        item: the inference output merged with its batch.
+        key: the key of the warp's name.
+    """
+    warp = item.get(key)
+    if isinstance(warp, (list, tuple)):
+        warp = warp[0] if warp else None
+    return None if warp is None else str(warp)
 
 
 def landmark_provenance(item: dict) -> dict[str, Any]:
