@@ -171,8 +171,7 @@ def test_inference_report_peak_lies_on_planted_bright_spot(tmp_path):
         output_dir=str(out),
         roi_size=[64, 128],
         network_def=BrightnessNetwork(),
-        handlers=[{"_target_": "scripts.reporting.inference_writer.FractureReportWriter", "output_dir": str(out),
-                   "threshold": 0.5}],
+        handlers=[{"_target_": "scripts.reporting.inference_writer.FractureReportWriter", "output_dir": str(out)}],
     )
     workflow.initialize()
     workflow.run()
@@ -300,3 +299,21 @@ def test_ckpt_export_writes_torchscript_equal_to_eager(work, trained, tmp_path):
     x[:, 6:] = x[:, 6:] * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), eager(x), atol=1e-5, rtol=1e-5)
+
+
+def test_lr_schedule_steps_each_epoch_before_last_pt_is_saved(work, tmp_path):
+    """A cosine schedule over 2 epochs: lr 1e-3 -> 5e-4 after epoch 1 -> 0 after epoch 2; ``last.pt`` holds both."""
+    from monai.bundle import run
+
+    override = tmp_path / "cosine.json"
+    override.write_text(json.dumps({
+        "max_epochs": 2, "val_interval": 2, "learning_rate": 1e-3,
+        "lr_scheduler": "$torch.optim.lr_scheduler.CosineAnnealingLR(@optimizer, T_max=@max_epochs)",
+    }))
+    root = tmp_path / "run"
+    run("run", config_file=[str(CONFIGS / "train.json"), str(work["tiny"]), str(override)],
+        meta_file=str(CONFIGS / "metadata.json"), bundle_root=str(root), dataset_dir=str(work["data"]))
+    saved = torch.load(root / "models" / "last.pt", weights_only=True)
+    assert saved["lr_scheduler"]["last_epoch"] == 2
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert saved["lr_scheduler"]["_last_lr"] == pytest.approx([0.0], abs=1e-12)
