@@ -42,7 +42,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -55,6 +54,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundle"
 CONFIGS = BUNDLE / "configs"
 sys.path.insert(0, str(BUNDLE))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import results_metadata  # noqa: E402  (the provenance block of every results file)
 
 #: Table 1 of the paper: state-of-the-art methods (image-level-label methods first) and AASN.
 TABLE1 = ("chexnet", "lse", "liu", "deepsymnet", "cbn", "aasn")
@@ -712,28 +714,18 @@ def plot_curves(work: Path, summary: dict, path: Path) -> str:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name (``/proc/cpuinfo``, :func:`results_metadata.cpu_model`), else what ``platform`` says."""
+    model = results_metadata.cpu_model()
+    return model if model != results_metadata.UNKNOWN else platform.processor() or platform.machine()
 
 
 def git_state() -> dict:
-    """The repository's commit and its modified tracked files (the runs use the working tree)."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout
-
-    try:
-        commit = git("rev-parse", "HEAD").strip()
-        modified = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
-    except (OSError, subprocess.CalledProcessError):
-        return {"git_commit": None, "git_modified": None}
-    return {"git_commit": commit, "git_modified": modified}
+    """The repository's commit, its modified tracked files and its untracked ones (the runs use the working tree);
+    :func:`results_metadata.git_state` under the per-run keys."""
+    state = results_metadata.git_state(ROOT)
+    if state["commit"] == results_metadata.UNKNOWN:
+        return {"git_commit": None, "git_modified": None, "git_untracked": None}
+    return {"git_commit": state["commit"], "git_modified": state["modified"], "git_untracked": state["untracked"]}
 
 
 def machine_state() -> dict:
@@ -791,18 +783,6 @@ def _scale_line(record: dict) -> str:
             f"{scale.get('seed')}; data seed {record['seed']}.  "
         )
     return f"Scale: {scale['description']}; {settings}, seed {record['seed']}.  "
-
-
-def _provenance_line(record: dict) -> str:
-    machine, git = record["environment"]["machine"], record["environment"].get("git", {})
-    modified = git.get("modified")
-    commit = (git.get("commit") or "unknown")[:12] + (f" with {len(modified)} modified files" if modified else "")
-    return (
-        f"Started {record.get('started', '?')}; git {commit}; CPU {machine.get('cpu_model', machine['processor'])}"
-        f", {machine['cpu_count']} cores, torch threads {machine['torch_threads']}, OMP_NUM_THREADS "
-        f"{machine.get('omp_num_threads')}; load average at start {record.get('load_average_start')}, at the "
-        f"end {machine['load_average'] and [round(v, 2) for v in machine['load_average']]}.  "
-    )
 
 
 def group_recall_tables(summary: dict) -> list[str]:
@@ -927,12 +907,17 @@ def write_results(results_dir: Path, scale_name: str, record: dict, summary: dic
     lines = [
         f"# Accuracy benchmark ({scale_name} scale)",
         "",
-        f"Command: `{record['command']}`  ",
-        *([f"Report written by: `{record['report_command']}`  "] if record.get("report_command") else []),
-        f"Finished: {record['finished']}; wall time {record['wall_minutes']:.1f} min; machine: "
-        f"{record['environment']['machine']['processor']}, {record['environment']['machine']['cpu_count']} cores, "
-        f"torch threads {record['environment']['machine']['torch_threads']}.  ",
-        _provenance_line(record),
+        *results_metadata.markdown_lines(record["provenance"]),
+        *(
+            [
+                f"Report written by: `{record['report_command']}` at commit "
+                f"{record['report_provenance']['commit']} (dirty: {record['report_provenance']['dirty']}), "
+                f"{record['report_provenance']['finished']}  "
+            ]
+            if record.get("report_command")
+            else []
+        ),
+        f"Finished: {record['finished']}; wall time {record['wall_minutes']:.1f} min.  ",
         f"Data: {data['num_images']} simulated {data['anatomy']} radiographs ({data['num_positive']} with fractures, "
         f"{data['num_subjects']} subjects, seed {data['seed']}, {data['image_size'][0]} x {data['image_size'][1]} px), "
         "folds assigned per subject by the simulator; test = fold k, validation = a subject-grouped 1/8 of the rest.  ",
@@ -1113,6 +1098,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     command = "python benchmarks/bench_accuracy.py " + " ".join(
         '"..."' if i > 0 and given[i - 1] == "--notes" else a for i, a in enumerate(given)
     )
+    meta = results_metadata.start(command)
     start, started, load_start = time.time(), _now(), _load_average()
     simulated = ensure_dataset(
         data_dir, scale["num_images"], scale["image_size"], args.seed, args.workers, scale.get("intact_twins", False)
@@ -1155,6 +1141,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "missing_runs": [[r["method"], r["fold"]] for r in reads if not r["finished"]],
         "test_fold_reads": reads,
         "paired_differences": paired_differences(work, summary, args.folds, args.n_boot, args.seed),
+        "provenance": results_metadata.finish(meta),
     }
     previous = Path(args.results) / f"accuracy_{args.scale}.json"
     if args.report_only and previous.is_file():  # keep the run's own command and time; say how it was re-reported
@@ -1165,6 +1152,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
             finished=earlier["finished"],
             report_command=command,
             report_environment=record["environment"],
+            report_provenance=record["provenance"],
+            # the run's own block; a results file written before the block existed has none: nothing is guessed
+            provenance=earlier.get("provenance")
+            or {
+                "command": earlier["command"],
+                "commit": results_metadata.UNKNOWN,
+                "dirty": results_metadata.UNKNOWN,
+                "legacy": True,
+                "note": "the run's results file predates the provenance block; see the runs' commits below",
+                "finished": earlier["finished"],
+            },
         )
         record.update({k: earlier[k] for k in ("started", "load_average_start", "environment") if k in earlier})
     path = write_results(Path(args.results), args.scale, record, summary, curves)

@@ -17,6 +17,10 @@ Same data, same test fold, same weights; only the landmarks differ:
 4. AUC, AP and recall at 1 % / 10 % FP of both evaluations and their differences go to
    ``<results>/detected_landmarks_<scale>.md`` and ``.json``.
 
+Both evaluations read the test fold: each is appended to ``<work>/detected_landmarks/test_reads.jsonl`` (besides
+the accuracy benchmark's own log of the model's first evaluation), and the results list every read logged there
+(benchmarks/README.md, "Test-fold policy").
+
 An image the detector refuses, or whose detected landmarks the preprocessing refuses (e.g. a folding TPS warp),
 cannot be scored with detected landmarks: it is listed, and both AUCs are also given on the images scored both
 ways.
@@ -38,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_accuracy as accuracy  # noqa: E402  (puts bundle/ on sys.path too)
+import results_metadata  # noqa: E402
 
 CONFIGS = accuracy.CONFIGS
 
@@ -84,8 +89,12 @@ def detect_test_fold(
         path = annotations / Path(item["annotation"]).name
         path.write_text(json.dumps(annotation, indent=1))
         detected_items.append({**item, "annotation": str(path)})
-    metrics = write_landmark_metrics(np.stack(errors), out / "landmark_metrics", cases,
-                                     extra={"refused": refused, "seconds_per_image_median": float(np.median(seconds))})
+    metrics = write_landmark_metrics(
+        np.stack(errors),
+        out / "landmark_metrics",
+        cases,
+        extra={"refused": refused, "seconds_per_image_median": float(np.median(seconds))},
+    )
 
     # the AASN preprocessing must accept the detected geometry (as it must the annotated one)
     from custom_transforms.errors import AnnotationError, GeometryError, root_cause
@@ -108,6 +117,18 @@ def detect_test_fold(
                 raise
             refused.append({"image": item["image"], "reason": f"preprocessing: {cause}"})
     return usable, refused, metrics
+
+
+def log_test_read(log: Path, method: str, fold: int, landmarks: str, command: str | None) -> None:
+    """Append one evaluation on the test fold (``landmarks``: ``"true"`` or ``"detected"``) to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"time": results_metadata.now(), "method": method, "fold": fold, "landmarks": landmarks, "command": command}
+    with open(log, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def logged_test_reads(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
 
 
 def evaluate(run_dir: Path, datalist: Path, method: str, fold: int, scale: dict, seed: int, output: Path) -> dict:
@@ -182,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--notes", default="")
     args = parser.parse_args(argv)
+    command = results_metadata.command_line(__file__, argv)
+    meta = results_metadata.start(command)
 
     import torch
 
@@ -199,13 +222,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"[detected] training / reusing {args.method} fold {args.fold}", flush=True)
     # trains (or reuses) the weights; its own evaluation runs on a cache that names cases differently, so the
     # true-landmark metrics below come from the same code path as the detected ones
-    accuracy.train_and_evaluate(scale, args.method, args.fold, work, datalist, args.seed)
+    accuracy.train_and_evaluate(scale, args.method, args.fold, work, datalist, args.seed, command)
     run_dir = work / "runs" / args.method / f"fold{args.fold}"
 
     from scripts.datalist import fold_split
 
     test = fold_split(datalist, args.fold, "test")
     out = work / "detected_landmarks" / f"fold{args.fold}"
+    reads_log = work / "detected_landmarks" / "test_reads.jsonl"
     print(f"[detected] detecting the landmarks of {len(test)} test images", flush=True)
     usable, refused, landmark_metrics = detect_test_fold(
         test, Path(args.landmark_models).resolve(), out, scale["roi_size"]
@@ -227,9 +251,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         )
     )
     print(f"[detected] evaluating with detected landmarks ({len(refused)} test images refused)", flush=True)
+    log_test_read(reads_log, args.method, args.fold, "detected", command)
     detected_metrics = evaluate(run_dir, detected_list, args.method, args.fold, scale, args.seed, out / "eval")
 
     # the true-landmark side through the same code path (no cache), so that both name their cases alike
+    log_test_read(reads_log, args.method, args.fold, "true", command)
     true_metrics = evaluate(run_dir, Path(datalist), args.method, args.fold, scale, args.seed, out / "eval_true")
     true_cases = accuracy.read_cases(out / "eval_true" / "per_case.csv")
     detected_cases = accuracy.read_cases(out / "eval" / "per_case.csv")
@@ -246,9 +272,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     common.update(paired_comparison(true_cases, detected_cases, both, args.seed))
     overall = landmark_metrics["overall"]
     record = {
-        "command": "python benchmarks/bench_detected_landmarks.py "
-        + " ".join(a for a in (sys.argv[1:] if argv is None else argv) if a not in (args.notes, "--notes"))
-        + (' --notes "..."' if args.notes else ""),
+        "command": command,
         "method": args.method,
         "fold": args.fold,
         "scale_name": args.scale,
@@ -264,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "wall_minutes": (time.time() - start) / 60,
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "notes": args.notes,
+        "test_reads": logged_test_reads(reads_log),
+        "provenance": results_metadata.finish(meta),
     }
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
@@ -272,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         f"# {accuracy.NAMES[args.method]} with detected against true landmarks ({args.scale} scale, test fold "
         f"{args.fold})",
         "",
-        f"Command: `{record['command']}`",
+        *results_metadata.markdown_lines(record["provenance"]),
         "",
         f"Test images: {len(test)}; scored with detected landmarks: {len(usable)}; refused: {len(refused)}.",
         "",
@@ -312,6 +338,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ]
     if refused:
         lines += ["", "## Refused", ""] + [f"- {Path(r['image']).name}: {r['reason']}" for r in refused]
+    reads = record["test_reads"]
+    lines += [
+        "",
+        "## Test-fold reads",
+        "",
+        f"Evaluations on the test fold logged in `{reads_log}` ({len(reads)}, this run's two included):",
+        "",
+        *[
+            f"- {r['time']}: {r['method']} fold {r['fold']}, {r['landmarks']} landmarks (`{r['command']}`)"
+            for r in reads
+        ],
+    ]
     if args.notes:
         lines += ["", "## Notes", "", args.notes]
     lines += ["", f"Wall time {record['wall_minutes']:.1f} min; finished {record['finished']}."]

@@ -38,7 +38,9 @@ Parts:
     cached; jitter, intensity and geometry per sample) and ``full cache`` (no random augmentation, the whole chain
     cached, as the accuracy benchmark's reduced scale trains).
 
-Results: ``benchmarks/results/end_to_end.md`` and ``.json`` (command, configuration, versions, machine, load).
+Results: ``benchmarks/results/end_to_end.md`` and ``.json``: configuration, versions and the provenance block of
+``results_metadata`` (command, git commit and whether the tree was dirty, CPU model and cores, torch threads, load
+average before and after, dates).
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ BUNDLE = ROOT / "bundle"
 CONFIGS = BUNDLE / "configs"
 sys.path.insert(0, str(BUNDLE))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import results_metadata  # noqa: E402
 
 STAGES = ("read", "landmarks", "preprocess", "network", "backproj", "writing")
 ROWS, COLS = 2000, 2500
@@ -325,7 +329,8 @@ def training_throughput(case: dict, work: Path, images: int, scale: dict, settin
         )
         workflow.run()
         workflow.finalize()
-        samples = len(trainer.data_loader) * trainer.data_loader.batch_size
+        # full batches (train.json drops the last partial one when the set is larger than a batch), else the set
+        samples = min(len(trainer.data_loader) * trainer.data_loader.batch_size, len(trainer.data_loader.dataset))
         timed = epoch_times[-1] - epoch_times[-2]
         results[setting] = {"samples_per_epoch": samples, "epoch_s": timed, "samples_per_s": samples / timed}
         print(f"[training] {setting}: {samples / timed:.2f} samples/s", flush=True)
@@ -355,13 +360,16 @@ def environment(threads: int) -> dict:
 
 def markdown(record: dict) -> str:
     env = record["environment"]
+    provenance = record.get("provenance") or {
+        "command": record["command"],
+        "commit": results_metadata.UNKNOWN,
+        "legacy": True,
+        "note": "written before the provenance block existed",
+    }
     lines = [
         "# End-to-end speed benchmark",
         "",
-        f"Command: `{record['command']}`  ",
-        f"Machine: {env['machine']['processor']}, {env['machine']['cpu_count']} cores, torch threads "
-        f"{env['machine']['torch_threads']}, load average at the end {env['machine']['load_average']} (shared "
-        f"machine).  ",
+        *results_metadata.markdown_lines(provenance),
         f"Versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}; finished {record['finished']}.",
         "",
     ]
@@ -473,6 +481,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         record = json.loads((Path(args.results) / f"{args.name}.json").read_text())
         (Path(args.results) / f"{args.name}.md").write_text(markdown(record))
         return record
+    command = results_metadata.command_line(__file__, argv)
+    meta = results_metadata.start(command)
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -488,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     else:
         case = simulate_case(work / "case")
     record: dict[str, Any] = {
-        "command": "python benchmarks/bench_end_to_end.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command,
         "case": case,
     }
     if "latency" in args.parts:
@@ -514,6 +524,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         record["training"] = training_throughput(case, work, args.train_images, scale, TRAIN_SETTINGS)
     record["environment"] = environment(args.threads)
     record["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    record["provenance"] = results_metadata.finish(meta)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{args.name}.json").write_text(json.dumps(record, indent=1, default=float))

@@ -42,6 +42,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 
+import results_metadata  # noqa: E402  (benchmarks/, this script's folder)
+
 from scripts.fracture.losses import loss_for_variant  # noqa: E402
 from scripts.fracture.networks import build_network  # noqa: E402
 
@@ -193,6 +195,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    meta = results_metadata.start(results_metadata.command_line(__file__))
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -238,6 +241,8 @@ def main() -> None:
                 print_row(fmt, batch, row)
                 print_row("  best-of", batch, row["best"])
         results["rows"] = rows
+    results["provenance"] = results_metadata.finish(meta)
+    print("\n".join(results_metadata.markdown_lines(results["provenance"])))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -23,6 +23,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import results_metadata  # noqa: E402
 
 from custom_transforms import aasn_preprocessing  # noqa: E402
 from dicom_factory import write_dx  # noqa: E402
@@ -64,6 +67,7 @@ def main() -> None:
     parser.add_argument("--roi", type=int, nargs=2, default=[256, 512])
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
+    meta = results_metadata.start(results_metadata.command_line(__file__))
 
     chain = aasn_preprocessing(roi_size=tuple(args.roi))
     results = {
@@ -100,6 +104,8 @@ def main() -> None:
                 f"masks; goal < 300 ms)"
             )
             print(f"  {'full chain':<20s} {full * 1000:8.1f} ms  (+ pseudo-colour + packing)")
+    results["provenance"] = results_metadata.finish(meta)
+    print("\n".join(results_metadata.markdown_lines(results["provenance"])))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)

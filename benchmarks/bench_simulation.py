@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import results_metadata  # benchmarks/, this script's folder
 
 GOAL_S_PER_1024 = 2.0
 
@@ -71,6 +72,7 @@ def main() -> None:
     ap.add_argument("--anatomy", nargs="+", default=["procedural", "atlas"])
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    meta = results_metadata.start(results_metadata.command_line(__file__))
     from simulation import default_atlas_dir
 
     atlas_dir = default_atlas_dir()
@@ -99,8 +101,10 @@ def main() -> None:
     print(
         "cpu = process CPU time (one core; robust to the machine's load), wall = elapsed; cpu/goal < 1 meets the goal"
     )
+    provenance = results_metadata.finish(meta)
+    print("\n".join(results_metadata.markdown_lines(provenance)))
     if args.json:
-        Path(args.json).write_text(json.dumps({"load_average": load, "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"load_average": load, "rows": rows, "provenance": provenance}, indent=1))
 
 
 if __name__ == "__main__":

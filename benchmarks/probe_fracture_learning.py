@@ -33,6 +33,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bundle"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import results_metadata  # noqa: E402  (the provenance printed with every probe's figures)
+
 DATALIST = ROOT / "benchmarks" / "outputs" / "accuracy_cpu" / "datalist_usable_192x384.json"
 CACHE = ROOT / "benchmarks" / "outputs" / "probes"
 ROI = (192, 384)
@@ -223,10 +227,13 @@ def main(argv=None) -> None:
             p.add_argument("--steps", type=int, default=50, help="steps per epoch")
             p.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
+    meta = results_metadata.start(results_metadata.command_line(__file__, argv))
     torch.set_num_threads(2)
     torch.manual_seed(args.seed if hasattr(args, "seed") else 0)
     print(f"probe {args.probe}: {vars(args)}", flush=True)
     {"cache": cache, "whole-roi": whole_roi, "pairs": pairs}[args.probe](args)
+    # the block a results file quoting these printed figures copies (results/fracture_learning_probes.md)
+    print("\n".join(results_metadata.markdown_lines(results_metadata.finish(meta))), flush=True)
 
 
 if __name__ == "__main__":

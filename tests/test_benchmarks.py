@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -300,53 +302,63 @@ def test_accuracy_benchmark_cpu_scale_tiny_run(tmp_path):
     assert f"Missing: FF fold {fold}." in text and "evaluated 2 times" in text
 
 
-def test_end_to_end_benchmark_tiny_run(tmp_path):
+class PlantedLogits(torch.nn.Module):
+    """Heatmap logits -4 everywhere but 1.5 at ROI pixel (row 10, column 20): the image score must be sigmoid(1.5)."""
+
+    def forward(self, x):
+        logits = torch.full((x.shape[0], 1, *x.shape[-2:]), -4.0)
+        logits[:, :, 10, 20] = 1.5
+        return logits
+
+
+def test_end_to_end_benchmark_tiny_run(tmp_path, monkeypatch):
     import bench_end_to_end
 
+    from scripts.datalist import fold_split
+
+    # the timed network is replaced by planted logits; the network part still times both real networks
+    monkeypatch.setattr(bench_end_to_end, "build_aasn", lambda device, roi: (PlantedLogits(), "max", False))
     datalist = _tiny_dataset(tmp_path / "case", 1)
     item = json.loads(datalist.read_text())["training"][0]
     image = tmp_path / "case" / item["image"]
     (image.with_suffix(".json")).write_text((tmp_path / "case" / item["annotation"]).read_text())
     results = tmp_path / "results"
-    record = bench_end_to_end.main(
-        [
-            "--case",
-            str(image),
-            "--runs",
-            "1",
-            "--threads",
-            "1",
-            "--roi",
-            "32",
-            "64",
-            "--repeats",
-            "1",
-            "--matmul-size",
-            "64",
-            "--train-images",
-            "10",
-            "--work",
-            str(tmp_path / "work"),
-            "--results",
-            str(results),
-        ]
-    )
+    argv = ["--case", str(image), "--runs", "1", "--threads", "1", "--roi", "32", "64", "--repeats", "1",
+            "--matmul-size", "64", "--train-images", "10", "--work", str(tmp_path / "work"), "--results", str(results)]
+    record = bench_end_to_end.main(argv)
     latency = record["latency"]
-    assert set(bench_end_to_end.STAGES) <= set(latency["median_s"]) and latency["median_s"]["total"] > 0
-    assert latency["median_s"]["total"] == pytest.approx(
-        sum(latency["median_s"][s] for s in bench_end_to_end.STAGES), rel=0.5
-    )
-    assert latency["dominant_stage"] in bench_end_to_end.STAGES
+    # one run: the total is the sum of its stages, and the derived figures follow from the medians
+    (run,) = latency["all_runs"]
+    assert latency["median_s"] == run["wall"] and latency["median_cpu_s"] == run["cpu"]
+    stages = sum(run["wall"][s] for s in bench_end_to_end.STAGES)
+    assert latency["median_s"]["total"] == pytest.approx(stages, rel=1e-12)
+    assert latency["images_per_s"] == pytest.approx(1 / latency["median_s"]["total"])
+    dominant = max(bench_end_to_end.STAGES, key=lambda s: run["wall"][s])
+    assert latency["dominant_stage"] == dominant
+    assert latency["dominant_share"] == pytest.approx(run["wall"][dominant] / run["wall"]["total"])
+    # the report's probability is the planted logit through the max pooling and the sigmoid, by hand
     report = json.loads(next((tmp_path / "work" / "reports").glob("*/report.json")).read_text())
-    assert 0.0 <= report["fracture_probability"] <= 1.0
-    assert (
-        record["network"]["ratio"] > 0
-        and record["network"]["gflops_per_image"]["aasn"] > record["network"]["gflops_per_image"]["vanilla"]
-    )
+    assert report["fracture_probability"] == pytest.approx(1 / (1 + math.exp(-1.5)), abs=1e-6)
+    assert report["positive"] is True and latency["report"] == report["fracture_probability"]
+    # network part, one round: the ratio and the GEMM shares are these quotients of the recorded figures
+    net = record["network"]
+    assert net["ratio"] == pytest.approx(net["aasn_s"] / net["vanilla_s"])
+    for name in ("vanilla", "aasn"):
+        share = net["gflops_per_image"][name] / net[f"{name}_s"] / net["matmul_gflops"]
+        assert net[f"{name}_matmul_fraction"] == pytest.approx(share)
+    assert net["gflops_per_image"]["aasn"] > net["gflops_per_image"]["vanilla"]  # AASN runs the encoder twice
+    # training: every sample of fold 0's training split (7 of the 10 copies, fewer than a batch of 8) per epoch
+    training = fold_split(tmp_path / "work" / "train_data" / "datalist.json", 0, "training")
     assert set(record["training"]["settings"]) == set(bench_end_to_end.TRAIN_SETTINGS)
-    assert all(r["samples_per_s"] > 0 for r in record["training"]["settings"].values())
+    for row in record["training"]["settings"].values():
+        assert row["samples_per_epoch"] == len(training) == 7
+        assert row["samples_per_s"] == pytest.approx(row["samples_per_epoch"] / row["epoch_s"])
+    provenance = record["provenance"]
+    assert provenance["command"] == "python benchmarks/bench_end_to_end.py " + " ".join(argv)
+    assert len(provenance["commit"]) == 40 and provenance["torch_threads"] == 1
     text = (results / "end_to_end.md").read_text()
     assert "| network |" in text and "AASN / Vanilla forward ratio" in text and "| full cache |" in text
+    assert f"Commit: {provenance['commit']}" in text and "load average (1, 5, 15 min) before" in text
 
 
 def test_detected_landmarks_paired_comparison_against_hand_computed_values():
@@ -391,8 +403,9 @@ def test_fracture_visibility_pairs_each_fracture_with_its_contralateral_patch(tm
     assert x.shape[1:] == (1, 8, 8) and y.tolist() == [1, 0] * (len(y) // 2)
     fractures = sum(len(json.loads(Path(i["annotation"]).read_text())["fractures"]) for i in positives)
     assert len(y) // 2 + outside == fractures and not refused
+    x_m, _, stats_m, _, _ = visibility.fracture_patches(positives, (32, 64), half=4, contralateral="mirrored")
 
-    # the first pair, by hand: the ROI and the mirrored ROI around the first fracture inside the ROI
+    # the first pair, by hand: the ROI, and the mirrored ROI sampled through the TPS grid (the default) or not
     chain = Compose(aasn_loading() + aasn_geometry(roi_size=(32, 64), with_masks=False))
     for item in positives:
         d = chain({"image": item["image"], "annotation": item["annotation"]})
@@ -404,36 +417,182 @@ def test_fracture_visibility_pairs_each_fracture_with_its_contralateral_patch(tm
         if inside:
             break
     c, r = inside[0]
-    for k, key in enumerate(("roi", "roi_mirrored")):
-        patch = np.pad(np.asarray(d[key])[0], 4, mode="edge")[r : r + 8, c : c + 8]
-        assert stats[k] == pytest.approx((patch.mean(), patch.std()), abs=1e-5)
-        assert x[k, 0] == pytest.approx((patch - patch.mean()) / (patch.std() + 1e-6), abs=1e-4)
+    # the grid's x and y (normalised) at pixel (r, c) -> mirrored-ROI pixel, sampled bilinearly by hand
+    grid = np.asarray(d["tps_grid"], dtype=np.float64)
+    mirrored = np.asarray(d["roi_mirrored"], dtype=np.float64)[0]
+    gx, gy = ((grid[0] + 1) * 64 - 1) / 2, ((grid[1] + 1) * 32 - 1) / 2
+    gx, gy = np.clip(gx, 0, 63), np.clip(gy, 0, 31)  # border padding
+    x0, y0 = np.floor(gx).astype(int), np.floor(gy).astype(int)
+    x1, y1 = np.minimum(x0 + 1, 63), np.minimum(y0 + 1, 31)
+    fx, fy = gx - x0, gy - y0
+    aligned = (
+        mirrored[y0, x0] * (1 - fx) * (1 - fy) + mirrored[y0, x1] * fx * (1 - fy)
+        + mirrored[y1, x0] * (1 - fx) * fy + mirrored[y1, x1] * fx * fy
+    )
+    assert not np.allclose(aligned, mirrored, atol=1e-3)  # the warp moves the contralateral anatomy
+    np.testing.assert_allclose(
+        visibility.tps_aligned(d["roi_mirrored"], d["tps_grid"])[0], aligned, atol=1e-4
+    )
+    roi = np.asarray(d["roi"])[0]
+    for k, (negative, xs, ss) in enumerate(((aligned, x, stats), (mirrored, x_m, stats_m))):
+        for j, image in enumerate((roi, negative)):
+            patch = np.pad(image, 4, mode="edge")[r : r + 8, c : c + 8]
+            assert ss[j] == pytest.approx((patch.mean(), patch.std()), abs=1e-4), (k, j)
+            assert xs[j, 0] == pytest.approx((patch - patch.mean()) / (patch.std() + 1e-6), abs=1e-3), (k, j)
+    with pytest.raises(ValueError, match="contralateral"):
+        visibility.fracture_patches(positives, (32, 64), half=4, contralateral="warped")
 
 
-def test_fracture_visibility_tiny_run(tmp_path):
+def test_fracture_visibility_selects_the_epoch_on_validation_only(monkeypatch):
+    """Planted validation scores: AUC 0.5, then 1.0, then 0.75 at epochs 2, 4, 6. Epoch 4 must be chosen, and the
+    network returned must hold the weights it had at epoch 4 (not the last epoch's)."""
+    import copy
+
+    import bench_fracture_visibility as visibility
+    import torch
+
+    y_val = np.array([1, 1, 0, 0])
+    planted = [np.array([0.1, 0.9, 0.1, 0.9]), np.array([0.9, 0.8, 0.2, 0.1]), np.array([0.9, 0.2, 0.5, 0.1])]
+    seen: list[dict] = []
+
+    def planted_scores(net, x):
+        assert x is x_val  # only the validation patches are scored during training
+        seen.append(copy.deepcopy(net.state_dict()))
+        return planted[len(seen) - 1]
+
+    monkeypatch.setattr(visibility, "scores_of", planted_scores)
+    rng = np.random.default_rng(0)
+    y = np.repeat([1, 0], 16)
+    x = (rng.normal(0, 0.1, (32, 1, 8, 8)) + np.where(y == 1, 1.0, -1.0)[:, None, None, None]).astype(np.float32)
+    x_val = x[:4].copy()
+    net, curve, chosen = visibility.train_and_select(x, y, x_val, y_val, epochs=6, seed=0, every=2)
+    assert [(c["epoch"], c["val_auc"]) for c in curve] == [(2, 0.5), (4, 1.0), (6, 0.75)]
+    assert chosen == curve[1]
+    state = net.state_dict()
+    assert all(torch.equal(state[k], seen[1][k]) for k in state)
+    assert not all(torch.equal(seen[1][k], seen[2][k]) for k in state)  # the weights did change after epoch 4
+
+
+def test_fracture_visibility_tiny_run(tmp_path, capsys):
     import bench_fracture_visibility as visibility
 
-    datalist = _tiny_dataset(tmp_path / "data", 30)
+    datalist = _tiny_dataset(tmp_path / "data", 40)
     items = json.loads(datalist.read_text())["training"]
-    fold = next(f for f in range(5) if any(i["fold"] == f and i["label"] == 1 for i in items))
-    results = tmp_path / "results"
-    record = visibility.main(
-        [
-            "--data",
-            str(datalist.parent),
-            "--fold",
-            str(fold),
-            "--roi",
-            "32",
-            "64",
-            "--half-size",
-            "4",
-            "--epochs",
-            "2",
-            "--results",
-            str(results),
-        ]
+    from scripts.datalist import split_fold
+
+    def positives(fold, section):
+        return sum(i["label"] == 1 for i in split_fold(items, fold)[section])
+
+    fold = next(f for f in range(5) if all(positives(f, s) for s in ("training", "validation", "test")))
+    results, work = tmp_path / "results", tmp_path / "work"
+    argv = ["--data", str(datalist.parent), "--fold", str(fold), "--roi", "32", "64", "--half-size", "4",
+            "--epochs", "3", "--every", "2", "--work", str(work), "--results", str(results)]
+    record = visibility.main(argv)
+    printed = capsys.readouterr().out
+    assert [c["epoch"] for c in record["curve"]] == [2, 3]
+    assert record["chosen_epoch"] == max(record["curve"], key=lambda c: (c["val_auc"], -c["epoch"]))["epoch"]
+    # no test figure while training: the log holds one read, made after the epoch was chosen
+    assert "test AUC" not in printed.split("Epoch chosen")[0]
+    (read,) = record["test_reads"]
+    assert read["fold"] == fold and read["command"] == record["command"] == record["provenance"]["command"]
+    assert record["contralateral"] == "tps" and set(record["control_auc"]) == {"patch mean", "patch standard deviation"}
+    assert len(record["provenance"]["commit"]) == 40 and record["provenance"]["load_average_after"]
+    text = (results / "fracture_visibility.md").read_text()
+    assert "TPS-aligned contralateral anatomy" in text and f"| patch CNN, epoch {record['chosen_epoch']} of 3 |" in text
+    assert f"Commit: {record['provenance']['commit']}" in text
+    # a second run appends its read: the results list both
+    record = visibility.main(argv + ["--contralateral", "mirrored"])
+    assert len(record["test_reads"]) == 2 and "mirrored-only" in (results / "fracture_visibility.md").read_text()
+
+
+def _git(folder: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_results_metadata_records_commit_tree_state_machine_and_load(tmp_path, monkeypatch):
+    import results_metadata
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "a.py").write_text("x = 1\n")
+    (repo / ".gitignore").write_text("ignored/\n")
+    _git(repo, "add", "a.py", ".gitignore")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    head = _git(repo, "rev-parse", "HEAD")
+    assert results_metadata.git_state(repo) == {"commit": head, "dirty": False, "modified": [], "untracked": []}
+    (repo / "ignored").mkdir()
+    (repo / "ignored" / "out.json").write_text("{}")  # ignored files do not make the tree dirty
+    assert results_metadata.git_state(repo)["dirty"] is False
+    (repo / "a.py").write_text("x = 2\n")
+    (repo / "b.py").write_text("")
+    assert results_metadata.git_state(repo) == {"commit": head, "dirty": True, "modified": ["a.py"],
+                                                "untracked": ["b.py"]}
+    assert results_metadata.git_state(tmp_path / "not_a_repo")["commit"] == "unknown"
+
+    # the free-text option's value is elided from the recorded command
+    assert results_metadata.command_line("/x/benchmarks/bench_y.py", ["--runs", "3", "--notes", "long text"]) == (
+        'python benchmarks/bench_y.py --runs 3 --notes "..."'
     )
-    assert [c["epoch"] for c in record["curve"]] == [2] and 0.0 <= record["test_auc"] <= 1.0
-    assert set(record["control_auc"]) == {"patch mean", "patch standard deviation"}
-    assert "| patch CNN, 2 epochs |" in (results / "fracture_visibility.md").read_text()
+    loads = iter([(1.0, 2.0, 3.0), (4.444, 5.0, 6.0)])
+    monkeypatch.setattr(results_metadata.os, "getloadavg", lambda: next(loads))
+    monkeypatch.setattr(results_metadata, "ROOT", repo)
+    monkeypatch.setattr(results_metadata, "cpu_model", lambda: "Planted CPU 9000")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    torch.set_num_threads(1)
+    block = results_metadata.finish(results_metadata.start("python benchmarks/bench_y.py"))
+    assert block["commit"] == head and block["dirty"] is True and block["cpu_model"] == "Planted CPU 9000"
+    assert block["load_average_before"] == [1.0, 2.0, 3.0] and block["load_average_after"] == [4.44, 5.0, 6.0]
+    assert block["torch_threads"] == 1 and block["omp_num_threads"] == "3" and block["cpu_count"] == os.cpu_count()
+    assert block["started"].endswith("UTC") and block["finished"] >= block["started"]
+    text = "\n".join(results_metadata.markdown_lines(block))
+    assert "Command: `python benchmarks/bench_y.py`" in text
+    assert f"Commit: {head} (dirty tree: 1 modified tracked, 1 untracked files" in text
+    assert "CPU Planted CPU 9000, " in text and "torch threads 1, OMP_NUM_THREADS 3" in text
+    assert "before 1.00, 2.00, 3.00, after 4.44, 5.00, 6.00" in text
+
+
+def test_results_metadata_reads_the_cpu_model_from_cpuinfo(tmp_path, monkeypatch):
+    import results_metadata
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: Planted\nmodel name\t: Planted CPU @ 2.0GHz\n")
+    real_path = results_metadata.Path
+    monkeypatch.setattr(results_metadata, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    assert results_metadata.cpu_model() == "Planted CPU @ 2.0GHz"
+    cpuinfo.write_text("processor\t: 0\n")
+    assert results_metadata.cpu_model() == "unknown"
+
+
+def test_every_benchmark_script_writes_the_provenance_block():
+    """Each benchmark script builds the block with results_metadata (start, then finish when it writes)."""
+    scripts = sorted((ROOT / "benchmarks").glob("bench_*.py")) + [ROOT / "benchmarks" / "probe_fracture_learning.py"]
+    assert len(scripts) >= 8
+    for script in scripts:
+        text = script.read_text()
+        assert "results_metadata.start(" in text and "results_metadata.finish(" in text, script.name
+
+
+def test_every_results_file_records_its_provenance():
+    """The committed results: each JSON has the block (legacy ones mark what is unknown, never a guess), and each
+    markdown beside it shows the commit line."""
+    required = {"command", "commit", "dirty", "cpu_model", "cpu_count", "torch_threads", "load_average_before",
+                "load_average_after", "finished"}
+    files = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+    assert files
+    for path in files:
+        record = json.loads(path.read_text())
+        block = record["provenance"]
+        assert required <= set(block), (path.name, required - set(block))
+        assert block["command"] == record["command"], path.name
+        if block.get("legacy"):
+            assert block["commit"] == "unknown" and block["committed_versions"], path.name
+            # each listed commit touched this file
+            for version in block["committed_versions"]:
+                changed = _git(ROOT, "show", "--name-only", "--format=", version["commit"]).splitlines()
+                assert f"benchmarks/results/{path.name}" in changed, (path.name, version["commit"])
+        else:
+            assert len(block["commit"]) == 40 and isinstance(block["dirty"], bool), path.name
+        assert "Commit: " in path.with_suffix(".md").read_text(), path.name
