@@ -17,7 +17,7 @@ Parts:
                prior, refinement patches)
     preprocess ``aasn_geometry``: symmetry axis, mirrored ROIs, TPS grid, pseudo-colour, packing
     network    AASN ``forward`` (DenseNet-121 at 256 x 512, eval, no grad)
-    backproj   image score, sigmoid, ``ROIToOriginald`` onto the 2,000 x 2,500 grid
+    backproj   image score, sigmoid, ``ROIToOriginald`` onto the 2,000 x 2,500 grid, ``FractureResultd`` (peaks)
     writing    ``FractureReportWriter.write``: heatmap NIfTI, overlay PNG, ``report.json``
     ========== =========================================================================================
 
@@ -156,6 +156,7 @@ def latency(case: dict, runs: int, device: torch.device, roi_size: Sequence[int]
     from custom_transforms.pipeline import aasn_geometry
 
     from scripts.fracture.scoring import ImageScored
+    from scripts.reporting.fracture_result import FractureResultd
     from scripts.reporting.inference_writer import FractureReportWriter
 
     rss = {"start": peak_rss_mb()}
@@ -172,7 +173,8 @@ def latency(case: dict, runs: int, device: torch.device, roi_size: Sequence[int]
     )
     scoring = Compose([ImageScored(keys="pred", output_key="score", pooling=pooling)])
     backproject = ROIToOriginald(keys="pred")
-    writer = FractureReportWriter(out / "reports", threshold=0.5)
+    result = FractureResultd(keys="pred", threshold=0.5)
+    writer = FractureReportWriter(out / "reports")
     landmark_source = "detector" if detector_trained else "annotation (detector untrained)"
     rss["models_built"] = peak_rss_mb()
 
@@ -206,6 +208,7 @@ def latency(case: dict, runs: int, device: torch.device, roi_size: Sequence[int]
         d = scoring(d)
         d["pred"] = torch.sigmoid(d["pred"])
         d["pred_original"] = backproject({**d, "pred": d["pred"]})["pred"]
+        d = result(d)
         times["backproj"], cpu["backproj"] = time.perf_counter() - t, time.process_time() - c
         memory["backproj"] = peak_rss_mb()
 

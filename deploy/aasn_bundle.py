@@ -1,20 +1,32 @@
-"""The bundle as the app's model: locate it, and run its own ``inference.json`` on a list of DICOM files.
+"""The bundle as the app's model: locate it, and run its own inference config in memory on the loaded radiographs.
 
-The app does not re-implement any step of the pipeline. :class:`BundleInference` drives MONAI's
-``ConfigWorkflow`` on the bundle's ``configs/inference.json`` exactly as
-``python -m monai.bundle run --config_file configs/inference.json --bundle_root <bundle>`` does, overriding
-only ``input`` (a datalist of the selected files), ``output_dir`` (the app's work folder) and, when the model
-path is a TorchScript file, the network. It then reads back what the bundle wrote per image
-(``report.json`` and ``heatmap.nii.gz``, see ``bundle/scripts/reporting/inference_writer.py``), so the app's
-probabilities, peaks and heatmaps are the bundle's.
+The app re-implements no step of the pipeline. :class:`BundleInference` parses the bundle's
+``configs/inference.json`` as ``python -m monai.bundle run --config_file configs/inference.json --bundle_root
+<bundle>`` does (the network replaced when the model path is a TorchScript file) and runs its ``preprocessing``,
+``network`` (through its ``inferer``) and ``postprocessing`` on each radiograph, in this process:
+
+* the input is the pydicom dataset that the SDK's DICOM loader already read (the bundle's ``LoadPXRd`` takes a
+  dataset as well as a path), with the image's annotation sidecar when it has one; the file is not read again and
+  nothing goes through the disk;
+* the output is what the bundle's post-processing made: ``fracture_result``
+  (``scripts.reporting.fracture_result``: probability, decision, peaks in pixels and mm, landmark provenance),
+  the heatmap on the radiograph (``pred_original``, by ``ROIToOriginald``) and the overlay picture
+  (``scripts.reporting.plots.fracture_overlay``, the bundle's ``overlay.png``), so the app's probabilities, peaks
+  and pictures are the bundle's;
+* an image the bundle cannot analyse gets the bundle's status and message
+  (``scripts.reporting.inference_failures.describe_failure``: ``not_a_pelvis``, ``unreadable``, ...).
+
+The config's evaluator, data loader and writer are not used: they read files named in a datalist and write per-image
+folders, which the app would have to read back. With a work folder (``-w``) the bundle's own writer
+(``FractureReportWriter``) also writes its per-image ``report.json``, ``heatmap.nii.gz`` and ``overlay.png`` there.
 
 Model path (``-m`` / ``HOLOSCAN_MODEL_PATH``):
 
 * a bundle folder (``configs/inference.json`` inside), or a folder holding exactly one such bundle
   (the layout the Holoscan packager gives to ``--models <bundle>``): the bundle's weights are used;
 * a TorchScript file exported by ``python -m monai.bundle ckpt_export`` inside a bundle's ``models/``
-  folder: that network replaces the bundle's ``network`` and its ``CheckpointLoader``; the rest of the
-  bundle (landmark detector, preprocessing, writer) still comes from the bundle folder around it.
+  folder: that network replaces the bundle's ``network`` and its checkpoint; the rest of the bundle (landmark
+  detector, preprocessing, post-processing) still comes from the bundle folder around it.
 """
 
 from __future__ import annotations
@@ -22,9 +34,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +49,6 @@ logger = logging.getLogger(__name__)
 
 INFERENCE_CONFIG = Path("configs") / "inference.json"
 METADATA = Path("configs") / "metadata.json"
-#: Report entries naming files in the app's scratch folder (the app writes its own SR, SC and JSON instead).
-SCRATCH_KEYS = ("heatmap_nifti", "overlay_png")
 
 
 def _is_bundle(folder: Path) -> bool:
@@ -54,13 +64,6 @@ def annotation_sidecar(path: str | os.PathLike) -> Path | None:
     path = Path(path)
     sidecar = path.with_name(f"{image_stem(path)}.json")
     return sidecar if sidecar.is_file() else None
-
-
-def _link_or_copy(source: Path, link: Path) -> None:
-    try:
-        link.symlink_to(source.resolve())
-    except OSError:
-        shutil.copyfile(source, link)
 
 
 def find_bundle_root(model_path: str | os.PathLike) -> tuple[Path, Path | None]:
@@ -97,38 +100,29 @@ def find_bundle_root(model_path: str | os.PathLike) -> tuple[Path, Path | None]:
 
 @dataclass
 class ImageResult:
-    """What the bundle produced for one input file (``error`` set when it produced nothing).
+    """What the bundle produced for one radiograph (``error`` set when it produced nothing).
 
-    ``status`` is the bundle's (``report.json`` / ``inference_summary.json``): ``"ok"``, or why the image got no
-    result, e.g. ``"not_a_pelvis"`` (refused by the landmark detector) or ``"unreadable"``; ``"failed"`` when
-    the bundle's run itself stopped.
+    ``report`` is the bundle's fracture result with ``image`` (the input's path) and ``status``; ``status`` is
+    ``"ok"`` or the bundle's reason for no result, e.g. ``"not_a_pelvis"`` (refused by the landmark detector),
+    ``"unreadable"``, or ``"failed"`` (anything else, e.g. missing weights). ``heatmap`` and ``image`` are ``(H, W)``
+    on the radiograph's grid, ``overlay`` the bundle's ``(H, W, 3)`` uint8 overlay picture.
     """
 
     report: dict[str, Any] = field(default_factory=dict)
     heatmap: np.ndarray | None = None
     image: np.ndarray | None = None
+    overlay: np.ndarray | None = None
     error: str | None = None
     status: str = "ok"
 
 
-class _RecordErrors(logging.Handler):
-    """Keeps the bundle's warning/error log lines, to tell the user why an image got no report."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 class BundleInference:
-    """Runs the bundle's inference config on files and returns its reports, heatmaps and images.
+    """Runs the bundle's inference config in memory on radiographs and returns its results (see the module docstring).
 
     Args:
         bundle_root: the bundle folder.
-        workdir: scratch folder for the datalist, input links and the bundle's outputs (kept); ``None``: a
-            temporary folder per run, removed afterwards.
+        workdir: where the bundle's writer also writes its per-image outputs and summary; ``None``: nothing is
+            written.
         torchscript: a TorchScript network replacing the bundle's checkpointed one (optional).
         overrides: further config overrides (id -> value), as on the ``monai.bundle run`` command line.
     """
@@ -148,6 +142,11 @@ class BundleInference:
         self.overrides = dict(overrides or {})
         metadata_file = self.bundle_root / METADATA
         self.metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
+        # The bundle's configs import its code as ``scripts.*`` relative to the bundle root.
+        if str(self.bundle_root) not in sys.path:
+            sys.path.insert(0, str(self.bundle_root))
+        self._parts: dict[str, Any] | None = None
+        self._lock = threading.Lock()
 
     @classmethod
     def from_model_path(
@@ -169,144 +168,106 @@ class BundleInference:
     def model_description(self) -> str:
         return f"TorchScript {self.torchscript}" if self.torchscript else "the bundle's checkpoint (models/)"
 
-    def _workflow(self, datalist: Path, output_dir: Path):
-        from monai.bundle import ConfigWorkflow
+    def components(self) -> dict[str, Any]:
+        """The config's preprocessing, network (weights loaded), inferer and postprocessing; built once."""
+        with self._lock:
+            if self._parts is None:
+                self._parts = self._build()
+            return self._parts
 
-        # The bundle's configs import its code as ``scripts.*`` relative to the bundle root.
-        if str(self.bundle_root) not in sys.path:
-            sys.path.insert(0, str(self.bundle_root))
-        workflow = ConfigWorkflow(
-            config_file=str(self.bundle_root / INFERENCE_CONFIG),
-            meta_file=str(self.bundle_root / METADATA),
-            logging_file=False,  # the app owns logging; the bundle's file config would silence its loggers
-            workflow_type="infer",
-            bundle_root=str(self.bundle_root),
-            input=str(datalist),
-            output_dir=str(output_dir),
-            **self.overrides,
-        )
+    def _build(self) -> dict[str, Any]:
+        import torch
+        from monai.bundle import ConfigParser
+
+        from scripts.landmarks.detector import load_network_weights
+
+        parser = ConfigParser()
+        parser.read_meta(str(self.bundle_root / METADATA))
+        parser.read_config(str(self.bundle_root / INFERENCE_CONFIG))
+        parser["bundle_root"] = str(self.bundle_root)
+        for key, value in self.overrides.items():
+            parser[key] = value
+        device = torch.device(parser.get_parsed_content("device"))
         if self.torchscript is not None:
-            parser = workflow.parser
-            parser["network"] = f"$torch.jit.load({str(self.torchscript)!r}, map_location=@device).eval()"
-            parser["handlers"] = [
-                handler
-                for handler in parser.get("handlers", [])
-                if not (isinstance(handler, dict) and str(handler.get("_target_", "")).endswith("CheckpointLoader"))
-            ]
-        return workflow
-
-    def _link_inputs(self, paths: list[str], folder: Path) -> dict[str, str]:
-        """Give each input a unique name (``image_NNNN.dcm``) so that the bundle's per-image folders never clash.
-
-        An annotation sidecar of an input (``<name>.json`` beside ``<name>.dcm``, the bundle's own rule) is
-        linked beside it under the new name, so the bundle uses its landmarks exactly as when run on the folder.
-        """
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        links = {}
-        for index, path in enumerate(paths):
-            link = folder / f"image_{index:04d}.dcm"
-            _link_or_copy(Path(path), link)
-            sidecar = annotation_sidecar(path)
-            if sidecar is not None:
-                logger.info("Using the landmarks of %s for %s", sidecar, path)
-                _link_or_copy(sidecar, link.with_suffix(".json"))
-            links[path] = str(link)
-        return links
-
-    def run(self, paths: list[str]) -> dict[str, ImageResult]:
-        """Infer every file; returns a result per path (with ``error`` for files the bundle did not report).
-
-        Args:
-            paths: DICOM files of radiographs.
-        """
-        if self.workdir is not None:
-            return self._run_in(paths, self.workdir)
-        with tempfile.TemporaryDirectory(prefix="aasn_deploy_") as scratch:
-            return self._run_in(paths, Path(scratch))
-
-    def _run_in(self, paths: list[str], workdir: Path) -> dict[str, ImageResult]:
-        links = self._link_inputs(paths, workdir / "inputs")
-        results, failure = self._run_batch(links, workdir / "batch")
-        if failure is not None and len(links) > 1:
-            # The bundle stopped on one image: run each alone, so that the others are still analysed.
-            logger.warning("The bundle's run on %d images failed (%s); running them one by one.", len(links), failure)
-            results = {}
-            for index, (path, link) in enumerate(links.items()):
-                results.update(self._run_batch({path: link}, workdir / f"single_{index:04d}")[0])
-        return results
-
-    def _run_batch(self, links: dict[str, str], workdir: Path) -> tuple[dict[str, ImageResult], str | None]:
-        """One run of the bundle on ``{input path: link}``; returns the results and the bundle's error, if any."""
-        from custom_transforms import LoadPXR
-        from custom_transforms.errors import root_cause
-
-        if workdir.exists():
-            shutil.rmtree(workdir)
-        workdir.mkdir(parents=True)
-        datalist = workdir / "datalist.json"
-        datalist.write_text(json.dumps([{"image": link} for link in links.values()], indent=2))
-        output_dir = workdir / "bundle_output"
-        errors = _RecordErrors()
-        logging.getLogger().addHandler(errors)
-        failure = None
-        try:
-            workflow = self._workflow(datalist, output_dir)
-            workflow.initialize()
-            workflow.run()
-            workflow.finalize()
-        except Exception as err:  # the bundle stopped: reported for every image that got no report
-            root = root_cause(err)  # config evaluation wraps the real error
-            failure = f"the bundle's inference failed: {type(root).__name__}: {root}"
-            logger.exception("The bundle's inference failed")
-        finally:
-            logging.getLogger().removeHandler(errors)
-
-        reports = {}
-        for report_file in sorted(output_dir.glob("*/report.json")):
-            report = json.loads(report_file.read_text())
-            reports[os.path.abspath(report.get("image", ""))] = (report, report_file.parent)
-        results = {}
-        for path, link in links.items():
-            # the bundle names the image by the path it loaded: the link, or its target if it resolved it
-            found = reports.get(os.path.abspath(link)) or reports.get(str(Path(path).resolve()))
-            if found is None:
-                mentions = [m for m in errors.messages if Path(link).name in m or Path(link).stem in m]
-                reason = failure or (mentions[-1] if mentions else "the bundle wrote no report for it (see the log)")
-                results[path] = ImageResult(error=reason.replace(link, path), status="failed")
-                continue
-            report, folder = found
-            if report.get("status", "ok") != "ok":  # the bundle's error report: refused or unreadable
-                message = str(report.get("error") or report["status"]).replace(link, path)
-                results[path] = ImageResult(error=message, status=str(report["status"]))
-                continue
-            # The report as the bundle wrote it, but naming the app's input and without the scratch files.
-            report = {k: v for k, v in report.items() if k not in SCRATCH_KEYS}
-            report["image"] = path
-            results[path] = ImageResult(
-                report=report,
-                heatmap=self._read_heatmap(folder / "heatmap.nii.gz"),
-                image=np.asarray(LoadPXR()(link))[0],
-            )
-        return results, failure
+            network = torch.jit.load(str(self.torchscript), map_location=device).eval()
+        else:
+            network = parser.get_parsed_content("network")
+            path, key = self._checkpoint(parser)
+            load_network_weights(network, path, key=key).to(device)
+        return {
+            "preprocessing": parser.get_parsed_content("preprocessing"),
+            "network": network,
+            "inferer": parser.get_parsed_content("inferer"),
+            "postprocessing": parser.get_parsed_content("postprocessing"),
+            "device": device,
+            "amp": bool(parser.get_parsed_content("amp")) and device.type == "cuda",
+        }
 
     @staticmethod
-    def _read_heatmap(path: Path) -> np.ndarray:
-        """The bundle's heatmap NIfTI as an ``(H, W)`` array (rows, columns) of the radiograph.
+    def _checkpoint(parser) -> tuple[str, str | None]:
+        """The weights file and state-dict key of the config's ``CheckpointLoader`` handler."""
+        for index, handler in enumerate(parser.get("handlers", [])):
+            if isinstance(handler, dict) and str(handler.get("_target_", "")).endswith("CheckpointLoader"):
+                keys = list(handler.get("load_dict", {}))
+                return str(parser.get_parsed_content(f"handlers#{index}#load_path")), (keys[0] if keys else None)
+        raise ValueError(f"{INFERENCE_CONFIG}: no CheckpointLoader among its handlers, so no weights to load.")
 
-        The file is on the radiograph's grid in the project's NIfTI convention
-        (``custom_transforms.conventions.radiograph_nifti_affine``: axis 0 = column, axis 1 = row); any axis
-        flips in its affine (a viewer's re-save) are undone by reorienting to that convention's orientation.
+    def analyse(self, dataset, path: str, writer=None) -> ImageResult:
+        """The bundle's result for one radiograph.
+
+        Args:
+            dataset: the pydicom dataset the SDK loaded (or ``None``: the bundle reads ``path``).
+            path: the file it came from (names the image in messages; its annotation sidecar is looked up beside it).
+            writer: the bundle's ``FractureReportWriter`` to write the bundle's own outputs too (optional).
         """
-        import nibabel as nib
-        from nibabel import orientations
+        import torch
 
-        from custom_transforms.conventions import radiograph_nifti_affine
+        from scripts.reporting.inference_failures import describe_failure
+        from scripts.reporting.plots import fracture_overlay
 
-        image = nib.load(str(path))
-        wanted = orientations.io_orientation(radiograph_nifti_affine(None))[: len(image.shape)]
-        current = orientations.io_orientation(image.affine)[: len(image.shape)]
-        transform = orientations.ornt_transform(current, wanted)
-        data = np.asarray(orientations.apply_orientation(np.asanyarray(image.dataobj), transform), dtype=np.float32)
-        return data.reshape(data.shape[:2]).T.copy()  # (x, y[, 1]) -> (rows, cols)
+        sidecar = annotation_sidecar(path)
+        if sidecar is not None:
+            logger.info("Using the landmarks of %s for %s", sidecar, path)
+        item = {"image": path if dataset is None else dataset, "annotation": None if sidecar is None else str(sidecar)}
+        try:
+            parts = self.components()
+            data = parts["preprocessing"](item)
+            inputs = torch.as_tensor(data["siamese_input"])[None].to(parts["device"])
+            with torch.no_grad(), torch.autocast(parts["device"].type, enabled=parts["amp"]):
+                data["pred"] = parts["inferer"](inputs, parts["network"])[0]
+            data = parts["postprocessing"](data)
+        except Exception as error:  # the bundle's status and message, as its own inference reports them
+            failure = describe_failure(path, error)
+            if writer is not None:
+                writer.write_failure({"image": path}, error)
+            return ImageResult(error=failure.error, status=failure.status)
+        if writer is not None:
+            writer.write(data)
+        result = data["fracture_result"]
+        heatmap = data["pred_original"].detach().cpu().numpy().astype(np.float32)[0]
+        image = data["radiograph"].detach().cpu().numpy().astype(np.float32)[0]
+        return ImageResult(
+            report={"image": path, "status": "ok", **result},
+            heatmap=heatmap,
+            image=image,
+            overlay=fracture_overlay(image, heatmap, result),
+        )
+
+    def run(self, instances: Sequence[str | tuple[Any, str]]) -> dict[str, ImageResult]:
+        """Analyse every radiograph; returns a result per path (with ``error`` for those the bundle did not report).
+
+        Args:
+            instances: ``(pydicom dataset, file path)`` pairs as the SDK loaded them, or file paths.
+        """
+        writer = None
+        if self.workdir is not None:
+            from scripts.reporting.inference_writer import FractureReportWriter
+
+            writer = FractureReportWriter(self.workdir)
+        results = {}
+        for instance in instances:
+            dataset, path = (None, instance) if isinstance(instance, (str, os.PathLike)) else instance
+            results[str(path)] = self.analyse(dataset, str(path), writer)
+        if writer is not None:
+            writer.write_summary()
+        return results

@@ -6,8 +6,9 @@ Prints the median (and all runs) of
 
 * ``app``: ``python deploy/app.py -i <study> -o <tmp> -m <model>`` as a process (imports, Holoscan graph,
   DICOM loading and selection, the bundle's inference, SR + SC + JSON writing);
-* ``bundle``: ``BundleInference.run`` in this process on the study's selected radiographs (the bundle's
-  inference config: landmarks, preprocessing, network, back-projection, report), warm (after one run).
+* ``bundle``: ``BundleInference.run`` in this process on the study's selected radiographs as the SDK loaded them
+  (the bundle's inference config in memory: landmarks, preprocessing, network, back-projection, result, overlay),
+  warm (after one run).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ APP_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(APP_DIR))
 
 
-def _selected_files(study: Path) -> list[str]:
+def _selected_instances(study: Path) -> list:
     import json
 
     from holoscan.core import Fragment
@@ -36,7 +37,7 @@ def _selected_files(study: Path) -> list[str]:
     studies = CheckedDICOMDataLoaderOperator(fragment, input_folder=study, name="loader").load_data_to_studies(study)
     rules = json.loads((APP_DIR / "series_selection_rules.json").read_text())
     selector = DICOMSeriesSelectorOperator(fragment, rules=json.dumps(rules), all_matched=True, name="selector")
-    return [path for _, path in selected_instances(selector.filter(rules, studies, all_matched=True))]
+    return selected_instances(selector.filter(rules, studies, all_matched=True))
 
 
 def main() -> None:
@@ -60,16 +61,16 @@ def main() -> None:
 
     from aasn_bundle import BundleInference
 
-    files = _selected_files(args.study)
+    instances = _selected_instances(args.study)
     inference = BundleInference.from_model_path(args.model)
-    inference.run(files)  # warm-up
+    inference.run(instances)  # warm-up
     bundle_times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        results = inference.run(files)
+        results = inference.run(instances)
         bundle_times.append(time.perf_counter() - start)
     failed = [path for path, r in results.items() if r.error]
-    print(f"study {args.study}: {len(files)} selected radiograph(s), failed: {failed or 'none'}")
+    print(f"study {args.study}: {len(instances)} selected radiograph(s), failed: {failed or 'none'}")
     print(
         f"app (process, end to end): median {statistics.median(app_times):.2f} s  runs "
         f"{[round(t, 2) for t in app_times]}"

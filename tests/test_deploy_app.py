@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.uid import UID
 
 pytest.importorskip("monai.deploy", reason="needs the MONAI Deploy App SDK: bash deploy/setup.sh, then .venv-deploy")
@@ -137,10 +138,10 @@ def bundle(tmp_path_factory) -> Path:
 
 
 def test_app_reports_the_pelvic_radiograph_of_a_study_as_the_bundle_does(bundle, tmp_path):
-    inputs, outputs = tmp_path / "study", tmp_path / "out"
+    inputs, outputs, work = tmp_path / "study", tmp_path / "out", tmp_path / "work"
     study = write_study(inputs)
     pelvis = study["pelvis"]
-    result, seconds = run_app(["-i", str(inputs), "-o", str(outputs), "-m", str(bundle)])
+    result, seconds = run_app(["-i", str(inputs), "-o", str(outputs), "-m", str(bundle), "-w", str(work)])
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-6000:]
     print(f"app end-to-end (process start to exit, one study): {seconds:.1f} s")
@@ -176,6 +177,14 @@ def test_app_reports_the_pelvic_radiograph_of_a_study_as_the_bundle_does(bundle,
     sr_probability = float(factory.content_items(sr, "NUM", PROBABILITY)[0].MeasuredValueSequence[0].NumericValue)
     assert sr_probability == pytest.approx(reference["fracture_probability"], abs=1e-4)
     assert len(factory.content_items(sr, "SCOORD")) == len(reference["peaks"])
+    # the SC's picture is the bundle's own overlay of its result, not one drawn by the app
+    np.testing.assert_array_equal(sc.pixel_array, np.asarray(Image.open(reference["overlay_png"]).convert("RGB")))
+    # -w: the bundle's writer wrote its own report of the image the app analysed in memory
+    kept = json.loads((work / "pelvis" / "report.json").read_text())
+    assert kept["fracture_probability"] == pytest.approx(reference["fracture_probability"], abs=1e-6)
+    np.testing.assert_allclose(
+        [[p["x"], p["y"]] for p in kept["peaks"]], [[p["x"], p["y"]] for p in reference["peaks"]], atol=1e-6
+    )
 
     summary = json.loads((outputs / "aasn_summary.json").read_text())
     assert summary["status"] == "ok"

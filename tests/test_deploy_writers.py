@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from operators.dicom_loader_operator import CheckedDICOMDataLoaderOperator, dicom_file_problem  # noqa: E402
 from operators.finding import AASNFinding  # noqa: E402
 from operators.json_summary_operator import build_summary  # noqa: E402
-from operators.sc_writer_operator import BANNER_BACKGROUND, banner_height, build_heatmap_sc, render_overlay  # noqa: E402
+from operators.sc_writer_operator import build_heatmap_sc  # noqa: E402
 from operators.sr_writer_operator import build_fracture_sr, to_dicom_scoord  # noqa: E402
 
 import deploy_dicom_factory as factory  # noqa: E402
@@ -103,32 +103,6 @@ def test_sr_of_a_negative_image_says_absent_and_has_no_peak_groups(source):
 def test_sr_rejects_an_incomplete_report(source):
     with pytest.raises(KeyError, match="positive"):
         build_fracture_sr(source, {"fracture_probability": 0.3, "threshold": 0.5, "peaks": []})
-
-
-def test_overlay_keeps_grey_where_the_heatmap_is_zero_and_burns_in_the_banner():
-    rows, cols = 120, 160
-    image = np.linspace(0, 1, rows * cols, dtype=np.float32).reshape(rows, cols)
-    heatmap = np.zeros((rows, cols), np.float32)
-    heatmap[80:100, 100:120] = 1.0
-    picture = render_overlay(image, heatmap, caption="probability 0.9")
-    assert picture.shape == (rows, cols, 3) and picture.dtype == np.uint8
-
-    band = banner_height(rows)
-    grey = np.rint(image * 255).astype(np.uint8)
-    untouched = picture[band:].copy()
-    np.testing.assert_array_equal(untouched[:, :100, 0], grey[band:, :100])  # no heatmap: exact grey
-    np.testing.assert_array_equal(untouched[:, :100, 0], untouched[:, :100, 2])
-    spot = picture[85:95, 105:115].astype(int)
-    assert (np.abs(spot[..., 0] - spot[..., 2]) > 40).all()  # coloured where the heatmap is 1
-    top = picture[:band].reshape(-1, 3)
-    is_background = (top == BANNER_BACKGROUND).all(axis=1)
-    assert is_background.mean() > 0.5 and not is_background.all()  # a dark band with text in it
-    assert not (picture[:band, :, 0] == grey[:band]).all()
-
-
-def test_overlay_rejects_a_heatmap_on_another_grid():
-    with pytest.raises(ValueError, match="same shape"):
-        render_overlay(np.zeros((10, 12)), np.zeros((12, 10)))
 
 
 def test_secondary_capture_keeps_identity_grid_and_references_the_source(source, tmp_path):

@@ -4,8 +4,10 @@ The server serves a copy of the bundle with tiny weights, on a studies folder of
 project's simulator (procedural anatomy, DICOM DX) plus a chest film, a blank image and a DICOM without pixels.
 It checks the app's contract, not accuracy:
 
-* the fracture model is a tiny, untrained AASN (random weights): the test checks the probability, the threshold
-  logic, the label image and the retraining, not their values;
+* the fracture model is a tiny, untrained AASN (random weights) whose heatmap gets three planted peaks added
+  (:func:`planted_aasn`; the bundle copy's ``inference.json`` builds it): the test checks the probability, the
+  threshold logic, the label image, the retraining, and that the task reports the peaks of the bundle's own
+  ``report.json`` for the same image;
 * the landmark detector's network is :class:`OracleHeatmaps`, a stand-in that knows the studies: for one of the
   simulated radiographs it returns logits whose spatial softmax (the detector's activation) is a Gaussian at each
   annotated landmark, for any other image flat logits (no landmark found). So everything after the network (letterbox
@@ -45,7 +47,7 @@ NUM_PXRS = 4
 IMAGE_HW = (224, 224)  # rows, cols of the simulated radiographs (square: the simulated detector is)
 DETECTOR_INPUT = (64, 64)
 TINY_AASN = {
-    "roi_size": [32, 64],
+    "roi_size": [64, 128],  # ROI pixels of about 2 mm: the planted peaks 4 pixels apart are closer than 10 mm
     "network_kwargs": {
         "init_features": 8,
         "growth_rate": 4,
@@ -87,6 +89,37 @@ class OracleHeatmaps(torch.nn.Module):
         return self.heatmaps[best.indices] * (best.values <= self.tolerance).float()[:, None, None, None]
 
 
+#: Planted peaks of :func:`planted_aasn`: (column, row) as fractions of the ROI, an offset in ROI pixels, probability.
+PLANTED_PEAKS = (((0.25, 0.5), (0, 0), 0.9), ((0.25, 0.5), (4, 0), 0.8), ((0.75, 0.5), (0, 0), 0.7))
+
+
+def planted_heatmap_logits(height: int, width: int) -> torch.Tensor:
+    """(1, 1, h, w) logits of a heatmap of probability 0.02 with :data:`PLANTED_PEAKS` (Gaussians of 1 ROI pixel)."""
+    yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                            indexing="ij")
+    probability = torch.full((height, width), 0.02)
+    for (fx, fy), (dx, dy), peak in PLANTED_PEAKS:
+        cx, cy = int(fx * width) + dx, int(fy * height) + dy
+        probability = torch.maximum(probability, peak * torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 2.0))
+    return torch.logit(probability)[None, None]
+
+
+def planted_aasn(network_kwargs: dict) -> torch.nn.Module:
+    """The bundle's AASN (``build_network("aasn", **network_kwargs)``: its weights load and it runs) whose heatmap
+    logits are ``1e-3 x`` its own plus :func:`planted_heatmap_logits`, so its peaks are known. The server's bundle
+    copy builds it in ``inference.json``; training (``train.json``) keeps the plain AASN."""
+    from scripts.fracture.networks import build_network
+
+    network = build_network("aasn", **network_kwargs)
+    base = type(network)
+
+    def forward(self, x):
+        return 1e-3 * base.forward(self, x) + planted_heatmap_logits(*x.shape[-2:]).to(x.device)
+
+    network.__class__ = type("PlantedAASN", (base,), {"forward": forward})
+    return network
+
+
 # --- the deployment: bundle copy, weights, studies --------------------------------------------------------------
 
 
@@ -121,6 +154,10 @@ def deployment(tmp_path_factory):
     )
     models = bundle / "models"
     models.mkdir()
+    inference_config = bundle / "configs" / "inference.json"
+    config = json.loads(inference_config.read_text())
+    config["network_def"] = {"_target_": "test_monailabel_app.planted_aasn", "network_kwargs": "@network_kwargs"}
+    inference_config.write_text(json.dumps(config, indent=4))
 
     datalist = simulation.generate_dataset(
         root / "sim", NUM_PXRS, anatomy="procedural", seed=3, size=IMAGE_HW, positive_fraction=0.5, progress=False
@@ -389,6 +426,50 @@ def test_fracture_infer_returns_a_probability_and_the_thresholded_heatmap(server
     assert label.shape == IMAGE_HW and set(np.unique(label)) <= {0, 17}
     if (label == 17).any():  # the label is the heatmap resampled onto the radiograph: never above its maximum
         assert p >= t
+
+
+def test_fracture_result_lists_the_peaks_of_the_bundles_report_json(server, tmp_path):
+    """For one image, the fracture task's result and the bundle's own ``report.json`` (its inference config run on the
+    same file, landmarks and weights) list the same peaks: the planted strongest and far peaks, not the one 4 ROI
+    pixels (less than 10 mm) from the strongest."""
+    from monai.bundle import ConfigWorkflow
+
+    from custom_transforms.conventions import LANDMARK_NAMES
+
+    image = server["ids"][2]
+    landmarks = server["cases"][image]["landmarks"]
+    result = _infer_json(server, FRACTURE_TASK, image, params={"landmarks": landmarks.tolist()})
+    assert result["landmark_source"] == "request"
+
+    (path,) = server["studies"].glob(f"{image}.*")
+    annotation = tmp_path / f"{image}.json"
+    named = {n: [float(v) for v in p] for n, p in zip(LANDMARK_NAMES, landmarks)}
+    annotation.write_text(json.dumps({"landmarks": named, "fractures": []}))
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps([{"image": str(path), "annotation": str(annotation)}]))
+    bundle, out = server["bundle"], tmp_path / "bundle_output"
+    workflow = ConfigWorkflow(
+        config_file=[str(bundle / "configs" / "inference.json"), str(server["conf"]["config_overrides"])],
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="infer",
+        bundle_root=str(bundle),
+        input=str(datalist),
+        output_dir=str(out),
+        ckpt_dir=os.path.dirname(result["weights"]),  # the weights the task served
+    )
+    workflow.initialize()
+    workflow.run()
+    report = json.loads((out / image / "report.json").read_text())
+
+    assert report["status"] == "ok" and report["landmark_source"] == "annotation"
+    assert [p["probability"] for p in report["peaks"]] == pytest.approx([0.9, 0.7], abs=0.01)  # 0.8 is too close
+    assert len(result["peaks"]) == len(report["peaks"])
+    for served, written in zip(result["peaks"], report["peaks"]):
+        assert served.keys() == written.keys()
+        assert all(served[k] == pytest.approx(written[k], abs=1e-5) for k in written), (served, written)
+    assert result["max_location"] == pytest.approx(report["max_location"], abs=1e-5)
+    assert result["fracture_probability"] == pytest.approx(report["fracture_probability"], abs=1e-5)
 
 
 def _save_label_image(server, image: str) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -1,8 +1,9 @@
 """Runs the bundle's own inference on every selected radiograph of the study.
 
-The operator does no image processing of its own: it hands the selected instances' files to
-:class:`aasn_bundle.BundleInference`, which runs the bundle's ``inference.json`` (landmark detection,
-preprocessing, network, back-projection, report), so the app's probabilities are the bundle's.
+The operator does no image processing of its own: it hands the pydicom datasets that the SDK's loader already read
+(and their file paths, for messages and annotation sidecars) to :class:`aasn_bundle.BundleInference`, which runs
+the bundle's ``inference.json`` in memory (landmark detection, preprocessing, network, back-projection, fracture
+result, overlay picture), so the app's probabilities, peaks and pictures are the bundle's.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class AASNInferenceOperator(Operator):
             op_output.emit([], "findings")
             return
         logger.info("Analysing %d pelvic radiograph(s): %s", len(instances), [path for _, path in instances])
-        results = self.inference.run([path for _, path in instances])
+        results = self.inference.run(instances)
         findings = []
         for dataset, path in instances:
             result = results[path]
@@ -93,6 +94,7 @@ class AASNInferenceOperator(Operator):
                     report=result.report,
                     heatmap=result.heatmap,
                     image=result.image,
+                    overlay=result.overlay,
                     error=result.error,
                     status=result.status,
                 )

@@ -18,12 +18,14 @@ class AASNFinding:
     Args:
         source: the input instance (pydicom dataset, pixel data included) whose identity the outputs copy.
         source_file: the file it was read from.
-        report: the bundle's own ``report.json`` for this image (``fracture_probability``, ``threshold``,
-            ``positive``, ``peaks`` ``[{x, y, x_mm, y_mm, probability}]``, ``landmarks`` and their provenance
-            (``landmark_source``, ``landmarks_detected``, ``landmark_confidence`` ...)), points in the
-            project's convention: ``[x, y]`` = (column, row) pixels from the centre of the top-left pixel.
+        report: the bundle's fracture result for this image (``scripts.reporting.fracture_result``, the content of
+            its ``report.json``: ``fracture_probability``, ``threshold``, ``positive``, ``peaks``
+            ``[{x, y, x_mm, y_mm, probability}]``, ``landmarks`` and their provenance (``landmark_source``,
+            ``landmarks_detected``, ``landmark_confidence`` ...)), points in the project's convention: ``[x, y]`` =
+            (column, row) pixels from the centre of the top-left pixel.
         heatmap: ``(H, W)`` fracture probabilities on the original image grid, or ``None`` on failure.
         image: ``(H, W)`` radiograph in ``[0, 1]``, bone bright, as the bundle's loader gave it.
+        overlay: ``(H, W, 3)`` uint8, the bundle's overlay picture of the result (its ``overlay.png``), or ``None``.
         error: why the image could not be analysed (then ``report``, ``heatmap`` and ``image`` are empty).
         status: the bundle's status for the image (its ``report.json``'s ``status``): ``"ok"``, or e.g.
             ``"not_a_pelvis"`` (refused by the landmark detector), ``"unreadable"``, ``"failed"``.
@@ -34,6 +36,7 @@ class AASNFinding:
     report: dict[str, Any] = field(default_factory=dict)
     heatmap: np.ndarray | None = None
     image: np.ndarray | None = None
+    overlay: np.ndarray | None = None
     error: str | None = None
     status: str = "ok"
 

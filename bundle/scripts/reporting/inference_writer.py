@@ -7,16 +7,16 @@
   axis 1 is y (row), with the radiograph affine of ``custom_transforms.conventions.radiograph_nifti_affine``
   (``diag(-col_mm, -row_mm, 1, 1)``, ITK's placement of a radiograph): ITK-based viewers overlay it on the
   radiograph, and ITK or nibabel (after reorienting to LPS) read it back on the image's pixels.
-- ``overlay.png``: the radiograph with the heatmap and the peaks.
-- ``report.json``: ``status`` ``"ok"``, ``fracture_probability`` (the image score), the operating
-  ``threshold``, ``positive``, ``peaks`` (local maxima of the heatmap at or above the threshold, strongest
-  first, each in original pixels ``[x, y]`` and in mm), ``max_location`` (the strongest point, always), the
-  image's spacing, the ``landmarks`` used and where they came from: ``landmark_source`` (``"annotation"`` or
-  ``"detector"``, or what the data's ``landmark_source`` says), ``landmarks_detected`` and, for detected
-  landmarks, ``landmark_plausibility``, ``landmark_confidence`` and ``corrected_by_shape_model`` by name
-  (``null`` for annotated ones); ``tps_warp``: the warp between the mirrored ROI and the ROI (``"tps"``, or the
-  smoother warp a folding spline fell back to, see :mod:`custom_transforms.tps`; ``null`` when the data do not
-  say).
+- ``overlay.png``: the radiograph with the heatmap, the peaks and a caption banner
+  (:func:`~scripts.reporting.plots.fracture_overlay`, the picture of the Deploy app's Secondary Capture too).
+- ``report.json``: ``image``, ``status`` ``"ok"``, the image's fracture result as the post-processing built it
+  (:func:`~scripts.reporting.fracture_result.fracture_result`: ``fracture_probability``, ``threshold``,
+  ``positive``, ``peaks`` in original pixels and mm, ``max_location``, spacing, ``landmarks`` and their
+  provenance, ``tps_warp``) and the paths of the two files above.
+
+The writer only writes: the result (``fracture_result``) and the heatmap on the original grid (``pred_original``)
+are made by ``configs/inference.json``'s ``postprocessing`` (``FractureResultd``, ``ROIToOriginald``), which
+MONAI Label and the Deploy app run too.
 
 An image whose preprocessing failed (:meth:`FractureReportWriter.write_failure`, called by
 :class:`~scripts.failure_tolerant_dataset.FailureTolerantDataset`) gets a ``report.json`` with its ``status``
@@ -24,8 +24,6 @@ An image whose preprocessing failed (:meth:`FractureReportWriter.write_failure`,
 no probability. At the end of the run ``output_dir/inference_summary.json`` lists every image with its status,
 and one log line counts them.
 
-Peaks are found on the network's ROI-space heatmap (its native resolution) and mapped to original pixels
-exactly with the ROI's homogeneous ``roi_to_original`` matrix (``[x, y, 1]`` column vectors).
 """
 
 from __future__ import annotations
@@ -39,21 +37,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from ignite.engine import Engine, Events
 
-from custom_transforms import ROIToOriginal, roi_points_to_original
-from custom_transforms.conventions import LANDMARK_NAMES, radiograph_nifti_affine
+from custom_transforms.conventions import radiograph_nifti_affine
 from custom_transforms.files import unique_image_stems
 
 from scripts.reporting.evaluation_writer import case_name, engine_items, to_numpy
 from scripts.reporting.inference_failures import describe_failure
-from scripts.reporting.plots import save_heatmap_overlay
+from scripts.reporting.plots import save_fracture_overlay
 
-__all__ = [
-    "FractureReportWriter", "SUMMARY_FILE", "find_peaks", "landmark_provenance", "tps_warp_name",
-    "write_heatmap_nifti",
-]
+__all__ = ["FractureReportWriter", "SUMMARY_FILE", "write_heatmap_nifti"]
 
 #: The run's summary, in ``output_dir``.
 SUMMARY_FILE = "inference_summary.json"
@@ -62,25 +55,6 @@ _RESULT_FILES = ("heatmap.nii.gz", "overlay.png")
 
 logger = logging.getLogger(__name__)
 
-
-
-def find_peaks(heatmap: np.ndarray, threshold: float, min_distance: int = 3, max_peaks: int = 10) -> np.ndarray:
-    """Local maxima ``[x, y]`` of a (h, w) heatmap at or above ``threshold``, strongest first.
-
-    Args:
-        heatmap: probabilities (h, w).
-        threshold: lowest value a peak may have.
-        min_distance: minimal separation of peaks in pixels.
-        max_peaks: at most this many.
-    """
-    from skimage.feature import peak_local_max
-
-    rc = peak_local_max(
-        np.asarray(heatmap, dtype=np.float64), min_distance=max(int(min_distance), 1), threshold_abs=threshold,
-        exclude_border=False, num_peaks=max_peaks,
-    )
-    rc = rc[heatmap[rc[:, 0], rc[:, 1]] >= threshold] if len(rc) else rc
-    return rc[:, ::-1].astype(np.float64).reshape(-1, 2)
 
 
 def write_heatmap_nifti(heatmap: np.ndarray, spacing_mm: np.ndarray, path: str | os.PathLike) -> str:
@@ -108,50 +82,24 @@ class FractureReportWriter:
 
     Args:
         output_dir: root folder; each image gets ``output_dir/<image name>/``.
-        threshold: operating threshold on the image score (and the peaks' minimum probability).
-        pred_key: ROI-space heatmap probabilities (1, h, w).
-        original_pred_key: the heatmap on the original grid (1, H, W), when postprocessing made it; otherwise the
-            writer puts ``pred`` back with ``custom_transforms.ROIToOriginal`` (using ``roi_size_key``).
-        score_key: the image score (computed as the ROI heatmap maximum when absent).
+        result_key: the image's fracture result (made by ``scripts.reporting.fracture_result.FractureResultd``).
+        original_pred_key: the heatmap on the original grid (1, H, W) (made by ``custom_transforms.ROIToOriginald``).
         image_key: the original image (1, H, W) whose meta-data carry ``spacing_mm`` and the file name.
-        roi_to_original_key: (3, 3) homogeneous ROI -> original pixel matrix.
-        roi_size_key: the ROI's (h, w), for the back-projection.
-        landmarks_key: (16, 2) landmarks used.
-        peak_min_distance_mm: minimal separation of peaks in mm (converted to ROI pixels).
-        max_peaks: how many peaks at most.
         items: the run's input items (dicts with ``image``); when given, the summary lists each of them with the
             status of its ``report.json``, also for failures recorded in ``DataLoader`` workers. Otherwise it
             lists what this process wrote.
-
-    Landmark provenance is read from the data (``scripts.landmarks.detector.DetectLandmarksd``'s keys):
-    ``landmarks_detected``, ``landmark_confidence`` (16,), ``landmark_corrected`` (16,) and
-    ``landmark_plausibility``; a ``landmark_source`` string in the data (e.g. ``"request"`` from MONAI Label)
-    overrides the ``"detector"`` / ``"annotation"`` these imply.
     """
 
     def __init__(
         self,
         output_dir: str | os.PathLike,
-        threshold: float = 0.5,
-        pred_key: str = "pred",
+        result_key: str = "fracture_result",
         original_pred_key: str = "pred_original",
-        score_key: str = "score",
         image_key: str = "image",
-        roi_to_original_key: str = "roi_to_original",
-        roi_size_key: str = "roi_size",
-        landmarks_key: str = "landmarks",
-        peak_min_distance_mm: float = 10.0,
-        max_peaks: int = 10,
         items: Sequence[dict] | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
-        self.threshold = float(threshold)
-        self.pred_key, self.original_pred_key, self.score_key, self.image_key = (
-            pred_key, original_pred_key, score_key, image_key,
-        )
-        self.roi_to_original_key, self.roi_size_key = roi_to_original_key, roi_size_key
-        self.landmarks_key = landmarks_key
-        self.peak_min_distance_mm, self.max_peaks = float(peak_min_distance_mm), int(max_peaks)
+        self.result_key, self.original_pred_key, self.image_key = result_key, original_pred_key, image_key
         self.items = None if items is None else list(items)
         self._folder_names = (
             {} if self.items is None else unique_image_stems([str(item.get(image_key, "")) for item in self.items])
@@ -178,86 +126,34 @@ class FractureReportWriter:
         return self.output_dir / (name or case_name(item, self.image_key, fallback=f"image{len(self.reports):04d}"))
 
     def write(self, item: dict) -> dict[str, Any]:
-        """Write one image's outputs; returns its report."""
-        for key in (self.pred_key, self.image_key, self.roi_to_original_key):
+        """Write one image's outputs; returns its report.
+
+        Args:
+            item: the post-processed data of one image (``result_key``, ``original_pred_key``, ``image_key``).
+        """
+        for key in (self.result_key, self.original_pred_key, self.image_key):
             if key not in item:
-                raise KeyError(f"FractureReportWriter: the inference output lacks '{key}' (has {sorted(item)}).")
+                raise KeyError(
+                    f"FractureReportWriter: the inference output lacks '{key}' (has {sorted(map(str, item))}); "
+                    "the inference config's postprocessing makes it."
+                )
+        result = item[self.result_key]
         image = item[self.image_key]
         meta = getattr(image, "meta", {}) or {}
-        # unknown spacing (e.g. a PNG without annotation): pixels only, mm entries null, NIfTI at 1 mm
-        spacing = meta.get("spacing_mm")
-        spacing = None if spacing is None else to_numpy(spacing).astype(np.float64).ravel()
+        heatmap = to_numpy(item[self.original_pred_key]).astype(np.float32)
+        heatmap = heatmap[0] if heatmap.ndim == 3 else heatmap
         out = self._folder(item)
-        name = out.name
         out.mkdir(parents=True, exist_ok=True)
-
-        roi_heatmap = to_numpy(item[self.pred_key]).astype(np.float64)
-        roi_heatmap = roi_heatmap[0] if roi_heatmap.ndim == 3 else roi_heatmap
-        if self.original_pred_key in item:
-            original = item[self.original_pred_key]
-        else:
-            roi_size = item.get(self.roi_size_key)
-            roi_size = None if roi_size is None else [int(v) for v in to_numpy(roi_size).ravel()]
-            pred = torch.as_tensor(to_numpy(item[self.pred_key]))  # on the CPU, wherever the network ran
-            original = ROIToOriginal()(pred, to_numpy(item[self.roi_to_original_key]), image.shape[-2:], roi_size)
-        original = to_numpy(original).astype(np.float32)
-        original = original[0] if original.ndim == 3 else original
-        score = float(to_numpy(item[self.score_key]).ravel()[0]) if self.score_key in item else float(roi_heatmap.max())
-        matrix = to_numpy(item[self.roi_to_original_key]).astype(np.float64).reshape(3, 3)
-
-        def located(xy_roi: np.ndarray) -> list[dict[str, Any]]:
-            xy = roi_points_to_original(xy_roi, matrix)
-            values = roi_heatmap[np.rint(xy_roi[:, 1]).astype(int), np.rint(xy_roi[:, 0]).astype(int)]
-            return [
-                {
-                    "x": float(x),
-                    "y": float(y),
-                    "x_mm": None if spacing is None else float(x * spacing[1]),
-                    "y_mm": None if spacing is None else float(y * spacing[0]),
-                    "probability": float(v),
-                }
-                for (x, y), v in zip(xy, values)
-            ]
-
-        # ROI pixel size in mm: lengths of the ROI's unit steps in original pixels, times the original spacing
-        # (with unknown spacing the peak separation is taken in original pixels)
-        unit = spacing if spacing is not None else np.ones(2)
-        roi_pixel_mm = 0.5 * (np.hypot(*matrix[:2, 0]) * unit[1] + np.hypot(*matrix[:2, 1]) * unit[0])
-        min_distance = max(int(round(self.peak_min_distance_mm / roi_pixel_mm)), 1)
-        peaks = located(find_peaks(roi_heatmap, self.threshold, min_distance, self.max_peaks))
-        r, c = np.unravel_index(int(np.argmax(roi_heatmap)), roi_heatmap.shape)
-        landmarks = to_numpy(item[self.landmarks_key]).reshape(-1, 2) if self.landmarks_key in item else None
         report = {
             "image": str(meta.get("filename_or_obj", "")),
             "status": "ok",
-            "fracture_probability": score,
-            "threshold": self.threshold,
-            "positive": bool(score >= self.threshold),
-            "peaks": peaks,
-            "max_location": located(np.array([[float(c), float(r)]]))[0],
-            "spacing_mm": None if spacing is None else [float(s) for s in spacing],
-            "spacing_source": str(meta.get("spacing_source", "")),
-            "coordinates": "[x, y] = (column, row) pixels of the original image from the centre of the top-left "
-            "pixel; mm = pixels x spacing",
-            "landmarks": (
-                {n: [float(v) for v in p] for n, p in zip(LANDMARK_NAMES, landmarks)} if landmarks is not None else None
-            ),
-            **landmark_provenance(item),
-            "tps_warp": tps_warp_name(item),
-            "heatmap_nifti": write_heatmap_nifti(original, spacing, out / "heatmap.nii.gz"),
-            "overlay_png": save_heatmap_overlay(
-                to_numpy(image),
-                original,
-                out / "overlay.png",
-                peaks=np.array([[p["x"], p["y"]] for p in peaks]).reshape(-1, 2),
-                title=f"{name}: fracture probability {score:.3f} "
-                      f"({'positive' if score >= self.threshold else 'negative'}"
-                f" at {self.threshold:g}) - research use, not for diagnosis",
-                threshold=self.threshold,
-            ),
+            **result,
+            # unknown spacing (e.g. a PNG without annotation): the NIfTI is at 1 mm
+            "heatmap_nifti": write_heatmap_nifti(heatmap, result.get("spacing_mm"), out / "heatmap.nii.gz"),
+            "overlay_png": save_fracture_overlay(to_numpy(image), heatmap, result, out / "overlay.png"),
         }
         self._save(report, out / "report.json")
-        logger.info(f"{name}: fracture probability {score:.4f} -> {out / 'report.json'}")
+        logger.info(f"{out.name}: fracture probability {result['fracture_probability']:.4f} -> {out / 'report.json'}")
         return report
 
     def write_failure(self, item: dict, error: BaseException) -> dict[str, Any]:
@@ -328,46 +224,3 @@ class FractureReportWriter:
                 "error": f"{image}: {file} is the report of {report.get('image')} (same file name); rename one.",
             }
         return {**report, "_file": str(file)}
-
-
-def tps_warp_name(item: dict, key: str = "tps_warp") -> str | None:
-    """The name of the warp an item's TPS grid was made with (``custom_transforms.tps.TPSGridd``'s ``tps_warp``; a
-    collated batch's one-element list unwrapped), or None when the data do not carry it.
-
-    Args:
-        item: the inference output merged with its batch.
-        key: the key of the warp's name.
-    """
-    warp = item.get(key)
-    if isinstance(warp, (list, tuple)):
-        warp = warp[0] if warp else None
-    return None if warp is None else str(warp)
-
-
-def landmark_provenance(item: dict) -> dict[str, Any]:
-    """Where an item's landmarks came from, for its report (see :class:`FractureReportWriter`).
-
-    Args:
-        item: the inference output merged with its batch (``landmarks_detected``, ``landmark_confidence``,
-            ``landmark_corrected``, ``landmark_plausibility``, optionally ``landmark_source``).
-    """
-    detected = bool(to_numpy(item.get("landmarks_detected", False)).reshape(-1)[0])
-    source = item.get("landmark_source")
-    source = str(source[0] if isinstance(source, (list, tuple)) else source) if source else None
-    provenance: dict[str, Any] = {
-        "landmark_source": source or ("detector" if detected else "annotation"),
-        "landmarks_detected": detected,
-        "landmark_plausibility": None,
-        "landmark_confidence": None,
-        "corrected_by_shape_model": None,
-    }
-    if detected:
-        if item.get("landmark_plausibility") is not None:
-            provenance["landmark_plausibility"] = float(to_numpy(item["landmark_plausibility"]).reshape(-1)[0])
-        if item.get("landmark_confidence") is not None:
-            confidence = to_numpy(item["landmark_confidence"]).reshape(-1)
-            provenance["landmark_confidence"] = {n: float(v) for n, v in zip(LANDMARK_NAMES, confidence)}
-        if item.get("landmark_corrected") is not None:
-            corrected = to_numpy(item["landmark_corrected"]).reshape(-1)
-            provenance["corrected_by_shape_model"] = {n: bool(v) for n, v in zip(LANDMARK_NAMES, corrected)}
-    return provenance

@@ -1,6 +1,6 @@
 """Pictures written by evaluation and inference: ROC, PR and modified-FROC curves, a Fig. 6-like case
-picture (ROI, heatmap, feature distance map), the fracture heatmap overlay on the original radiograph and the
-detected landmarks on it.
+picture (ROI, heatmap, feature distance map), the fracture overlay on the original radiograph (one picture for the
+bundle's ``overlay.png`` and the Deploy app's Secondary Capture) and the detected landmarks on it.
 
 Images are ``(H, W)`` arrays (row, column); points are ``[x, y]`` = (column, row) pixels, drawn with
 matplotlib's ``imshow`` convention where pixel centres sit at integer coordinates, which is the
@@ -20,7 +20,10 @@ import numpy as np  # noqa: E402
 
 from scripts.reporting.metrics import FROCCurve  # noqa: E402
 
-__all__ = ["plot_roc", "plot_pr", "plot_froc", "plot_case", "save_heatmap_overlay", "save_landmark_overlay"]
+__all__ = [
+    "NOT_FOR_DIAGNOSIS", "banner_height", "fracture_caption", "fracture_overlay", "plot_case", "plot_froc", "plot_pr",
+    "plot_roc", "render_heatmap_overlay", "save_fracture_overlay", "save_landmark_overlay",
+]
 
 
 def _save(fig, path: str | os.PathLike) -> str:
@@ -145,46 +148,117 @@ def plot_case(
     return _save(fig, path)
 
 
-def save_heatmap_overlay(
+#: The warning burned into every fracture overlay (the bundle's ``overlay.png``, the Deploy app's Secondary Capture).
+NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSTIC USE"
+#: Banner colours (RGB): yellow text on black.
+BANNER_BACKGROUND = (0, 0, 0)
+BANNER_FOREGROUND = (255, 255, 0)
+
+
+def banner_height(rows: int) -> int:
+    """Height in pixels of the caption banner drawn over the top rows of an overlay with ``rows`` rows."""
+    return max(24, rows // 12)
+
+
+def _font_fitting(draw, text: str, width: int, height: int):
+    """The largest default font, at most ``height`` pixels tall, in which ``text`` fits ``width`` pixels."""
+    from PIL import ImageFont
+
+    size = max(6, int(height * 0.8))
+    font = ImageFont.load_default(size=size)
+    length = draw.textlength(text, font=font)
+    if length > width:
+        size = max(6, int(size * width / length))
+        font = ImageFont.load_default(size=size)
+    return font
+
+
+def render_heatmap_overlay(
     image: np.ndarray,
     heatmap: np.ndarray,
-    path: str | os.PathLike,
-    peaks: np.ndarray | None = None,
-    title: str = "",
-    threshold: float | None = None,
-) -> str:
-    """The radiograph with the heatmap on top (transparent where low) and the peaks marked.
+    peaks_xy=(),
+    caption_lines: Sequence[str] = (),
+    max_alpha: float = 0.6,
+) -> np.ndarray:
+    """RGB uint8 ``(H, W, 3)`` picture of the radiograph on its own pixel grid with the heatmap, numbered peaks and a
+    caption banner over the top rows.
+
+    ``rgb = (1 - a) * grey + a * jet(heatmap)`` with ``a = max_alpha * heatmap``: pixels where the heatmap is 0 keep
+    the radiograph's grey value exactly. Peaks are circled and numbered in their order (strongest first).
 
     Args:
-        image: the original image, (1, H, W) or (H, W).
-        heatmap: probabilities on the same grid, (H, W).
-        path: the PNG to write.
-        peaks: (P, 2) ``[x, y]`` original pixels to mark.
-        title: caption (probability and decision).
-        threshold: heatmap values below half of it are fully transparent.
+        image: the radiograph in ``[0, 1]``, bone bright, ``(H, W)`` or ``(1, H, W)``.
+        heatmap: probabilities in ``[0, 1]`` on the same grid, ``(H, W)`` or ``(1, H, W)``.
+        peaks_xy: ``(P, 2)`` peaks ``[x, y]`` (origin at the top-left pixel's centre).
+        caption_lines: the banner's lines (no banner when empty).
+        max_alpha: opacity of the colour where the heatmap is 1.
     """
-    gray = _gray(image)
-    heatmap = np.asarray(heatmap, dtype=np.float32)
-    h, w = gray.shape
-    # The figure is ~660 px wide: box-average larger images first (matplotlib's per-pixel alpha resampling of a
-    # 5-megapixel radiograph costs seconds); extent keeps the axes in original pixels for the peaks.
-    f = max(1, -(-max(h, w) // 800))
-    if f > 1:
-        hc, wc = h // f * f, w // f * f
-        gray = gray[:hc, :wc].reshape(hc // f, f, wc // f, f).mean(axis=(1, 3))
-        heatmap = heatmap[:hc, :wc].reshape(hc // f, f, wc // f, f).mean(axis=(1, 3))
-    extent = (-0.5, (gray.shape[1] * f) - 0.5, (gray.shape[0] * f) - 0.5, -0.5)
-    fig, ax = plt.subplots(figsize=(6, 6 * h / w + 0.4))
-    ax.imshow(gray, cmap="gray", extent=extent)
-    floor = 0.5 * threshold if threshold is not None else 0.1
-    alpha = np.clip((heatmap - floor) / max(1.0 - floor, 1e-6), 0, 1) * 0.6
-    ax.imshow(heatmap, cmap="jet", vmin=0, vmax=1, alpha=alpha, extent=extent)
-    if peaks is not None and len(peaks):
-        peaks = np.asarray(peaks).reshape(-1, 2)
-        ax.scatter(peaks[:, 0], peaks[:, 1], marker="+", s=120, c="white", linewidths=1.5)
-    ax.set_title(title, fontsize=9)
-    ax.set_axis_off()
-    return _save(fig, path)
+    from matplotlib import colormaps
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = np.asarray(image, dtype=np.float32)
+    heatmap = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
+    image = image[0] if image.ndim == 3 and image.shape[0] == 1 else image
+    heatmap = heatmap[0] if heatmap.ndim == 3 and heatmap.shape[0] == 1 else heatmap
+    if image.ndim != 2 or heatmap.shape != image.shape:
+        raise ValueError(
+            f"render_heatmap_overlay: expected a (H, W) image and a heatmap of the same shape, got {image.shape} and "
+            f"{heatmap.shape}."
+        )
+    alpha = (max_alpha * heatmap)[..., None]
+    colour = colormaps["jet"](heatmap)[..., :3].astype(np.float32)
+    grey = np.repeat(np.clip(image, 0.0, 1.0)[..., None], 3, axis=-1)
+    picture = Image.fromarray(np.rint(((1.0 - alpha) * grey + alpha * colour) * 255.0).astype(np.uint8), mode="RGB")
+    draw = ImageDraw.Draw(picture)
+    rows, cols = image.shape
+    radius = max(4, min(rows, cols) // 40)
+    font_peak = ImageFont.load_default(size=max(10, 2 * radius))
+    for index, (x, y) in enumerate(np.asarray(peaks_xy, dtype=np.float64).reshape(-1, 2), start=1):
+        box = (x - radius, y - radius, x + radius, y + radius)
+        draw.ellipse(box, outline=(255, 255, 255), width=max(1, radius // 4))
+        draw.text((x + radius + 2, y - radius), str(index), fill=(255, 255, 255), font=font_peak)
+    lines = [line for line in caption_lines if line]
+    if lines:
+        height = banner_height(rows)
+        draw.rectangle((0, 0, cols - 1, height - 1), fill=BANNER_BACKGROUND)
+        margin = max(2, height // 8)
+        for index, line in enumerate(lines):
+            font = _font_fitting(draw, line, cols - 2 * margin, (height - 2 * margin) // len(lines))
+            centre_y = margin + (index + 0.5) * (height - 2 * margin) / len(lines)
+            draw.text((margin, centre_y), line, fill=BANNER_FOREGROUND, font=font, anchor="lm")
+    return np.asarray(picture)
+
+
+def fracture_caption(result: dict) -> str:
+    """The overlay's caption of a fracture result: probability and decision at the operating threshold."""
+    positive = "POSITIVE" if result["positive"] else "negative"
+    return (
+        f"AASN fracture probability {float(result['fracture_probability']):.3f} "
+        f"({positive} at {float(result['threshold']):g})"
+    )
+
+
+def fracture_overlay(image: np.ndarray, heatmap: np.ndarray, result: dict) -> np.ndarray:
+    """The overlay of one image's fracture result: its heatmap on the radiograph, its peaks, and a banner with
+    :data:`NOT_FOR_DIAGNOSIS` and :func:`fracture_caption` (the bundle's ``overlay.png`` and the Deploy app's
+    Secondary Capture are this picture).
+
+    Args:
+        image: the radiograph in ``[0, 1]``, ``(H, W)`` or ``(1, H, W)``.
+        heatmap: the fracture heatmap on the same grid.
+        result: the image's :func:`~scripts.reporting.fracture_result.fracture_result`.
+    """
+    peaks = np.array([[p["x"], p["y"]] for p in result.get("peaks", [])], dtype=np.float64).reshape(-1, 2)
+    return render_heatmap_overlay(image, heatmap, peaks, [NOT_FOR_DIAGNOSIS, fracture_caption(result)])
+
+
+def save_fracture_overlay(image: np.ndarray, heatmap: np.ndarray, result: dict, path: str | os.PathLike) -> str:
+    """Write :func:`fracture_overlay` as a PNG (fast compression: the picture has the radiograph's size)."""
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(fracture_overlay(image, heatmap, result), mode="RGB").save(path, compress_level=1)
+    return str(path)
 
 
 def save_landmark_overlay(image: np.ndarray, detection, path: str | os.PathLike) -> str:
