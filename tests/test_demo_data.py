@@ -93,7 +93,7 @@ def test_missing_datalist_or_input_stops_with_one_line_saying_how_to_get_the_dem
     assert require_input(tmp_path) == str(tmp_path)
 
 
-@pytest.mark.parametrize("config", ["train.json", "inference.json"])
+@pytest.mark.parametrize("config", ["train.json", "inference.json", "landmark_train.json"])
 def test_plain_run_without_data_fails_fast_with_one_line(fresh_bundle, config):
     result = subprocess.run(
         [
@@ -122,7 +122,9 @@ def test_plain_run_without_data_fails_fast_with_one_line(fresh_bundle, config):
 CHECK_SCRIPT = """
 from monai.bundle import ConfigWorkflow
 
-for config, kind in (("configs/train.json", "train"), ("configs/inference.json", "infer")):
+for config, kind in (
+    ("configs/train.json", "train"), ("configs/inference.json", "infer"), ("configs/landmark_train.json", "train")
+):
     workflow = ConfigWorkflow(config_file=config, meta_file="configs/metadata.json", workflow_type=kind)
     workflow.initialize()
     missing = workflow.check_properties()

@@ -215,9 +215,9 @@ class MissingDataError(SystemExit):
 def require_datalist(datalist: str | os.PathLike) -> str:
     """Return ``datalist`` if the file exists; else stop the run with one line saying how to get data.
 
-    The training and evaluation configs call it first in their ``run`` (and ``landmark_train.json`` in its
-    ``initialize``): a missing datalist stops the run before anything is built, while MONAI's property checks, which
-    build the datasets without running, still pass on a fresh clone (the datasets are then empty).
+    The training and evaluation configs call it first in their ``run`` (``landmark_train.json`` in its ``prepare``,
+    the start of each run id): a missing datalist stops the run before anything is built, while MONAI's property
+    checks, which build the datasets without running, still pass on a fresh clone (the datasets are then empty).
 
     Args:
         datalist: the datalist the configuration expects.
