@@ -205,10 +205,15 @@ def render_heatmap_overlay(
             f"render_heatmap_overlay: expected a (H, W) image and a heatmap of the same shape, got {image.shape} and "
             f"{heatmap.shape}."
         )
-    alpha = (max_alpha * heatmap)[..., None]
-    colour = colormaps["jet"](heatmap)[..., :3].astype(np.float32)
-    grey = np.repeat(np.clip(image, 0.0, 1.0)[..., None], 3, axis=-1)
-    picture = Image.fromarray(np.rint(((1.0 - alpha) * grey + alpha * colour) * 255.0).astype(np.uint8), mode="RGB")
+    grey = np.clip(image, 0.0, 1.0)
+    rgb = np.repeat(np.rint(grey * 255.0).astype(np.uint8)[..., None], 3, axis=-1)
+    rows_on, cols_on = np.nonzero(heatmap.any(axis=1))[0], np.nonzero(heatmap.any(axis=0))[0]
+    if len(rows_on):  # the blend only where the heatmap is not 0 (the ROI's footprint): the rest stays grey
+        box = np.s_[rows_on[0] : rows_on[-1] + 1, cols_on[0] : cols_on[-1] + 1]
+        alpha = (max_alpha * heatmap[box])[..., None]
+        colour = colormaps["jet"](heatmap[box])[..., :3].astype(np.float32)
+        rgb[box] = np.rint(((1.0 - alpha) * grey[box][..., None] + alpha * colour) * 255.0).astype(np.uint8)
+    picture = Image.fromarray(rgb, mode="RGB")
     draw = ImageDraw.Draw(picture)
     rows, cols = image.shape
     radius = max(4, min(rows, cols) // 40)
