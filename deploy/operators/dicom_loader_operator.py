@@ -5,6 +5,10 @@ without the identifying UIDs, either stops the whole study or is dropped with a 
 which file it was. PACS exports do contain such files (interrupted transfers, stray non-image objects),
 so this subclass checks every file first, skips the bad ones with a warning naming the file and the
 reason, and hands the rest to the SDK's own grouping into studies and series.
+
+Reads: the check parses each file once, and the SDK's loader parses the usable ones again (its grouping reads by
+path and takes no parsed datasets). The bundle then analyses the datasets the SDK read (``aasn_bundle``), so a
+radiograph's pixel data are decoded once, by the bundle's loader.
 """
 
 from __future__ import annotations
