@@ -7,7 +7,7 @@ DEMO_DIR ?= bundle/outputs/demo
 # the demo data: the configs' default dataset_dir
 DEMO_DATA ?= bundle/data/demo
 
-.PHONY: install demo demo-data test lint clean-demo
+.PHONY: install demo demo-data test lint clean-demo wheel bundle-archive verify-bundle
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,15 @@ lint: $(STAMP)
 
 clean-demo:
 	rm -rf $(DEMO_DIR) $(DEMO_DATA)
+
+# The project's wheel (custom_transforms, simulation) in dist/, built from a staged copy (no build/ in the tree).
+wheel: $(STAMP)
+	$(PY) tools/bundle_archive.py --wheel --out dist
+
+# The bundle as one zip in dist/ (aasn_pelvic_fracture_v<version>.zip); it runs where the wheel is installed.
+bundle-archive: $(STAMP)
+	$(PY) tools/bundle_archive.py --out dist
+
+# The MONAI model zoo's bundle checks (models/model.pt excused while no weights are shipped).
+verify-bundle: $(STAMP)
+	$(PY) tools/verify_bundle.py --bundle bundle --allow-missing-weights

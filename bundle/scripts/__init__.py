@@ -10,5 +10,20 @@
   before training), ``augmentation`` (training augmentation of both models), ``demo`` (the ``make demo`` command).
 
 Pixel geometry and file conventions (loading, landmarks, ROIs, point transforms, file names) are not here: they
-live in ``custom_transforms``.
+live in ``custom_transforms``, the project's installed package (``aasn-pelvic-fracture``). A bundle copied without it
+stops here, saying so, instead of later with MONAI's "module 'scripts' has no attribute ..." (its config ``$import``
+lines swallow import errors).
 """
+
+try:
+    import custom_transforms  # noqa: F401
+except ModuleNotFoundError as missing:
+    if missing.name != "custom_transforms":  # installed, but one of its own dependencies is missing: say that
+        raise
+    raise ModuleNotFoundError(
+        "The bundle's code (scripts) needs the project's package `custom_transforms`, which is not installed in this "
+        "Python environment. Install the project's wheel beside the bundle "
+        "(pip install aasn_pelvic_fracture-<version>-py3-none-any.whl, made by `make wheel`) or the project itself "
+        "(pip install <repository>); see the bundle's docs/README.md.",
+        name="custom_transforms",
+    ) from missing
