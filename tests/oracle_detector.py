@@ -66,3 +66,29 @@ def save_oracle_detector(
         "input_size": list(size),
         "use_refiner": False,
     }
+
+
+def oracle_plausibility(
+    image: str | Path, landmarks_px: np.ndarray, input_size: Sequence[int], sigma: float = 1.5, radius: int = 3
+) -> float:
+    """By hand, the plausibility the bundle's detector must give an image the oracle knows (spatial softmax activation,
+    no refiner): each heatmap's softmax is the normalised Gaussian of ``sigma`` at the true landmark in letterbox
+    pixels; a landmark's confidence is that Gaussian's mass in the ``(2 radius + 1)^2`` window around its nearest
+    pixel (the decoded peak is the true point); the annotated configuration is consistent with a shape model built
+    from the same images, so the plausibility is the median confidence (times a consistent share of 1)."""
+    from custom_transforms import LoadPXR
+    from custom_transforms.geometry import transform_points
+
+    from scripts.landmarks.letterbox import Letterbox
+
+    height, width = (int(v) for v in input_size)
+    boxed = Letterbox((height, width))(LoadPXR()(str(image)))
+    points = transform_points(boxed.meta["letterbox_matrix"], np.asarray(landmarks_px, dtype=np.float64))
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    confidences = []
+    for x, y in points:
+        gaussian = np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * sigma**2))
+        gaussian /= gaussian.sum()
+        c, r = int(round(x)), int(round(y))
+        confidences.append(gaussian[max(r - radius, 0) : r + radius + 1, max(c - radius, 0) : c + radius + 1].sum())
+    return float(np.median(confidences))

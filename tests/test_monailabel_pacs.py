@@ -287,20 +287,55 @@ def test_the_server_lists_the_pacs_radiograph_series(pacs_server):
     assert json.loads(body)["id"] in pacs_server["series"]
 
 
-def test_landmark_and_fracture_infer_on_a_pacs_series(pacs_server):
+def _bundle_report(server, image: str, tmp_path: Path) -> dict:
+    """``report.json`` of the bundle copy's own inference config on ``image`` (the server's weights and landmark
+    detector overrides), run in this process."""
+    from monai.bundle import ConfigWorkflow
+
+    bundle, out = server["bundle"], tmp_path / "bundle_output"
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps([{"image": str(image)}]))
+    workflow = ConfigWorkflow(
+        config_file=[str(bundle / "configs" / "inference.json"), str(server["conf"]["config_overrides"])],
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="infer",
+        bundle_root=str(bundle),
+        input=str(datalist),
+        output_dir=str(out),
+        landmark_config=[
+            str(bundle / "configs" / "landmark_inference.json"),
+            str(server["conf"]["landmark_config_overrides"]),
+        ],
+    )
+    workflow.initialize()
+    workflow.run()
+    (report,) = [json.loads(p.read_text()) for p in out.glob("*/report.json")]
+    return report
+
+
+def test_landmark_and_fracture_infer_on_a_pacs_series(pacs_server, tmp_path):
     series = pacs_server["series"][0]
     case = pacs_server["cases"][series]
     result = _infer_json(pacs_server, "aasn_landmarks", series)
     # the oracle knows the simulated image: these points come from the pixels fetched from Orthanc
     np.testing.assert_allclose(_points(result["landmarks"]), case["landmarks"], atol=1.0)
-    assert result["image_size"] == list(IMAGE_HW) and 0.5 < result["plausibility"] <= 1.0
+    from oracle_detector import oracle_plausibility
+
+    expected = oracle_plausibility(case["file"], case["landmarks"], DETECTOR_INPUT)
+    assert result["image_size"] == list(IMAGE_HW) and expected > 0.5  # by hand from the oracle's Gaussians
+    assert result["plausibility"] == pytest.approx(expected, abs=1e-3)
     cached = _cache_dir(pacs_server) / f"{series}.dcm"  # fetched by WADO-RS, kept as DICOM
     assert pydicom.dcmread(cached).SOPInstanceUID == case["sop"]
 
-    result = _infer_json(pacs_server, "aasn_fracture", pacs_server["series"][1])
-    assert 0.0 <= result["fracture_probability"] <= 1.0 and result["positive"] == (
-        result["fracture_probability"] >= result["threshold"]
-    )
+    second = pacs_server["series"][1]
+    result = _infer_json(pacs_server, "aasn_fracture", second)
+    # the bundle's own inference on the file that was stored in Orthanc (same weights, same oracle detector) gives
+    # the probability the task served from the pixels it fetched by WADO-RS
+    reference = _bundle_report(pacs_server, pacs_server["cases"][second]["file"], tmp_path)
+    assert reference["landmark_source"] == "detector"
+    assert result["fracture_probability"] == pytest.approx(reference["fracture_probability"], abs=1e-5)
+    assert result["positive"] == reference["positive"] == (result["fracture_probability"] >= result["threshold"])
     assert result["landmark_source"] == "detector"
     np.testing.assert_allclose(
         _points(result["landmarks"]), pacs_server["cases"][pacs_server["series"][1]]["landmarks"], atol=1.0
