@@ -19,22 +19,42 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from .conventions import LANDMARK_NAMES, NUM_LANDMARKS
+from .conventions import LANDMARK_NAMES, NUM_LANDMARKS, SPACING_RANGE_MM
 from .errors import AnnotationError
 from .geometry import image_contains
 
-__all__ = ["read_annotation", "landmarks_to_array", "validate_points", "LoadAnnotationd"]
+__all__ = ["SPACING_RANGE_MM", "read_annotation", "landmarks_to_array", "validate_points", "LoadAnnotationd"]
+
+
+def _brief(value, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a message names what was wrong without copying a file into it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _not_numbers(value) -> bool:
+    """True when ``value`` holds booleans or text: JSON ``true``/``false`` are not coordinates, although numpy would
+    read them as 1 and 0."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        return True
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "bOSU" and (value.dtype.kind != "O" or any(_not_numbers(v) for v in value.flat))
+    if isinstance(value, (list, tuple)):
+        return any(_not_numbers(v) for v in value)
+    return False
 
 
 def _point(value, source: str, what: str) -> np.ndarray:
+    if _not_numbers(value):
+        raise AnnotationError(f"{source}: {what} must be [x, y] numbers, got {_brief(value)}")
     try:
         pt = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise AnnotationError(f"{source}: {what} must be [x, y] numbers, got {value!r}") from None
+        raise AnnotationError(f"{source}: {what} must be [x, y] numbers, got {_brief(value)}") from None
     if pt.shape != (2,):
-        raise AnnotationError(f"{source}: {what} must be [x, y], got {value!r}")
+        raise AnnotationError(f"{source}: {what} must be [x, y], got {_brief(value)}")
     if not np.all(np.isfinite(pt)):
-        raise AnnotationError(f"{source}: {what} is not finite: {value!r}")
+        raise AnnotationError(f"{source}: {what} is not finite: {_brief(value)}")
     return pt
 
 
@@ -59,6 +79,8 @@ def landmarks_to_array(landmarks, source: str = "landmarks") -> np.ndarray:
             raise AnnotationError(f"{source}: missing landmark(s) {missing}; all {NUM_LANDMARKS} are required")
         arr = np.stack([_point(landmarks[n], source, f"landmark '{n}'") for n in LANDMARK_NAMES])
         return arr.astype(np.float32)
+    if _not_numbers(landmarks):
+        raise AnnotationError(f"{source}: landmarks must be [x, y] numbers, got {_brief(landmarks)}")
     try:
         arr = np.asarray(landmarks.detach().cpu() if hasattr(landmarks, "detach") else landmarks, dtype=np.float64)
     except (TypeError, ValueError):
@@ -118,9 +140,11 @@ def read_annotation(path: str | os.PathLike) -> dict:
     spacing = raw.get("spacing_mm")
     if spacing is not None:
         sp = _point(spacing, path, "field 'spacing_mm'")
-        if np.any(sp <= 0):
+        low, high = SPACING_RANGE_MM
+        if np.any(sp < low) or np.any(sp > high):
             raise AnnotationError(
-                f"{path}: field 'spacing_mm' must be two positive mm values (row, col), got {spacing!r}"
+                f"{path}: field 'spacing_mm' must be two (row, col) pixel sizes between {low} and {high} mm, got "
+                f"{_brief(spacing)}"
             )
         spacing = (float(sp[0]), float(sp[1]))
     return {"landmarks": landmarks, "fractures": fractures.astype(np.float32), "spacing_mm": spacing}

@@ -88,6 +88,12 @@ def mirror_name(name: str) -> str:
 #: ``MIRROR_PERMUTATION[i]`` is the index of the landmark that landmark ``i`` becomes after mirroring.
 MIRROR_PERMUTATION: tuple[int, ...] = tuple(LANDMARK_INDEX[mirror_name(n)] for n in LANDMARK_NAMES)
 
+#: Pixel spacings (mm) taken as real, from a DICOM, a NIfTI header or an annotation: a radiograph's pixel is between
+#: a hundredth of a millimetre and two centimetres wide (a heavily downsampled film). Outside it the value is a typo
+#: or a unit mistake, and millimetre sizes (the 2 cm fracture disc, the peaks' separation) would become millions of
+#: pixels or less than one.
+SPACING_RANGE_MM: tuple[float, float] = (0.01, 20.0)
+
 #: Default network input size of the ROI, (H, W), as in the paper.
 DEFAULT_ROI_SIZE: tuple[int, int] = (256, 512)
 #: Default fracture disc radius in mm (the paper's 2 cm).

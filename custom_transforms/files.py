@@ -11,6 +11,10 @@ per-image output folders of batch runs.
 * :func:`unique_image_stems`: one output folder name per input of a run; inputs whose stems clash
   (``a/pelvis.dcm``, ``b/pelvis.dcm``) get a short hash of their absolute path appended, so that no image's
   outputs overwrite another's.
+* :func:`contained_path`: where a name becomes a path. ``root / name`` only when ``name`` is one plain path
+  component and the result, links resolved, lies inside ``root``; otherwise :class:`UnsafePathError`. Every writer
+  that names a file or folder after an input (a case, an image id) goes through it, so nothing is written or
+  deleted outside its output folder, whatever the input was called and whatever links the folder holds.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ import hashlib
 import os
 from collections import Counter
 from collections.abc import Iterable
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
-__all__ = ["IMAGE_SUFFIXES", "image_stem", "unique_image_stems"]
+__all__ = ["IMAGE_SUFFIXES", "UnsafePathError", "contained_path", "image_stem", "unique_image_stems"]
 
 #: Extensions of readable radiographs, lower case (matched case-insensitively; ``.nii.gz`` before ``.nii``).
 IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -62,3 +66,36 @@ def unique_image_stems(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
         p: stem if clashes[stem] == 1 else f"{stem}_{hashlib.sha1(p.encode()).hexdigest()[:8]}"
         for p, stem in stems.items()
     }
+
+
+class UnsafePathError(ValueError):
+    """A name that would put a file outside the folder it belongs in (a separator, ``..``, a link leading out)."""
+
+
+def contained_path(root: str | os.PathLike, name: str, what: str = "name") -> Path:
+    """``root / name``, checked to stay inside ``root``.
+
+    Args:
+        root: the folder that must contain the result (an output folder, a datastore).
+        name: one path component (a case name, an image id, a file name).
+        what: what ``name`` is, for the message (``"case name"``, ``"image id"``, ...).
+
+    Raises:
+        UnsafePathError: ``name`` is empty, ``.`` or ``..``, holds a path separator or a NUL, or ``root / name``
+            resolves (following links already on disk) to a place outside ``root``.
+    """
+    raw = str(name)
+    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    if raw in ("", ".", "..") or "\x00" in raw or any(sep in raw for sep in separators):
+        raise UnsafePathError(
+            f"{what} {raw!r}: expected one plain file or folder name (no path separator, not '.' or '..') "
+            f"inside {os.fspath(root)}."
+        )
+    path = Path(root) / raw
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if real == real_root or os.path.commonpath([real_root, real]) != real_root:
+        raise UnsafePathError(
+            f"{what} {raw!r}: {path} resolves to {real}, outside {real_root} (a link?); refused to write there."
+        )
+    return path

@@ -42,6 +42,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
+from .conventions import SPACING_RANGE_MM
 from .errors import PXRReadError
 
 try:  # pydicom >= 3
@@ -75,7 +76,8 @@ def _two_positive_floats(value) -> tuple[float, float] | None:
         pair = tuple(float(v) for v in value)
     except (TypeError, ValueError):
         return None
-    if len(pair) != 2 or not all(np.isfinite(pair)) or min(pair) <= 0:
+    low, high = SPACING_RANGE_MM
+    if len(pair) != 2 or not all(np.isfinite(pair)) or min(pair) < low or max(pair) > high:
         return None
     return pair  # type: ignore[return-value]
 
@@ -96,7 +98,8 @@ def dicom_spacing(
         value = _two_positive_floats(ds.data_element(tag).value)
         if value is None:
             warnings.warn(
-                f"{source}: ignoring invalid {tag} {ds.data_element(tag).value!r} (expected two positive mm values)",
+                f"{source}: ignoring invalid {tag} {str(ds.data_element(tag).value)[:40]!r} (expected two pixel "
+                f"sizes between {SPACING_RANGE_MM[0]} and {SPACING_RANGE_MM[1]} mm)",
                 stacklevel=2,
             )
             continue
@@ -178,6 +181,23 @@ def _first(value) -> float:
     return float(value[0])
 
 
+def _dicom_number(ds, keyword: str, default: float | None, source: str) -> float:
+    """A numeric DICOM attribute (its first value when multi-valued): ``default`` when absent or empty; a value that
+    is not a finite number is an unreadable image (a NaN slope would turn every pixel into NaN)."""
+    value = ds.get(keyword) if keyword in ds else None
+    if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+        if default is None:
+            raise PXRReadError(f"{source}: {keyword} is empty; expected a number")
+        return float(default)
+    try:
+        number = _first(value)
+    except (TypeError, ValueError, IndexError):
+        raise PXRReadError(f"{source}: {keyword} {str(value)[:40]!r} is not a number") from None
+    if not np.isfinite(number):
+        raise PXRReadError(f"{source}: {keyword} is {number}; expected a finite number")
+    return number
+
+
 def _mask_bits_stored(arr: np.ndarray, ds) -> np.ndarray:
     """Keep only the BitsStored low bits (pydicom 2.x does not mask them), sign-extending signed data."""
     bits_stored = int(getattr(ds, "BitsStored", 0) or 0)
@@ -227,8 +247,12 @@ def _dicom_to_unit(ds, source: str, use_voi: bool = True) -> np.ndarray:
         values = apply_modality_lut(arr, ds).astype(np.float32)
     else:
         values = arr.astype(np.float32)
-        slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0) if "RescaleSlope" in ds else 1.0
-        intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0) if "RescaleIntercept" in ds else 0.0
+        slope = _dicom_number(ds, "RescaleSlope", 1.0, source)
+        intercept = _dicom_number(ds, "RescaleIntercept", 0.0, source)
+        if slope == 0.0:
+            raise PXRReadError(
+                f"{source}: RescaleSlope is 0, which maps every pixel to the same value; expected a non-zero slope"
+            )
         if slope != 1.0:
             values *= slope
         if intercept != 0.0:
@@ -237,10 +261,10 @@ def _dicom_to_unit(ds, source: str, use_voi: bool = True) -> np.ndarray:
     if not use_voi:
         unit = _minmax_to_unit(values, source)
     elif "WindowCenter" in ds and "WindowWidth" in ds and ds.WindowCenter is not None and ds.WindowWidth is not None:
-        width = _first(ds.WindowWidth)
+        width, center = _dicom_number(ds, "WindowWidth", None, source), _dicom_number(ds, "WindowCenter", None, source)
         if width <= 0:
             raise PXRReadError(f"{source}: invalid WindowWidth {ds.WindowWidth!r} (must be > 0)")
-        unit = window_to_unit(values, _first(ds.WindowCenter), width, str(getattr(ds, "VOILUTFunction", "LINEAR")))
+        unit = window_to_unit(values, center, width, str(getattr(ds, "VOILUTFunction", "LINEAR")))
     elif "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
         unit = voi_lut_to_unit(values, ds.VOILUTSequence[0], source)
     else:
@@ -345,6 +369,12 @@ class LoadPXR(Transform):
 
 
 def _make_image(unit: np.ndarray, spacing, spacing_source: str, name: str, extra: dict) -> MetaTensor:
+    bad = int(unit.size - np.count_nonzero(np.isfinite(unit)))
+    if bad:  # whatever the format or the path that made them: never hand NaN or infinite pixels on
+        raise PXRReadError(
+            f"{name}: {bad} of {unit.size} pixels are not finite (NaN or infinite) after decoding; expected finite "
+            "pixel values (check the file's pixel data and its rescale / window attributes)"
+        )
     h, w = unit.shape
     affine = torch.eye(4, dtype=torch.float64)
     if spacing is not None:

@@ -20,6 +20,7 @@ BUNDLE = REPO / "bundle"
 sys.path.insert(0, str(BUNDLE))
 
 from scripts.datalist import MissingDataError, require_datalist, require_input  # noqa: E402
+from scripts.run_guard import StopRun  # noqa: E402
 from scripts.demo import DEMO_DATA_DIR, simulate_demo_data  # noqa: E402
 
 
@@ -88,9 +89,18 @@ def test_missing_datalist_or_input_stops_with_one_line_saying_how_to_get_the_dem
     assert raised.value.code == message  # SystemExit: printed without a traceback, exit status 1
     with pytest.raises(MissingDataError, match=r"no such inference input .*make demo-data"):
         require_input(tmp_path / "nothing")
+    # a datalist or a folder that is there but holds nothing to use stops in one line too (issue 16)
     (tmp_path / "datalist.json").write_text("[]")
+    with pytest.raises(StopRun, match=r"datalist\.json: the datalist has no items\.$"):
+        require_datalist(tmp_path / "datalist.json")
+    (tmp_path / "images").mkdir()
+    with pytest.raises(StopRun, match=r"images: no image files"):
+        require_input(tmp_path / "images")
+    item = {"image": "a.dcm", "annotation": "a.json", "label": 0, "subject": "s", "fold": 0}
+    (tmp_path / "datalist.json").write_text(json.dumps([item]))
     assert require_datalist(tmp_path / "datalist.json") == str(tmp_path / "datalist.json")
-    assert require_input(tmp_path) == str(tmp_path)
+    (tmp_path / "images" / "a.png").write_bytes(b"")
+    assert require_input(tmp_path / "images") == str(tmp_path / "images")
 
 
 @pytest.mark.parametrize("config", ["train.json", "inference.json", "landmark_train.json"])

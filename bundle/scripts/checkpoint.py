@@ -11,10 +11,16 @@ Two files, both written to a temporary file in the same folder and moved into pl
   ``ckpt_export`` and the inference config read) whenever the validator's key metric improves.
 
 Loading uses ``torch.load(..., weights_only=True)``. Only global rank 0 writes.
+
+A run killed inside a save (SIGKILL, power loss) leaves its temporary file (``.last.pt.<random>.tmp``) behind; the
+next training removes those of the files it writes when it starts (:func:`remove_stale_temporaries`).
+:class:`EpochValidationHandler` validates every ``interval`` epochs and after the last epoch, so that a run shorter
+than ``val_interval`` still validates once and can write ``model.pt``.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import tempfile
@@ -25,8 +31,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
+from monai.handlers import ValidationHandler
 
-__all__ = ["atomic_torch_save", "unwrap_model", "ResumableCheckpoint", "BestModelSaver"]
+__all__ = [
+    "atomic_torch_save", "unwrap_model", "remove_stale_temporaries", "ResumableCheckpoint", "BestModelSaver",
+    "EpochValidationHandler",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +52,32 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[str]:
+    """Remove the temporary files that interrupted :func:`atomic_torch_save` calls for ``path`` left beside it (a
+    killed process cannot remove its own); returns what was removed. Call it when no save of ``path`` can be running
+    (a training's start)."""
+    path = Path(path)
+    if not path.parent.is_dir() or not _is_rank0():
+        return []
+    removed = []
+    for stale in path.parent.glob(f"{glob.escape(_temporary_prefix(path))}*.tmp"):
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink(missing_ok=True)
+            removed.append(str(stale))
+    if removed:
+        logger.warning(f"removed {len(removed)} temporary file(s) an interrupted save of {path} left: {removed}")
+    return removed
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, flushed to disk, then ``os.replace`` onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -105,6 +136,7 @@ class ResumableCheckpoint:
         self.resumed_from_epoch: int | None = None
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, lambda _: remove_stale_temporaries(self.path))
         engine.add_event_handler(Events.STARTED, self.load)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
@@ -161,6 +193,7 @@ class BestModelSaver:
         self.network = network
 
     def attach(self, engine: Engine) -> None:
+        remove_stale_temporaries(self.path)  # built before the training starts: no save of it is running
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
@@ -170,3 +203,35 @@ class BestModelSaver:
         logger.info(
             f"new best key metric {engine.state.best_metric:.4f} at epoch {engine.state.epoch}: saved {self.path}"
         )
+
+
+class EpochValidationHandler(ValidationHandler):
+    """MONAI's epoch-level ``ValidationHandler`` that also validates after the last epoch when ``interval`` does not
+    divide it: with ``max_epochs`` below ``val_interval`` MONAI's would never validate, so no ``model.pt`` would be
+    written, without a word. A warning at the start says when that is the only validation.
+
+    Args:
+        interval: validate every this many epochs.
+        validator: the validation evaluator.
+        exec_at_start: also validate before the first epoch.
+    """
+
+    def __init__(self, interval: int, validator=None, exec_at_start: bool = False) -> None:
+        if int(interval) < 1:
+            raise ValueError(f"val_interval must be >= 1, got {interval}.")
+        super().__init__(int(interval), validator, epoch_level=True, exec_at_start=exec_at_start)
+
+    def attach(self, engine: Engine) -> None:
+        super().attach(engine)
+        engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._last_unvalidated_epoch), self)
+        engine.add_event_handler(Events.STARTED, self._warn_if_late)
+
+    def _last_unvalidated_epoch(self, engine: Engine, epoch: int) -> bool:
+        return epoch == engine.state.max_epochs and epoch % self.interval != 0
+
+    def _warn_if_late(self, engine: Engine) -> None:
+        if (engine.state.max_epochs or 0) < self.interval:
+            logger.warning(
+                f"val_interval ({self.interval}) is above max_epochs ({engine.state.max_epochs}): the model is "
+                "validated once, after the last epoch (model.pt is written then, if validation can rank it)."
+            )

@@ -22,9 +22,11 @@ from typing import Any
 
 from custom_transforms.files import IMAGE_SUFFIXES, image_stem
 
+from scripts.run_guard import StopRun
+
 __all__ = [
     "DATALIST_KEYS", "MissingDataError", "load_datalist", "split_fold", "fold_split", "intact_twins", "training_items",
-    "require_datalist", "require_input", "inference_items",
+    "require_datalist", "require_input", "inference_items", "check_folds", "warn_label_contradictions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,7 +86,80 @@ def load_datalist(path: str | os.PathLike, require: Sequence[str] = DATALIST_KEY
         items.append(item)
     if not items:
         raise ValueError(f"{path}: the datalist has no items.")
+    if "fold" in require and "subject" in require:  # a datalist to train or evaluate on
+        check_folds(items, path)
+        if "label" in require and "annotation" in require:
+            warn_label_contradictions(items, path)
     return items
+
+
+def check_folds(items: Sequence[dict], source: str | os.PathLike) -> None:
+    """Refuse a datalist whose test fold would leak into training: a subject in two folds, or one image listed twice.
+
+    Args:
+        items: validated items (with ``image``, ``subject`` and ``fold``).
+        source: the datalist, for the message.
+
+    Raises:
+        ValueError: naming the subject (or image), its folds and the items.
+    """
+    folds: dict[str, dict[int, list[int]]] = {}
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        folds.setdefault(item["subject"], {}).setdefault(item["fold"], []).append(i)
+        image = os.path.normpath(str(item["image"]))
+        if image in seen:
+            raise ValueError(
+                f"{source}: image {item['image']} is listed twice (items {seen[image]} and {i}); each image must be "
+                "listed once, or one fold's test images would also train (or count twice)."
+            )
+        seen[image] = i
+    for subject, by_fold in folds.items():
+        if len(by_fold) > 1:
+            where = "; ".join(f"fold {f}: items {', '.join(map(str, ix))}" for f, ix in sorted(by_fold.items()))
+            raise ValueError(
+                f"{source}: subject {subject!r} is in {len(by_fold)} folds ({where}); all images of a subject must "
+                "share one fold, or the subject's anatomy would be both trained on and tested."
+            )
+
+
+_WARNED: set[tuple[str, int]] = set()
+
+
+def warn_label_contradictions(items: Sequence[dict], source: str | os.PathLike) -> list[str]:
+    """Warn (once per version of the datalist) about items whose ``label`` contradicts their annotation's fractures:
+    ``label`` 0 with fracture points, or ``label`` 1 without any. Training goes on (the label drives the image score,
+    the points the masks); the warnings name each item. Annotations that cannot be read are left to the
+    preprocessing's own errors.
+
+    Returns:
+        the warnings (also when they were already logged).
+    """
+    messages = []
+    for i, item in enumerate(items):
+        annotation = item.get("annotation")
+        if not annotation:
+            continue
+        try:
+            fractures = json.loads(Path(annotation).read_text()).get("fractures") or []
+        except (OSError, ValueError, AttributeError):
+            continue
+        if item.get("label") == 0 and len(fractures) > 0:
+            messages.append(f"{source}: item {i} ({item['image']}) has label 0 but its annotation {annotation} has "
+                            f"{len(fractures)} fracture point(s)")
+        elif item.get("label") == 1 and len(fractures) == 0:
+            messages.append(f"{source}: item {i} ({item['image']}) has label 1 but its annotation {annotation} has no "
+                            "fracture point")
+    try:
+        key = (str(Path(source).resolve()), Path(source).stat().st_mtime_ns)
+    except OSError:
+        key = (str(source), 0)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        for message in messages:
+            logger.warning(f"{message}; check which is right (training uses both: the label for the image score, "
+                           "the points for the masks).")
+    return messages
 
 
 def _subject_rank(fold: int, subject: str) -> str:
@@ -207,26 +282,33 @@ DEMO_DATA_HINT = (
 )
 
 
-class MissingDataError(SystemExit):
+class MissingDataError(StopRun):
     """A workflow's data is not there. The run stops with this one-line message and exit status 1, without a
     traceback, as a command-line tool stops on a usage error: the message is all the user needs."""
 
 
 def require_datalist(datalist: str | os.PathLike) -> str:
-    """Return ``datalist`` if the file exists; else stop the run with one line saying how to get data.
+    """Return ``datalist`` if the file exists and is a valid datalist (:func:`load_datalist`: fields, labels, folds,
+    no subject in two folds, no image twice); else stop the run with one line saying what is wrong.
 
     The training and evaluation configs call it first in their ``run`` (``landmark_train.json`` in its ``prepare``,
-    the start of each run id): a missing datalist stops the run before anything is built, while MONAI's property
-    checks, which build the datasets without running, still pass on a fresh clone (the datasets are then empty).
+    the start of each run id): a missing or invalid datalist stops the run before anything is built, while MONAI's
+    property checks, which build the datasets without running, still pass on a fresh clone (the datasets are then
+    empty).
 
     Args:
         datalist: the datalist the configuration expects.
 
     Raises:
         MissingDataError: the file does not exist.
+        StopRun: the datalist is invalid (the message names the file, the item or subject, and what was expected).
     """
     if not Path(datalist).is_file():
         raise MissingDataError(f"{datalist}: no datalist; {DEMO_DATA_HINT}.")
+    try:
+        load_datalist(datalist)
+    except ValueError as error:
+        raise StopRun(str(error)) from None
     return str(datalist)
 
 
@@ -240,6 +322,10 @@ def require_input(source: str | os.PathLike) -> str:
     if not Path(source).exists():
         raise MissingDataError(f"{source}: no such inference input (--input: a datalist, a folder or an image); "
                                f"{DEMO_DATA_HINT}.")
+    try:
+        inference_items(source, require_landmarks=False)
+    except (ValueError, FileNotFoundError) as error:
+        raise StopRun(str(error)) from None
     return str(source)
 
 
@@ -282,9 +368,7 @@ def inference_items(
     else:
         raise FileNotFoundError(f"inference input {source} does not exist.")
     for item in items:
-        if item.get("annotation"):
-            if not Path(item["annotation"]).is_file():
-                raise FileNotFoundError(f"{item['image']}: its annotation {item['annotation']} does not exist.")
+        if item.get("annotation"):  # a missing one is that image's error (its report says so), not the run's
             continue
         image = Path(item["image"])
         candidate = Path(annotation_dir or image.parent) / f"{image_stem(image)}.json"

@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
         **infer_overrides,
         input=str(inference_list),
         output_dir=str(out / "inference"),
+        overwrite=True,  # a rerun of the demo replaces its own earlier results
     )
     reports = sorted((out / "inference").glob("*/report.json"))
 
@@ -223,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
         **infer_overrides,
         input=str(_bedside_input(inference_list, out / "bedside_input")),
         output_dir=str(out / "inference_bedside"),
+        overwrite=True,
         landmark_config=str(CONFIGS / "landmark_inference.json"),  # bundle_root (the output folder) has no configs
         landmark_overrides={"use_refiner": refine},
     )

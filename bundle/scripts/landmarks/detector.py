@@ -43,6 +43,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from custom_transforms.conventions import LANDMARK_NAMES
+from custom_transforms.errors import root_cause
 from custom_transforms.geometry import spacing_xy, transform_points
 
 from scripts.landmarks.heatmap_decoding import activate_heatmaps, decode_heatmaps, heatmap_confidence
@@ -51,7 +52,10 @@ from scripts.landmarks.refinement import LandmarkRefiner, network_device
 from scripts.landmarks.shape_model import StatisticalShapeModel
 
 __all__ = [
+    "MIN_CONTRAST",
+    "MIN_IMAGE_SIZE",
     "NotAPelvisError",
+    "image_problem",
     "LandmarkDetection",
     "LandmarkDetector",
     "DetectLandmarksd",
@@ -64,6 +68,33 @@ logger = logging.getLogger(__name__)
 
 class NotAPelvisError(ValueError):
     """The image does not look like an AP pelvic radiograph (landmark plausibility below the threshold)."""
+
+
+#: Smallest side (pixels) of an image taken for a radiograph: below it there is no anatomy to find.
+MIN_IMAGE_SIZE = 32
+#: Lowest intensity standard deviation (``[0, 1]`` units) of an image with anything on it.
+MIN_CONTRAST = 0.01
+
+
+def image_problem(image: torch.Tensor, min_image_size: int = MIN_IMAGE_SIZE,
+                  min_contrast: float = MIN_CONTRAST) -> str | None:
+    """Why ``image`` (``(1, H, W)`` in ``[0, 1]``) cannot be a pelvic radiograph, from its pixels alone (no network);
+    None when nothing is wrong. The detector refuses such images, and :class:`DetectLandmarksd` refuses them when they
+    come with landmarks too.
+
+    Args:
+        image: the loaded radiograph.
+        min_image_size: smallest side in pixels.
+        min_contrast: lowest intensity standard deviation.
+    """
+    h, w = (int(v) for v in image.shape[-2:])
+    if min(h, w) < min_image_size:
+        return f"the image is {h} x {w} pixels, smaller than {min_image_size} x {min_image_size}"
+    contrast = float(torch.as_tensor(image).float().std())
+    if not contrast >= min_contrast:  # also NaN
+        return (f"the image has no contrast (intensity standard deviation {contrast:.4f} < {min_contrast}); blank or "
+                "saturated")
+    return None
 
 
 @dataclass
@@ -124,10 +155,21 @@ def load_network_weights(
         raise FileNotFoundError(
             f"landmark detector weights {checkpoint} do not exist; train them with configs/landmark_train.json."
         )
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated (Errno 22, EOF), not a checkpoint, or a pickle that is not only weights
+        raise ValueError(
+            f"{checkpoint}: cannot be read as network weights ({type(error).__name__}: {str(error)[:200]}); expected "
+            "a PyTorch state dict saved by the bundle's training (a truncated or corrupt file?)"
+        ) from error
     if key is not None and isinstance(state, dict) and key in state:
         state = state[key]
-    network.load_state_dict(state)
+    try:
+        network.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"{checkpoint}: its weights do not fit the configured network ({str(error)[:300]})"
+        ) from error
     return network.eval()
 
 
@@ -173,7 +215,9 @@ class LandmarkDetector(Transform):
         activation: str = "spatial_softmax",
         confidence_radius: int = 3,
         expectation_radius: int = 0,
+        min_image_size: int = MIN_IMAGE_SIZE,
     ) -> None:
+        self.min_image_size = int(min_image_size)
         self.network = network.eval()
         self.expectation_radius = int(expectation_radius)
         self.activation = activation
@@ -301,15 +345,21 @@ class LandmarkDetector(Transform):
             spacing_mm: ``(row, col)``; default from the image meta.
             source: name used in the error (default: the image's ``filename_or_obj`` meta).
         """
-        detection = self.detect(image, spacing_mm)
         if source is None and isinstance(image, MetaTensor):
             source = image.meta.get("filename_or_obj")
-        if detection.contrast < self.min_contrast:
+        h, w = (int(v) for v in image.shape[-2:])
+        if min(h, w) < self.min_image_size:
+            raise NotAPelvisError(
+                f"{source or 'image'}: does not look like an AP pelvic radiograph: the image is {h} x {w} pixels, "
+                f"smaller than {self.min_image_size} x {self.min_image_size}."
+            )
+        detection = self.detect(image, spacing_mm)
+        if not detection.contrast >= self.min_contrast:
             raise NotAPelvisError(
                 f"{source or 'image'}: does not look like an AP pelvic radiograph: the image has no contrast "
                 f"(intensity standard deviation {detection.contrast:.4f} < {self.min_contrast}); blank or saturated."
             )
-        if detection.plausibility < self.plausibility_threshold:
+        if not detection.plausibility >= self.plausibility_threshold:  # NaN refused too
             consistent = int(detection.shape_consistent.sum())
             raise NotAPelvisError(
                 f"{source or 'image'}: does not look like an AP pelvic radiograph: landmark plausibility "
@@ -330,6 +380,11 @@ class DetectLandmarksd(MapTransform):
     ``landmarks`` is already present (annotated image) and ``overwrite`` is false nothing is detected
     and ``landmarks_detected`` is ``False``.
 
+    With ``check_annotated``, an annotated image is still checked as the detector checks every image (an annotation
+    beside a chest film does not make it a pelvis): its size and contrast (:func:`image_problem`, no network), then,
+    when the detector's weights exist, its plausibility (the detector runs; its landmarks are not used). Without the
+    weights only the first check runs, and one warning says so. Refused images raise :class:`NotAPelvisError`.
+
     Args:
         keys: the image key (one).
         detector: a :class:`LandmarkDetector`, or a function of no arguments returning one, called the
@@ -338,6 +393,9 @@ class DetectLandmarksd(MapTransform):
         landmarks_key: where the landmarks are read / written.
         overwrite: detect even when landmarks are present.
         allow_missing_keys: do not raise if the image key is absent.
+        check_annotated: check annotated images too (see above).
+        min_image_size: smallest image side for annotated images when the detector is not loaded (else its own).
+        min_contrast: lowest contrast for annotated images when the detector is not loaded (else its own).
 
     Raises:
         NotAPelvisError: the image does not look like an AP pelvic radiograph.
@@ -350,8 +408,14 @@ class DetectLandmarksd(MapTransform):
         landmarks_key: str = "landmarks",
         overwrite: bool = False,
         allow_missing_keys: bool = False,
+        check_annotated: bool = False,
+        min_image_size: int = MIN_IMAGE_SIZE,
+        min_contrast: float = MIN_CONTRAST,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.check_annotated = bool(check_annotated)
+        self.min_image_size, self.min_contrast = int(min_image_size), float(min_contrast)
+        self._unavailable: str | None = None  # why the detector cannot check annotated images
         if detector is None:
             raise ValueError("DetectLandmarksd needs a LandmarkDetector (see configs/landmark_inference.json).")
         if len(self.keys) != 1:
@@ -375,6 +439,8 @@ class DetectLandmarksd(MapTransform):
                 d["landmarks_detected"] = False
                 if isinstance(image, MetaTensor):
                     image.meta["landmarks_detected"] = False
+                if self.check_annotated:
+                    self._check_annotated(image)
                 continue
             detection = self.detector(image)
             d[self.landmarks_key] = detection.landmarks
@@ -388,6 +454,38 @@ class DetectLandmarksd(MapTransform):
                 image.meta["landmark_confidence"] = detection.confidence
                 image.meta["landmark_plausibility"] = detection.plausibility
         return d
+
+
+    def _check_annotated(self, image) -> None:
+        """Refuse an annotated image that the detector would refuse (see the class docstring)."""
+        detector = self._loaded_detector()
+        meta = getattr(image, "meta", None) or {}
+        name = str(meta.get("filename_or_obj") or "image")
+        if detector is None:
+            problem = image_problem(image, self.min_image_size, self.min_contrast)
+            if problem is not None:
+                raise NotAPelvisError(f"{name}: does not look like an AP pelvic radiograph: {problem}.")
+            return
+        try:
+            detector(image, source=name)
+        except NotAPelvisError as error:
+            raise NotAPelvisError(f"{error} (checked although the image has landmarks: they are not used for it)") \
+                from None
+
+    def _loaded_detector(self) -> LandmarkDetector | None:
+        """The detector, or None when its weights are not there (warned once)."""
+        if self._unavailable is not None:
+            return None
+        try:
+            return self.detector
+        except Exception as error:  # the config's instantiation wraps the missing file in its own errors
+            cause = root_cause(error, prefer=(FileNotFoundError,))
+            if not isinstance(cause, FileNotFoundError):
+                raise
+            self._unavailable = str(cause)
+            logger.warning(f"annotated images are checked for size and contrast only, not by the landmark detector: "
+                           f"{cause}")
+            return None
 
 
 def load_landmark_detector(

@@ -6,7 +6,9 @@ The batch runs as the fracture inference does: each item is read with ``LoadPXR`
 look like an AP pelvic radiograph, gets an error report (its ``status`` from
 :func:`~scripts.reporting.inference_failures.describe_failure`) and a warning in the log, and the batch goes on.
 Each image's folder is named by :func:`custom_transforms.files.unique_image_stems`: its file name without the
-extension, plus a short hash of its path when another input has the same name.
+extension, plus a short hash of its path when another input has the same name; the folder must lie inside
+``output_dir`` (:func:`custom_transforms.files.contained_path`), else that image's error is recorded in the summary and
+nothing is written for it. A used ``output_dir`` is refused unless ``overwrite`` (:mod:`scripts.run_guard`).
 
 Output per image, in ``output_dir/<image name>/``: ``landmarks.json`` =
 ``{"image", "status": "ok", "spacing_mm", "spacing_source", "landmarks_detected": true, "plausibility",
@@ -23,7 +25,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from custom_transforms.files import unique_image_stems
+from custom_transforms.files import UnsafePathError, contained_path, unique_image_stems
 from custom_transforms.geometry import pixels_to_mm
 from custom_transforms.loading import LoadPXR
 
@@ -32,12 +34,14 @@ from scripts.landmarks.detector import LandmarkDetection, LandmarkDetector
 from scripts.reporting.inference_failures import describe_failure
 from scripts.reporting.plots import save_landmark_overlay
 
-__all__ = ["LANDMARKS_FILE", "SUMMARY_FILE", "detection_report", "run_landmark_inference"]
+__all__ = ["LANDMARKS_FILE", "OVERLAY_FILE", "SUMMARY_FILE", "detection_report", "run_landmark_inference"]
 
 logger = logging.getLogger(__name__)
 
 #: Each image's report, in its folder.
 LANDMARKS_FILE = "landmarks.json"
+#: Each image's overlay picture, in its folder.
+OVERLAY_FILE = "landmarks.png"
 #: The run's summary, in ``output_dir``.
 SUMMARY_FILE = "landmarks_summary.json"
 
@@ -83,8 +87,13 @@ def run_landmark_inference(
     loader = LoadPXR()
     written: dict[str, dict] = {}
 
-    def save(path: str, report: dict) -> None:
-        folder = out / folders[os.path.abspath(path)]
+    def save(path: str, report: dict) -> Path | None:
+        try:
+            folder = contained_path(out, folders[os.path.abspath(path)], "image folder")
+        except UnsafePathError as error:
+            logger.error(f"{path}: nothing written: {error}")
+            written[os.path.abspath(path)] = {"image": path, "status": "failed", "report": None, "error": str(error)}
+            return None
         folder.mkdir(parents=True, exist_ok=True)
         (folder / LANDMARKS_FILE).write_text(json.dumps(report, indent=2))
         written[os.path.abspath(path)] = {
@@ -92,6 +101,7 @@ def run_landmark_inference(
             "status": report["status"],
             "report": str(folder / LANDMARKS_FILE),
         }
+        return folder
 
     def detect(item: dict) -> dict:
         path = str(item["image"])
@@ -105,9 +115,10 @@ def run_landmark_inference(
 
     for result in FailureTolerantDataset([{"image": p} for p in paths], transform=detect, on_failure=record_failure):
         path, image, detection = result["image"], result["pixels"], result["detection"]
-        save(path, detection_report(detection, path, image.meta.get("spacing_mm"), image.meta.get("spacing_source")))
-        if overlay:
-            save_landmark_overlay(image[0].numpy(), detection, out / folders[os.path.abspath(path)] / "landmarks.png")
+        folder = save(path, detection_report(detection, path, image.meta.get("spacing_mm"),
+                                             image.meta.get("spacing_source")))
+        if overlay and folder is not None:
+            save_landmark_overlay(image[0].numpy(), detection, folder / OVERLAY_FILE)
     summary = [written[os.path.abspath(p)] for p in paths]
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     logger.info(f"landmarks of {sum(s['status'] == 'ok' for s in summary)}/{len(summary)} images written to {out}")

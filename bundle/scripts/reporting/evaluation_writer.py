@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from custom_transforms.files import image_stem
+from custom_transforms.files import contained_path, image_stem
 
 from scripts.reporting.metrics import (
     FROCAccumulator,
@@ -329,7 +329,7 @@ class FractureEvaluationWriter:
                     c["heatmap"],
                     self._distance(x),
                     c["points"],
-                    self.output_dir / "cases" / f"{c['name']}.png",
+                    contained_path(contained_path(self.output_dir, "cases"), f"{c['name']}.png", "case picture"),
                     title,
                     roi_mirrored=x[3:6],
                 )

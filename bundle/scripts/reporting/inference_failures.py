@@ -7,10 +7,13 @@ and gives the report's ``status``:
 
 ========================= ===========================================================================
 ``not_a_pelvis``          the landmark detector refused the image (:class:`~scripts.landmarks.detector.NotAPelvisError`:
-                          chest, extremity, lateral view, blank or saturated film)
+                          chest, extremity, lateral view, blank or saturated film, a few pixels), also when it came
+                          with landmarks
 ``unreadable``            the file cannot be read as a radiograph (``PXRReadError``: corrupt or truncated DICOM,
-                          not an image, no pixel data, missing file)
-``invalid_annotation``    the image's annotation file is malformed (``AnnotationError``)
+                          not an image, no pixel data, missing file, NaN or infinite pixels, a rescale slope of 0)
+``invalid_annotation``    the image's annotation file is malformed or missing (``AnnotationError``)
+``implausible_landmarks`` the landmarks do not lie as on an AP view: mirrored (``_r``/``_l`` swapped, upside down,
+                          a flipped film) or rotated too far (``custom_transforms.orientation.OrientationError``)
 ``invalid_geometry``      the landmarks give no usable symmetry axis, ROI or warp (``GeometryError``)
 ``failed``                anything else (e.g. the detector's weights are missing); the message says what
 ========================= ===========================================================================
@@ -22,6 +25,7 @@ import os
 from dataclasses import dataclass
 
 from custom_transforms.errors import AnnotationError, GeometryError, PXRReadError, root_cause
+from custom_transforms.orientation import OrientationError
 
 from scripts.landmarks.detector import NotAPelvisError
 
@@ -32,6 +36,7 @@ _STATUS_OF: tuple[tuple[type[BaseException], str], ...] = (
     (NotAPelvisError, "not_a_pelvis"),
     (PXRReadError, "unreadable"),
     (AnnotationError, "invalid_annotation"),
+    (OrientationError, "implausible_landmarks"),
     (GeometryError, "invalid_geometry"),
 )
 FAILURE_STATUSES: tuple[str, ...] = tuple(status for _, status in _STATUS_OF) + ("failed",)

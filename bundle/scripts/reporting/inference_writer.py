@@ -24,6 +24,11 @@ An image whose preprocessing failed (:meth:`FractureReportWriter.write_failure`,
 no probability. At the end of the run ``output_dir/inference_summary.json`` lists every image with its status,
 and one log line counts them.
 
+Every image folder is made with :func:`custom_transforms.files.contained_path`: whatever an input is called, and
+whatever links ``output_dir`` holds, nothing is written or deleted outside ``output_dir`` (an image whose folder would
+lie outside gets status ``failed`` in the summary, with the reason). ``configs/inference.json`` applies the rerun
+policy of :mod:`scripts.run_guard` before the run: an ``output_dir`` holding an earlier run's results is refused
+unless ``--overwrite true``, which removes them first, so the summary and the folders are this run's only.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import numpy as np
 from ignite.engine import Engine, Events
 
 from custom_transforms.conventions import radiograph_nifti_affine
-from custom_transforms.files import unique_image_stems
+from custom_transforms.files import UnsafePathError, contained_path, unique_image_stems
 
 from scripts.reporting.evaluation_writer import case_name, engine_items, to_numpy
 from scripts.reporting.inference_failures import describe_failure
@@ -123,7 +128,8 @@ class FractureReportWriter:
         image = item.get(self.image_key)
         path = (getattr(image, "meta", None) or {}).get("filename_or_obj", image)
         name = self._folder_names.get(os.path.abspath(str(path))) if isinstance(path, (str, os.PathLike)) else None
-        return self.output_dir / (name or case_name(item, self.image_key, fallback=f"image{len(self.reports):04d}"))
+        name = name or case_name(item, self.image_key, fallback=f"image{len(self.reports):04d}")
+        return contained_path(self.output_dir, name, "image folder")  # never a place outside output_dir
 
     def write(self, item: dict) -> dict[str, Any]:
         """Write one image's outputs; returns its report.
@@ -164,7 +170,11 @@ class FractureReportWriter:
             error: what its preprocessing raised (see :func:`~.inference_failures.describe_failure`).
         """
         failure = describe_failure(str(item.get(self.image_key, "")), error)
-        out = self._folder(item)
+        try:
+            out = self._folder(item)
+        except UnsafePathError as unsafe:  # nowhere to write inside output_dir: the summary says so
+            logger.error(f"{failure.image}: no report written ({failure.status}: {failure.error}): {unsafe}")
+            return {"image": failure.image, "status": "failed", "error": str(unsafe)}
         out.mkdir(parents=True, exist_ok=True)
         for stale in _RESULT_FILES:  # a result of an earlier run must not sit beside this error
             (out / stale).unlink(missing_ok=True)
@@ -212,7 +222,10 @@ class FractureReportWriter:
     def _read_report(self, item: dict) -> dict[str, Any]:
         """The ``report.json`` this run wrote for ``item`` (status ``missing`` when there is none)."""
         image = str(item.get(self.image_key, ""))
-        file = self._folder({self.image_key: image}) / "report.json"
+        try:
+            file = self._folder({self.image_key: image}) / "report.json"
+        except UnsafePathError as unsafe:
+            return {"image": image, "status": "failed", "error": f"{image}: no report was written: {unsafe}"}
         try:
             report = json.loads(file.read_text())
         except (OSError, ValueError):
