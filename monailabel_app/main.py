@@ -16,18 +16,23 @@ App configuration (``--conf key value``; all optional):
 * ``use_final_landmarks``: the fracture task uses the landmarks of the image's final label when there is one
   (default true; otherwise the bundle's detector finds them);
 * ``work_dir``: where converted annotations, the training datalist and logs go (default
-  ``<studies>/.aasn_monailabel``).
+  ``<studies>/.aasn_monailabel``);
+* ``max_upload_mb``: the largest request body and the largest image or label file the server accepts (default 64).
+
+What the server trusts and what it does not (image ids, uploads, the ``annotation`` parameter, the bind address):
+``docs/security.md``. ``monailabel_app/start_server.sh`` starts it on 127.0.0.1 unless ``--host`` says otherwise.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+import tempfile
 
 import numpy as np
 from fastapi import HTTPException
 from monailabel.config import settings
-from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.exception import MONAILabelException
@@ -44,7 +49,9 @@ from lib.datastore_labels import annotation_from_label
 from lib.infers.fracture import FractureInfer
 from lib.infers.landmarks import LandmarkInfer
 from lib.label_map import LABELS
+from lib.request_guard import DEFAULT_MAX_UPLOAD_MB, install_request_guards, uploaded_file_expected
 from lib.trainers.aasn import AASNTrain
+from lib.upload_checks import RadiographLocalDatastore
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +76,7 @@ class AASNPelvisApp(MONAILabelApp):
         default_work = os.path.join(studies, ".aasn_monailabel") if local else os.path.join(app_dir, "model", "work")
         self.work_dir = os.path.realpath(conf.get("work_dir", default_work))
         self.use_final_landmarks = conf.get("use_final_landmarks", "true").lower() in ("1", "true", "yes")
+        self.max_upload_bytes = int(float(conf.get("max_upload_mb", DEFAULT_MAX_UPLOAD_MB)) * 1024 * 1024)
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -84,9 +92,10 @@ class AASNPelvisApp(MONAILabelApp):
         if self.studies.startswith(("http://", "https://")):  # a DICOMweb PACS: MONAI Label's datastore, for 2D
             from lib.dicomweb_datastore import dicomweb_datastore
 
-            return dicomweb_datastore(self.studies)
-        return LocalDatastore(
+            return dicomweb_datastore(self.studies, self.max_upload_bytes)
+        return RadiographLocalDatastore(
             self.studies,
+            self.max_upload_bytes,
             extensions=IMAGE_EXTENSIONS,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
@@ -107,27 +116,47 @@ class AASNPelvisApp(MONAILabelApp):
         """How a viewer's "next sample" picks an unlabelled radiograph."""
         return {"random": Random(), "first": First()}
 
+    def on_init_complete(self):
+        """When the server starts: the request guards on its routes (:mod:`lib.request_guard`), and a warning when it
+        listens on every network interface."""
+        super().on_init_complete()
+        from monailabel.app import app as server
+
+        install_request_guards(server, self.max_upload_bytes)
+        host = bind_host(sys.argv)
+        if host in ("0.0.0.0", "::", ""):
+            logger.warning(
+                f"The server listens on all network interfaces (--host {host or '0.0.0.0'}, MONAI Label's default): "
+                "anyone who can reach this machine can read the images, replace labels and weights, and train. "
+                "Bind 127.0.0.1 (monailabel_app/start_server.sh does) unless a network must reach it; see "
+                "docs/security.md."
+            )
+
+    def infer_wsi(self, request, datastore=None):
+        raise HTTPException(404, "This app serves 2D radiographs; it has no whole-slide (WSI) infer task.")
+
     def infer(self, request, datastore=None):
         """Run an infer task, turning bad requests into HTTP errors that say what is wrong.
 
-        404: unknown task or image id; 422: the image cannot be used (unreadable, or not an AP pelvic radiograph);
-        500: anything else, with its message. The server keeps serving after each.
+        The image is an id of the datastore, or the file uploaded with the request; never a path on the server
+        (404 for any other ``image``, whether or not such a file exists). 404: unknown task or image id; 422: the
+        request names a file (``annotation``, ...), or the image cannot be used (unreadable, or not an AP pelvic
+        radiograph); 500: anything else, with its message. The server keeps serving after each.
         """
         model = request.get("model")
         if model not in self._infers:
             raise HTTPException(404, f"Unknown infer task {model!r}; this app serves {sorted(self._infers)}.")
-        image = request.get("image")
         store = datastore if datastore else self.datastore()
-        if isinstance(image, str) and not os.path.exists(image):
-            try:
-                found = bool(image) and bool(store.get_image_uri(image))
-            except ValueError as e:  # a PACS series the app cannot read as one radiograph
-                raise HTTPException(422, str(e)) from e
-            if not found:
-                raise HTTPException(404, f"Image {image!r} is not in the datastore ({self.studies}).")
+        named = sorted(k for k in ("annotation", "image_path") if k in request)
+        if named:
+            raise HTTPException(422, f"The request may not set {named}: the server never reads a file a client names; "
+                                     "send landmarks as {\"landmarks\": {name: [x, y]}}.")
+        image_id, path = self._resolve_image(request, store)
+        image = image_id or os.path.basename(path)  # for the log: never the server path of an upload
+        request = {**request, "image": path}
         try:
             if model == FRACTURE_TASK:
-                request = self._with_landmarks(request, store)
+                request = self._with_landmarks(request, store, image_id, path)
             return super().infer(request, datastore)
         except HTTPException:
             raise
@@ -143,17 +172,39 @@ class AASNPelvisApp(MONAILabelApp):
             logger.exception(f"Infer {model} on {image} failed")
             raise HTTPException(500, f"{type(e).__name__}: {e}") from e
 
-    def _with_landmarks(self, request: dict, store: Datastore) -> dict:
+    def _resolve_image(self, request: dict, store: Datastore) -> tuple[str | None, str]:
+        """(datastore id or None, file) of the request's image: the upload MONAI Label saved for this request, a
+        session's image, or an id of the datastore; 404 for anything else (a path on the server included)."""
+        image = request.get("image")
+        if not isinstance(image, str) or not image:
+            raise HTTPException(422, "The request needs an image id (?image=<id>) or an uploaded file.")
+        if uploaded_file_expected():  # MONAI Label's temporary copy of this request's upload (params cannot set it)
+            if os.path.isfile(image) and os.path.dirname(os.path.realpath(image)) == os.path.realpath(
+                tempfile.gettempdir()
+            ):
+                return None, image
+            raise HTTPException(422, "The uploaded file was not received.")
+        session = request.get("session")
+        sessions = self.sessions()
+        if session and sessions is not None:  # MONAI Label looked the session id up and put its image here
+            root = os.path.realpath(sessions.store_path)
+            if os.path.commonpath([root, os.path.realpath(image)]) == root:
+                return None, image
+        try:
+            path = store.get_image_uri(image)
+        except ValueError as e:  # a PACS series the app cannot read as one radiograph
+            raise HTTPException(422, str(e)) from e
+        if not path or not os.path.isfile(path):
+            raise HTTPException(404, f"Image {image!r} is not in the datastore ({self.studies}).")
+        return image, path
+
+    def _with_landmarks(self, request: dict, store: Datastore, image_id: str | None, path: str) -> dict:
         """Tell the fracture task where its landmarks come from: the request, the final label, or the detector."""
         request = dict(request)
-        image = request.get("image")
         if request.get("landmarks") is not None:
             request["landmark_source"] = "request"
             return request
-        if not isinstance(image, str):
-            raise HTTPException(422, "The fracture task needs an image id or file (or landmarks in the params).")
-        path = image if os.path.exists(image) else store.get_image_uri(image)
-        label = "" if path == image else store.get_label_uri(image, DefaultLabelTag.FINAL)
+        label = store.get_label_uri(image_id, DefaultLabelTag.FINAL) if image_id else ""
         if label and self.use_final_landmarks:
             annotation, _ = annotation_from_label(label, path, self.work_dir)
             request["annotation"] = annotation
@@ -167,3 +218,14 @@ class AASNPelvisApp(MONAILabelApp):
 
 def _file_list(value: str | None) -> list[str]:
     return [p.strip() for p in (value or "").split(",") if p.strip()]
+
+
+def bind_host(argv: list[str]) -> str:
+    """The address ``monailabel start_server`` binds, from its command line (MONAI Label's default: 0.0.0.0)."""
+    host = "0.0.0.0"
+    for i, arg in enumerate(argv):
+        if arg in ("--host", "-i") and i + 1 < len(argv):
+            host = argv[i + 1]
+        elif arg.startswith("--host="):
+            host = arg.split("=", 1)[1]
+    return host

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +62,7 @@ TINY_AASN = {
 }
 LANDMARKS_TASK, FRACTURE_TASK = "aasn_landmarks", "aasn_fracture"  # the fracture trainer has its model's name
 SERVER_START_TIMEOUT_S = 240
+MAX_UPLOAD_MB = 2  # the server's max_upload_mb: small, so that a refused upload is quick to send
 TRAIN_TIMEOUT_S = 300
 
 
@@ -229,26 +231,21 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(deployment):
-    """``monailabel start_server`` as a real process on 127.0.0.1; stopped (its process group) at the end, always."""
+    """The documented start, ``monailabel_app/start_server.sh`` (``monailabel start_server``) without ``--host``, as a
+    real process; stopped (its process group) at the end, always. Its temporary files go to a folder of its own
+    (``TMPDIR``), so that the test sees what it leaves there."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = deployment["root"] / "server.log"
-    command = [
-        str(MONAILABEL),
-        "start_server",
-        "--app",
-        str(APP),
-        "--studies",
-        str(deployment["studies"]),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    for key, value in deployment["conf"].items():
+    server_tmp = deployment["root"] / "server_tmp"
+    server_tmp.mkdir(exist_ok=True)
+    command = ["bash", str(APP / "start_server.sh"), "--studies", str(deployment["studies"]), "--port", str(port)]
+    for key, value in {**deployment["conf"], "max_upload_mb": MAX_UPLOAD_MB}.items():
         command += ["--conf", key, str(value)]
     env = dict(os.environ)
     env.update(
+        MONAILABEL=str(MONAILABEL),
+        TMPDIR=str(server_tmp),
         PATH=f"{MONAILABEL.parent}{os.pathsep}{os.environ.get('PATH', '')}",  # the `monailabel` script runs `python`
         VIRTUAL_ENV=str(MONAILABEL.parent.parent),
         PYTHONPATH=str(REPO / "tests"),  # PlantedHeatmaps
@@ -275,7 +272,7 @@ def server(deployment):
             if time.monotonic() > deadline:
                 pytest.fail(f"the server did not answer within {SERVER_START_TIMEOUT_S} s:\n{_tail(log_path)}")
             time.sleep(1.0)
-        yield {"url": url, "log": log_path, **deployment}
+        yield {"url": url, "log": log_path, "port": port, "tmp": server_tmp, **deployment}
     finally:
         _stop(process)
 
@@ -462,6 +459,9 @@ def test_fracture_result_lists_the_peaks_of_the_bundles_report_json(server, tmp_
         input=str(datalist),
         output_dir=str(out),
         ckpt_dir=os.path.dirname(result["weights"]),  # the weights the task served
+        # the detector that checks annotated images: the server's (the landmark overrides on its config)
+        landmark_config=[str(bundle / "configs" / "landmark_inference.json"),
+                         str(server["conf"]["landmark_config_overrides"])],
     )
     workflow.initialize()
     workflow.run()
@@ -581,3 +581,165 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server):
     assert status == 422 and "no Pixel Data" in json.loads(body)["detail"]
 
     assert len(_infer_json(server, LANDMARKS_TASK, server["ids"][2])["landmarks"]) == 16
+
+
+# --- issue 16: what the server trusts ------------------------------------------------------------------------------
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local IPv4/IPv6 addresses with a socket listening on ``port`` (Linux ``/proc/net/tcp*``)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, local_port = fields[1].split(":")
+            if int(local_port, 16) == port and fields[3] == "0A":  # LISTEN
+                found.add(address)
+    return found
+
+
+def test_the_documented_start_listens_on_127_0_0_1_only(server):
+    assert _listening_addresses(server["port"]) == {"0100007F"}  # 127.0.0.1, little-endian hex; no 0.0.0.0, no ::
+
+
+def test_the_start_script_binds_127_0_0_1_unless_asked_otherwise(tmp_path):
+    stub = tmp_path / "monailabel"
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    run = ["bash", str(APP / "start_server.sh"), "--studies", "/data/pxrs"]
+    env = {**os.environ, "MONAILABEL": str(stub)}
+    default = subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert default[:1] == ["start_server"]
+    hosts = [default[i + 1] for i, a in enumerate(default) if a == "--host"]
+    assert hosts == ["127.0.0.1"]
+    asked = subprocess.run(run + ["--host", "0.0.0.0"], env=env, capture_output=True, text=True, check=True)
+    hosts = [a for i, a in enumerate(asked.stdout.split()) if i and asked.stdout.split()[i - 1] == "--host"]
+    assert hosts[-1] == "0.0.0.0"  # the caller's, last: MONAI Label's argparse keeps the last value
+
+
+def _outside_file(server) -> Path:
+    """A real DICOM radiograph on the server's disk, outside its datastore (beside the studies folder)."""
+    outside = server["root"] / "outside.dcm"
+    if not outside.exists():
+        shutil.copyfile(server["studies"] / f"{server['ids'][0]}.dcm", outside)
+    return outside
+
+
+def test_an_image_id_outside_the_datastore_is_404_whatever_the_path(server):
+    outside = _outside_file(server)
+    studies = server["studies"]
+    relative_up = os.path.relpath(outside, studies)  # ../outside.dcm from the studies folder
+    ids = [
+        str(outside),  # absolute, a readable radiograph
+        "outside.dcm",  # relative to the server's working folder, where it exists
+        relative_up,
+        f"{studies.name}/../outside.dcm",
+        str(studies / f"{server['ids'][0]}.dcm"),  # the path of a datastore image is not its id either
+        "/etc/passwd",
+        "/etc/hostname",
+        "../../../../../../etc/passwd",
+        "/no/such/file.dcm",
+    ]
+    for task in (LANDMARKS_TASK, FRACTURE_TASK):
+        for image in ids:
+            status, body = _infer(server, task, urllib.parse.quote(image, safe=""))
+            detail = json.loads(body)["detail"]
+            assert status == 404, (task, image, status, detail)
+            assert detail == f"Image {image!r} is not in the datastore ({studies}).", detail
+
+
+def test_params_may_not_name_a_server_file_and_nothing_of_one_is_echoed(server):
+    secret = server["root"] / "secret.json"
+    secret.write_text("TOP-SECRET-CONTENT " * 50)
+    image = server["ids"][1]
+    for params in ({"annotation": str(secret)}, {"annotation": "/etc/passwd"}, {"image": str(_outside_file(server))},
+                   {"label": str(secret)}, {"image_path": "/etc/passwd"}):
+        for task in (LANDMARKS_TASK, FRACTURE_TASK):
+            status, body = _infer(server, task, image, params=params)
+            detail = json.loads(body)["detail"]
+            assert status == 422 and "params may not set" in detail, (params, status, detail)
+            assert "TOP-SECRET" not in detail and "root:" not in detail
+    # landmarks that are not numbers: the error names the field, not a file
+    status, body = _infer(server, FRACTURE_TASK, image, params={"landmarks": str(secret)})
+    assert status == 422 and "TOP-SECRET" not in json.loads(body)["detail"]
+
+
+def test_params_that_are_not_a_json_object_answer_422_with_the_reason(server):
+    for raw, expected in (("{not json", "form field 'params' is not valid JSON"),
+                          ("[1, 2]", "form field 'params' is a JSON list; expected a JSON object")):
+        body, headers = _multipart({"params": raw}, {})
+        status, answer = _request("POST", f"{server['url']}/infer/{LANDMARKS_TASK}?image={server['ids'][0]}",
+                                  body, headers)
+        assert status == 422 and expected in json.loads(answer)["detail"], answer
+    body, headers = _multipart({"params": "{oops"}, {"label": ("x.json", b"{}")})
+    status, answer = _request("PUT", f"{server['url']}/datastore/label?image={server['ids'][0]}&tag=final", body,
+                              headers)
+    assert status == 422 and "form field 'params' is not valid JSON" in json.loads(answer)["detail"]
+
+
+def _files_in(folder: Path) -> set[str]:
+    return {str(p) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_twenty_rejected_uploads_leave_no_file_behind(server):
+    """Uploads refused for their content (422), their size (413, also chunked), their params or their label tag: the
+    server's temporary folder holds none of them afterwards, and nothing was stored."""
+    before_tmp, before_studies = _files_in(server["tmp"]), _files_in(server["studies"])
+    not_dicom = os.urandom(200_000)
+    chest = (server["studies"] / "chest.dcm").read_bytes()
+    big = b"\0" * (MAX_UPLOAD_MB * 1024 * 1024 + 1)
+    url, image = server["url"], server["ids"][0]
+    requests = []
+    for i in range(4):  # infer on an uploaded file that is no DICOM, or no pelvis
+        requests.append(("POST", f"/infer/{LANDMARKS_TASK}", {"file": (f"junk{i}.dcm", not_dicom)}, 422))
+        requests.append(("POST", f"/infer/{FRACTURE_TASK}", {"file": (f"chest{i}.dcm", chest)}, 422))
+    for i in range(4):  # store a file that is no DICOM, under a name that leaves the folder, or too large
+        requests.append(("PUT", f"/datastore/?image=junk{i}", {"file": ("junk.png", not_dicom)}, 422))
+        requests.append(("PUT", "/datastore/?image=..%2F..%2Fevil", {"file": ("evil.dcm", chest)}, 422))
+        requests.append(("PUT", f"/datastore/label?image={image}&tag=..%2F..%2Fx", {"label": ("x.json", b"{}")}, 422))
+    for i in range(2):
+        requests.append(("PUT", f"/datastore/?image=big{i}", {"file": ("big.dcm", big)}, 413))
+        requests.append(("POST", f"/infer/{LANDMARKS_TASK}?image={image}", {"file": ("big.dcm", big)}, 413))
+    assert len(requests) == 20 + 4
+    for method, path, files, expected in requests:
+        body, headers = _multipart({"params": "{}"}, files)
+        status, answer = _request(method, url + path, body, headers)
+        assert status == expected, (method, path, status, answer[:300])
+        assert json.loads(answer)["detail"]
+    # a chunked body (no Content-Length) is cut off at the limit too
+    body, headers = _multipart({"params": "{}"}, {"file": ("big.dcm", big)})
+    chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+    status, answer = _request("PUT", f"{url}/datastore/?image=chunked", chunks,
+                              {**headers, "Transfer-Encoding": "chunked"})
+    assert status == 413, answer[:300]
+    time.sleep(1.0)  # any background task of an earlier response has run
+    assert _files_in(server["tmp"]) == before_tmp
+    assert _files_in(server["studies"]) == before_studies
+    assert not (server["root"] / "evil.dcm").exists() and not (server["studies"].parent / "x").exists()
+
+
+def test_put_datastore_stores_a_dicom_radiograph_as_dcm_and_labels_only_for_its_images(server):
+    dicom = (server["studies"] / "blank.dcm").read_bytes()
+    body, headers = _multipart({"params": "{}"}, {"file": ("new image.DCM", dicom)})
+    status, answer = _request("PUT", f"{server['url']}/datastore/?image=uploaded_blank", body, headers)
+    assert status == 200 and json.loads(answer)["image"] == "uploaded_blank", answer
+    assert (server["studies"] / "uploaded_blank.dcm").read_bytes() == dicom
+    body, headers = _multipart({"params": "{}"}, {"label": ("x.json", b"{}")})
+    status, answer = _request("PUT", f"{server['url']}/datastore/label?image=no_such_image&tag=final", body, headers)
+    assert status == 404 and "no_such_image" in json.loads(answer)["detail"]
+    status, answer = _request("PUT", f"{server['url']}/datastore/label?image=uploaded_blank&tag=final",
+                              *_multipart({"params": "{}"}, {"label": ("x.exe", b"MZ")}))
+    assert status == 422 and "must end in one of" in json.loads(answer)["detail"]
+    status, _ = _request("DELETE", f"{server['url']}/datastore/?id=uploaded_blank")
+    assert status == 200 and not (server["studies"] / "uploaded_blank.dcm").exists()
+
+
+def test_annotated_requests_get_the_detectors_image_check(server):
+    """Landmarks given with the request do not make a chest film a pelvis: 422 from the detector's check."""
+    landmarks = server["cases"][server["ids"][0]]["landmarks"].tolist()
+    status, body = _infer(server, FRACTURE_TASK, "chest", params={"landmarks": landmarks})
+    detail = json.loads(body)["detail"]
+    assert status == 422 and "chest.dcm: does not look like an AP pelvic radiograph" in detail, detail
+    assert "has landmarks" in detail

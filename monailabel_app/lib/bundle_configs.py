@@ -18,6 +18,8 @@ from monai.bundle import ConfigParser
 #: Where the app's trainer writes its checkpoints, inside the bundle's ``models`` folder; the infer tasks serve
 #: ``model.pt`` from there once it exists (newer than the bundle's own ``models/model.pt``).
 MONAILABEL_MODELS = "monailabel"
+#: The landmark detector's config, which ``inference.json`` names as its ``landmark_config``.
+LANDMARK_CONFIG = "landmark_inference.json"
 
 
 class BundleConfigs:
@@ -86,6 +88,10 @@ class BundleConfigs:
         parser.read_meta(self.metadata_file)
         parser.read_config(self.files(name, landmark))
         parser["bundle_root"] = self.bundle_dir
+        if not landmark and "landmark_config" in parser:
+            # the detector inside this config (inference.json's: it checks annotated images and finds missing
+            # landmarks) is the one the landmark task serves, with the landmark override files
+            parser["landmark_config"] = self.files(LANDMARK_CONFIG, landmark=True)
         for key, value in overrides.items():
             parser[key] = value
         return parser

@@ -25,33 +25,40 @@ changes the rest:
 * final labels (label image or annotation JSON) are saved where MONAI Label's DICOMweb datastore keeps its own copy,
   the cache's ``labels/final/<SeriesInstanceUID>.<ext>``, and **not** sent to the PACS (see above); training reads
   them from there (``datalist``), and they are never deleted for lacking a SEG in the PACS;
-* no dcmqi download, no NIfTI conversion.
+* no dcmqi download, no NIfTI conversion;
+* no image uploads (``PUT /datastore/`` answers 405: the images are the PACS's), and labels are checked as the
+  folder datastore checks them (:mod:`lib.upload_checks`: a plain tag, a known kind, a bounded size).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 from typing import Any
 
 from dicomweb_client import DICOMwebClient
+from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
 from monailabel.datastore.utils.dicom import dicom_web_download_series
 from monailabel.interfaces.datastore import DefaultLabelTag
-from monailabel.interfaces.exception import ImageNotFoundException
 from monailabel.utils.others.generic import md5_digest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+
+from lib.upload_checks import check_label_tag, check_label_upload
 
 logger = logging.getLogger(__name__)
 
 #: QIDO-RS filters used when ``MONAI_LABEL_DICOMWEB_SEARCH_FILTER`` keeps MONAI Label's CT default.
 RADIOGRAPH_FILTERS = ({"Modality": "CR"}, {"Modality": "DX"})
 MONAILABEL_DEFAULT_FILTER = {"Modality": "CT"}
+#: A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters.
+DICOM_UID = re.compile(r"[0-9][0-9.]{0,63}")
 #: Suffixes the cache's file names end with (a SeriesInstanceUID has dots, so the suffix must be known).
 KNOWN_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".dcm", ".json", ".png")
 
@@ -71,9 +78,12 @@ class RadiographDICOMwebDatastore(DICOMWebDatastore):
         filters: QIDO-RS filters of the series to list (one query each; the union is the image list).
         cache_path: the cache folder (default: MONAI Label's, ``~/.cache/monailabel/dicom``); the datastore's own
             folder inside it is named after the MD5 of the DICOMweb URL, as MONAI Label names it.
+        max_bytes: largest label file accepted from a client.
     """
 
-    def __init__(self, client: DICOMwebClient, filters: list[dict[str, Any]], cache_path: str | None = None):
+    def __init__(self, client: DICOMwebClient, filters: list[dict[str, Any]], cache_path: str | None = None,
+                 max_bytes: int = 64 * 1024 * 1024):
+        self.max_bytes = int(max_bytes)
         self._client = client
         self._search_filter = filters[0] if filters else {}
         self._filters = [dict(f) for f in filters]
@@ -108,7 +118,10 @@ class RadiographDICOMwebDatastore(DICOMWebDatastore):
 
     def get_image_uri(self, image_id: str) -> str:
         """The cached DICOM file of series ``image_id``, fetched from the PACS the first time; "" when the PACS has
-        no such series. Raises ``ValueError`` when the series does not hold exactly one image instance."""
+        no such series, or when ``image_id`` is not a DICOM UID (digits and dots: so that it is also a safe file name
+        in the cache). Raises ``ValueError`` when the series does not hold exactly one image instance."""
+        if not isinstance(image_id, str) or not DICOM_UID.fullmatch(image_id):
+            return ""
         cached = LocalDatastore.get_image_uri(self, image_id)
         if cached and os.path.isfile(cached):
             return cached
@@ -133,6 +146,11 @@ class RadiographDICOMwebDatastore(DICOMWebDatastore):
             shutil.rmtree(download, ignore_errors=True)
         return LocalDatastore.get_image_uri(self, image_id)
 
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        """Refused (405): the images are the PACS's; store them there (the app fetches what it needs)."""
+        raise HTTPException(405, f"this app's images come from the PACS {self._client.base_url}; store the image "
+                                 "there (C-STORE or STOW-RS), not with PUT /datastore/")
+
     # --- labels -------------------------------------------------------------------------------------------------
 
     def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
@@ -140,9 +158,12 @@ class RadiographDICOMwebDatastore(DICOMWebDatastore):
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any],
                    label_id: str = "") -> str:
-        """Save the label in the cache (``labels/<tag>/<SeriesInstanceUID>.<ext>``); not sent to the PACS."""
+        """Save the label in the cache (``labels/<tag>/<SeriesInstanceUID>.<ext>``); not sent to the PACS. The tag
+        and the file are checked as the folder datastore checks them (:mod:`lib.upload_checks`)."""
+        check_label_tag(self, label_tag)
         if not self.get_image_uri(image_id):
-            raise ImageNotFoundException(f"Image {image_id} not found in {self._client.base_url}")
+            raise HTTPException(404, f"Image {image_id!r} is not in {self._client.base_url}; no label saved.")
+        check_label_upload(label_filename, self.max_bytes)
         if label_tag == DefaultLabelTag.FINAL:
             logger.info(
                 f"Final label of series {image_id} kept in the DICOMweb datastore's cache, not stored in the PACS as "
@@ -168,7 +189,7 @@ class RadiographDICOMwebDatastore(DICOMWebDatastore):
         return status
 
 
-def dicomweb_datastore(url: str) -> RadiographDICOMwebDatastore:
+def dicomweb_datastore(url: str, max_bytes: int = 64 * 1024 * 1024) -> RadiographDICOMwebDatastore:
     """The app's datastore for ``--studies <DICOMweb URL>``, with MONAI Label's own client and settings (user and
     password, QIDO/WADO/STOW prefixes, cache folder, search filter) but without downloading dcmqi."""
     from dicomweb_client.session_utils import create_session_from_user_pass
@@ -187,4 +208,5 @@ def dicomweb_datastore(url: str) -> RadiographDICOMwebDatastore:
         stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX,
     )
     cache = (settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip() or None
-    return RadiographDICOMwebDatastore(client, search_filters(settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER), cache)
+    return RadiographDICOMwebDatastore(client, search_filters(settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER), cache,
+                                       max_bytes)
