@@ -137,8 +137,19 @@ def test_evaluation_metrics_match_per_case_table_and_pictures_exist(work, traine
     assert metrics["auc"] == pytest.approx(roc_auc_score(labels, scores))
     assert metrics["ap"] == pytest.approx(average_precision_score(labels, scores))
     assert metrics["num_images"] == len(rows) and metrics["num_fractures"] == sum(labels)
+    # the fractures of the test fold's annotations, counted by hand; each recall is the per-image recalled fractures
+    # of the table summed over them; a larger false-positive budget never recalls fewer
+    fractures = {
+        Path(it["image"]).stem: len(json.loads((work["data"] / it["annotation"]).read_text())["fractures"])
+        for it in test_fold
+    }
+    assert metrics["num_fractures"] == sum(fractures.values()) > 0
+    assert {r["case"]: int(r["num_fractures"]) for r in rows} == fractures
     for key in ("recall_at_fp_1pct", "recall_at_fp_10pct"):
-        assert 0.0 <= metrics[key] <= 1.0
+        recalled = [int(r[key.replace("recall", "recalled")]) for r in rows]
+        assert all(0 <= n <= fractures[r["case"]] for n, r in zip(recalled, rows))
+        assert metrics[key] == pytest.approx(sum(recalled) / sum(fractures.values()))
+    assert metrics["recall_at_fp_10pct"] >= metrics["recall_at_fp_1pct"]
     for name in ("roc.png", "pr.png", "froc.png"):
         assert (out / name).stat().st_size > 1000
     assert metrics["pictures"]["cases"] and all(Path(p).is_file() for p in metrics["pictures"]["cases"])

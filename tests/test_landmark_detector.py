@@ -229,12 +229,19 @@ def test_detect_landmarksd_raises_for_non_pelvis(shape_model):
 
 def test_real_network_shapes_and_weight_loading(tmp_path, case, shape_model):
     image, _, _ = case
+    torch.manual_seed(0)
     network = UNet(2, 1, 16, channels=(4, 8), strides=(2,), num_res_units=0)
     path = tmp_path / "landmark_model.pt"
     torch.save(network.state_dict(), path)
     loaded = load_network_weights(UNet(2, 1, 16, channels=(4, 8), strides=(2,), num_res_units=0), path)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), network.state_dict().values()))
-    detection = LandmarkDetector(loaded, shape_model, input_size=(32, 48)).detect(image)  # spatial softmax
-    assert detection.landmarks.shape == (16, 2) and 0 <= detection.plausibility <= 1
+    detector = LandmarkDetector(loaded, shape_model, input_size=(32, 48))
+    detection = detector.detect(image)  # spatial softmax
+    assert detection.landmarks.shape == (16, 2)
+    # an untrained network's softmax is nearly flat (a 7 x 7 window holds about 49 / (32 x 48) of it): no peak reaches
+    # the minimum confidence, the shape model has nothing to fit, no landmark is consistent, the plausibility is 0
+    assert detection.peaks == pytest.approx(np.full(16, 49 / (32 * 48)), rel=0.5)
+    assert detection.peaks.max() < detector.min_confidence
+    assert not detection.shape_consistent.any() and detection.plausibility == 0.0
     with pytest.raises(FileNotFoundError, match="landmark_train.json"):
         load_network_weights(network, tmp_path / "missing.pt")

@@ -49,12 +49,31 @@ def train(net, variant: str, loader, max_epochs: int, learning_rate: float):
 
 @pytest.mark.parametrize("variant", ["aasn", "vanilla", "liu", "lse"])
 def test_supervised_trainer_runs(variant):
+    """One epoch of the bundle's trainer is the hand-written loop (the variant's inferer output into its loss, backward,
+    an Adam step, batch by batch): the same last loss and the same weights afterwards."""
+    import copy
+
+    torch.manual_seed(1)
     net = build_network(variant, **TINY)
+    reference = copy.deepcopy(net)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    trainer = train(net, variant, batches(), max_epochs=1, learning_rate=1e-3)
-    assert torch.isfinite(torch.as_tensor(trainer.state.output[0]["loss"]))
-    changed = [k for k, v in net.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    data = batches()
+    trainer = train(net, variant, data, max_epochs=1, learning_rate=1e-3)
+
+    optimiser, loss_function = torch.optim.Adam(reference.parameters(), 1e-3), loss_for_variant(variant)
+    reference.train()
+    for batch in data:
+        optimiser.zero_grad()
+        loss = loss_function(SiameseTrainingInferer()(batch["siamese_input"], reference), batch["target"])
+        loss.backward()
+        optimiser.step()
+    assert trainer.state.output[0]["loss"] == pytest.approx(loss.item(), rel=1e-5)
+    trained, by_hand = net.state_dict(), reference.state_dict()
+    for k in trained:
+        torch.testing.assert_close(trained[k], by_hand[k], rtol=1e-5, atol=1e-6, msg=k)
+    changed = [k for k, v in trained.items() if v.is_floating_point() and not torch.equal(v, before[k])]
     assert any(k.startswith(("encoder", "features")) for k in changed)
+    # (that the steps learn, not only move: test_training_learns_a_planted_lesion_and_finds_it_in_unseen_images)
 
 
 def test_inferer_returns_pair_and_accepts_distance_output_wrapper():
