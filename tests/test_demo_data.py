@@ -20,8 +20,8 @@ BUNDLE = REPO / "bundle"
 sys.path.insert(0, str(BUNDLE))
 
 from scripts.datalist import MissingDataError, require_datalist, require_input  # noqa: E402
-from scripts.run_guard import StopRun  # noqa: E402
 from scripts.demo import DEMO_DATA_DIR, simulate_demo_data  # noqa: E402
+from scripts.run_guard import StopRun  # noqa: E402
 
 
 def _env() -> dict:
