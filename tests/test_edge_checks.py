@@ -334,10 +334,15 @@ def test_training_refuses_a_leaky_datalist_in_one_line_naming_the_subject(tmp_pa
     content = json.loads(datalist.read_text())
     content["data"][3]["subject"] = content["data"][8]["subject"]  # s008: folds 1 and 4
     datalist.write_text(json.dumps(content))
-    env = {**os.environ, "PYTHONPATH": str(BUNDLE), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    tiny = tmp_path / "tiny.json"  # should it train (the code before issue 16 did), one quick epoch
+    tiny.write_text(json.dumps({"roi_size": [64, 128], "max_epochs": 1, "num_workers": 0, "show_progress": False,
+                                "network_kwargs": {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1],
+                                                   "bn_size": 2, "projection_channels": 8}}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BUNDLE), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "train.json"),
-         "--dataset_dir", str(datalist.parent), "--bundle_root", str(tmp_path / "run"), "--num_workers", "0"],
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", str([str(CONFIGS / "train.json"), str(tiny)]),
+         "--dataset_dir", str(datalist.parent), "--bundle_root", str(tmp_path / "run")],
         cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 1

@@ -703,21 +703,23 @@ def test_twenty_rejected_uploads_leave_no_file_behind(server):
         requests.append(("PUT", f"/datastore/?image=big{i}", {"file": ("big.dcm", big)}, 413))
         requests.append(("POST", f"/infer/{LANDMARKS_TASK}?image={image}", {"file": ("big.dcm", big)}, 413))
     assert len(requests) == 20 + 4
-    for method, path, files, expected in requests:
+    answers = []
+    for method, path, files, _ in requests:
         body, headers = _multipart({"params": "{}"}, files)
-        status, answer = _request(method, url + path, body, headers)
-        assert status == expected, (method, path, status, answer[:300])
-        assert json.loads(answer)["detail"]
+        answers.append(_request(method, url + path, body, headers))
     # a chunked body (no Content-Length) is cut off at the limit too
     body, headers = _multipart({"params": "{}"}, {"file": ("big.dcm", big)})
     chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
-    status, answer = _request("PUT", f"{url}/datastore/?image=chunked", chunks,
-                              {**headers, "Transfer-Encoding": "chunked"})
-    assert status == 413, answer[:300]
+    chunked = _request("PUT", f"{url}/datastore/?image=chunked", chunks, {**headers, "Transfer-Encoding": "chunked"})
     time.sleep(1.0)  # any background task of an earlier response has run
-    assert _files_in(server["tmp"]) == before_tmp
-    assert _files_in(server["studies"]) == before_studies
+
+    assert _files_in(server["tmp"]) == before_tmp  # no upload of a rejected request is left
+    assert _files_in(server["studies"]) == before_studies  # and none was stored
     assert not (server["root"] / "evil.dcm").exists() and not (server["studies"].parent / "x").exists()
+    for (method, path, _, expected), (status, answer) in zip(requests, answers):
+        assert status == expected, (method, path, status, answer[:300])
+        assert json.loads(answer)["detail"]
+    assert chunked[0] == 413, chunked[1][:300]
 
 
 def test_put_datastore_stores_a_dicom_radiograph_as_dcm_and_labels_only_for_its_images(server):
