@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -396,3 +397,26 @@ def test_final_labels_are_kept_in_the_dicomweb_cache_and_training_reads_them(pac
     )
     assert {Path(d["image"]).name for d in datalist} == {f"{uid}.dcm" for uid in series}
     assert (checkpoint_dir / "model.pt").stat().st_mtime >= started
+
+
+def test_a_pacs_server_takes_no_uploads_no_paths_and_no_tag_that_leaves_the_cache(pacs_server):
+    """Issue 16 on a PACS: its images are the PACS's (``PUT /datastore/`` is 405 and stores nothing), an image id is a
+    series UID (the cached file's own path, ``../`` and ``/etc/passwd`` are 404), and a label's tag stays inside the
+    cache (422)."""
+    series = pacs_server["series"][0]
+    assert len(_infer_json(pacs_server, "aasn_landmarks", series)["landmarks"]) == 16  # fetched into the cache
+    cached = _cache_dir(pacs_server) / f"{series}.dcm"
+    assert cached.is_file()
+    before = {str(p) for p in pacs_server["cache"].rglob("*") if p.is_file()}
+
+    body, headers = _multipart({"params": "{}"}, {"file": ("x.dcm", cached.read_bytes())})
+    status, answer = _request("PUT", f"{pacs_server['url']}/datastore/?image=uploaded", body, headers)
+    assert status == 405 and "come from the PACS" in json.loads(answer)["detail"], answer
+    for image in (str(cached), f"../{cached.parent.name}/{cached.name}", "/etc/passwd"):
+        status, answer = _infer(pacs_server, "aasn_landmarks", urllib.parse.quote(image, safe=""))
+        assert status == 404, (image, status, answer[:300])
+    body, headers = _multipart({"params": "{}"}, {"label": ("label.json", b"{}")})
+    status, answer = _request("PUT", f"{pacs_server['url']}/datastore/label?image={series}&tag=..%2F..%2Fx", body,
+                              headers)
+    assert status == 422 and "label tag" in json.loads(answer)["detail"], answer
+    assert {str(p) for p in pacs_server["cache"].rglob("*") if p.is_file()} == before
