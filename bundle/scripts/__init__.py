@@ -7,7 +7,9 @@
 * shared workflow modules at this level: ``datalist`` (datalists and folds), ``checkpoint`` (atomic, resumable
   checkpoints), ``failure_tolerant_dataset`` (batch inference, training and validation that survive a sample that
   cannot be made), ``screen_datalist`` (``python -m scripts.screen_datalist``: the images the preprocessing refuses,
-  before training), ``augmentation`` (training augmentation of both models), ``demo`` (the ``make demo`` command).
+  before training), ``run_guard`` (what a batch run checks before it starts: the rerun policy of its ``output_dir``,
+  its weights file; ``StopRun``, one line and exit status 1), ``augmentation`` (training augmentation of both
+  models), ``demo`` (the ``make demo`` command).
 
 Pixel geometry and file conventions (loading, landmarks, ROIs, point transforms, file names) are not here: they
 live in ``custom_transforms``, the project's installed package (``aasn-pelvic-fracture``). A bundle copied without it
