@@ -23,7 +23,7 @@ CONFIGS = BUNDLE / "configs"
 sys.path.insert(0, str(BUNDLE))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bundle_data import write_dataset  # noqa: E402
+from _bundle_data import TINY_TRAINING, write_dataset  # noqa: E402
 from custom_transforms.errors import GeometryError  # noqa: E402
 from custom_transforms.pipeline import aasn_geometry, aasn_loading  # noqa: E402
 from custom_transforms.tps import TPSGridd  # noqa: E402
@@ -31,21 +31,7 @@ from custom_transforms.tps import TPSGridd  # noqa: E402
 from scripts.datalist import fold_split  # noqa: E402
 from scripts.failure_tolerant_dataset import SampleFailureError  # noqa: E402
 
-TINY = {
-    "roi_size": [64, 128],
-    "network_kwargs": {
-        "init_features": 8,
-        "growth_rate": 4,
-        "block_config": [1, 1, 1, 1],
-        "bn_size": 2,
-        "projection_channels": 8,
-    },
-    "batch_size": 4,
-    "num_workers": 0,
-    "show_progress": False,
-    "max_epochs": 1,
-    "val_interval": 1,
-}
+TINY = {**TINY_TRAINING, "max_epochs": 1, "val_interval": 1}
 #: The loggers whose records the tests read (``monai.bundle.run`` applies the bundle's logging.conf to the root).
 LOGGERS = ("custom_transforms.tps", "scripts.failure_tolerant_dataset")
 

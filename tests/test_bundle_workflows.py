@@ -24,19 +24,12 @@ CONFIGS = BUNDLE / "configs"
 sys.path.insert(0, str(BUNDLE))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bundle_data import write_case, write_dataset  # noqa: E402
+from _bundle_data import TINY_TRAINING, write_case, write_dataset  # noqa: E402
 from custom_transforms.conventions import radiograph_nifti_affine  # noqa: E402
 
 from scripts.datalist import fold_split  # noqa: E402
 
-TINY = {
-    "roi_size": [64, 128],
-    "network_kwargs": {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1], "bn_size": 2,
-                       "projection_channels": 8},
-    "batch_size": 4,
-    "num_workers": 0,
-    "show_progress": False,
-}
+TINY = TINY_TRAINING
 
 
 def _env() -> dict:
