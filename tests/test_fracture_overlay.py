@@ -63,3 +63,101 @@ def test_fracture_overlay_circles_the_result_peaks_and_is_what_the_png_holds(tmp
     assert not (picture[100:, 100:] == 255).any()  # nothing far from it
     path = save_fracture_overlay(image, np.zeros((ROWS, COLS), np.float32), result, tmp_path / "overlay.png")
     np.testing.assert_array_equal(np.asarray(Image.open(path).convert("RGB")), picture)
+
+
+# ------------------------------------------------------------------------ drawn without matplotlib, at a bounded size
+def matplotlib_blend(image: np.ndarray, heatmap: np.ndarray, max_alpha: float = 0.6) -> np.ndarray:
+    """The overlay's pixels (no peaks, no banner) as the bundle drew them through matplotlib's ``jet`` before issue 20:
+    the reference the numpy/PIL drawing must reproduce exactly at full size."""
+    from matplotlib import colormaps
+
+    grey = np.clip(image, 0.0, 1.0)
+    heatmap = np.clip(heatmap, 0.0, 1.0)
+    alpha = (max_alpha * heatmap)[..., None]
+    colour = colormaps["jet"](heatmap)[..., :3].astype(np.float32)
+    blend = np.rint(((1.0 - alpha) * grey[..., None] + alpha * colour) * 255.0).astype(np.uint8)
+    return np.where((heatmap > 0)[..., None], blend, np.rint(grey * 255.0).astype(np.uint8)[..., None])
+
+
+def spotted(rows: int, cols: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy radiograph and a heatmap with a smooth footprint (zero elsewhere), 1.0 and 0.0 included."""
+    rng = np.random.default_rng(seed)
+    image = rng.random((rows, cols), dtype=np.float32)
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    heatmap = np.exp(-((yy - 0.6 * rows) ** 2 + (xx - 0.4 * cols) ** 2) / (2 * (0.1 * rows) ** 2)).astype(np.float32)
+    heatmap[heatmap < 0.05] = 0.0
+    heatmap[int(0.6 * rows), int(0.4 * cols)] = 1.0
+    return image, heatmap
+
+
+def test_jet_table_is_matplotlibs_jet():
+    from matplotlib import colormaps
+
+    from scripts.reporting.plots import JET_LUT, jet_colours
+
+    np.testing.assert_array_equal(JET_LUT, colormaps["jet"](np.arange(256))[:, :3].astype(np.float32))
+    values = np.concatenate([np.random.default_rng(1).random(10_000, dtype=np.float32), [0.0, 1.0, 0.5, 255 / 256]])
+    values = values.astype(np.float32)
+    np.testing.assert_array_equal(jet_colours(values), colormaps["jet"](values)[:, :3].astype(np.float32))
+
+
+def test_full_size_overlay_is_the_matplotlib_drawing_pixel_for_pixel():
+    image, heatmap = spotted(ROWS, COLS)
+    picture = render_heatmap_overlay(image, heatmap)  # no peaks, no banner: the blend alone
+    np.testing.assert_array_equal(picture, matplotlib_blend(image, heatmap))
+    # a size bound the picture already meets changes nothing
+    np.testing.assert_array_equal(render_heatmap_overlay(image, heatmap, max_size=COLS), picture)
+
+
+def block_mean(array: np.ndarray, factor: int) -> np.ndarray:
+    rows, cols = array.shape
+    return array.reshape(rows // factor, factor, cols // factor, factor).mean(axis=(1, 3), dtype=np.float64)
+
+
+@pytest.mark.parametrize("max_size", [256, 300])
+def test_bounded_overlay_is_the_full_size_drawing_of_the_reduced_radiograph_with_its_peaks_moved(max_size):
+    """A 800 x 1,200 radiograph bounded to ``max_size``: reduced by the whole factor f = ceil(1200 / max_size) (here 5
+    or 4), each picture pixel the mean of an f x f block, and the peaks marked where the radiograph's pixel
+    ``[x, y]`` lands, ``(x + 0.5) / f - 0.5``: the same picture as the full-size drawing of the block means with the
+    peaks moved there (within one grey level: float sums in another order)."""
+    from scripts.reporting.plots import overlay_reduction
+
+    rows, cols = 800, 1200
+    factor = overlay_reduction((rows, cols), max_size)
+    assert factor == -(-cols // max_size)
+    image, heatmap = spotted(rows, cols)
+    peaks = np.array([[487.0, 502.0], [903.3, 171.8]])
+    result = {"fracture_probability": 0.9, "threshold": 0.5, "positive": True,
+              "peaks": [{"x": x, "y": y} for x, y in peaks]}  # fmt: skip
+    picture = fracture_overlay(image, heatmap, result, max_size=max_size)
+    assert picture.shape == (rows // factor, cols // factor, 3) and max(picture.shape) <= max_size
+
+    moved = {**result, "peaks": [{"x": x, "y": y} for x, y in (peaks + 0.5) / factor - 0.5]}
+    expected = fracture_overlay(block_mean(image, factor), block_mean(heatmap, factor), moved)
+    assert np.abs(picture.astype(int) - expected.astype(int)).max() <= 1
+    # the circles are there: white pixels around each moved peak, none around where the unmoved one would be
+    for x, y in (peaks + 0.5) / factor - 0.5:
+        ring = picture[int(y) - 8 : int(y) + 9, int(x) - 8 : int(x) + 9]
+        assert (ring == 255).all(axis=-1).any()
+
+
+def test_overlay_png_is_written_at_the_bounded_size_with_fast_compression(tmp_path):
+    rows, cols = 600, 900
+    _, heatmap = spotted(rows, cols)
+    image = np.linspace(0, 1, rows * cols, dtype=np.float32).reshape(rows, cols)  # smooth: compression shows
+    result = {"fracture_probability": 0.3, "threshold": 0.5, "positive": False, "peaks": [{"x": 300.0, "y": 360.0}]}
+    path = save_fracture_overlay(image, heatmap, result, tmp_path / "overlay.png", max_size=300)
+    written = np.asarray(Image.open(path).convert("RGB"))
+    np.testing.assert_array_equal(written, fracture_overlay(image, heatmap, result, max_size=300))
+    assert written.shape == (200, 300, 3)
+    slow = save_fracture_overlay(image, heatmap, result, tmp_path / "slow.png", max_size=300, compress_level=9)
+    assert Path(slow).stat().st_size < Path(path).stat().st_size  # level 1 is the fast, larger file
+
+
+def test_overlay_size_bound_must_be_positive():
+    from scripts.reporting.plots import overlay_reduction
+
+    assert overlay_reduction((2000, 2500), None) == 1 and overlay_reduction((2000, 2500), 1024) == 3
+    assert overlay_reduction((100, 120), 1024) == 1
+    with pytest.raises(ValueError, match="positive"):
+        overlay_reduction((10, 10), -5)

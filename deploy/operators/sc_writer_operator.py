@@ -1,10 +1,10 @@
 """DICOM Secondary Capture: the bundle's overlay picture of the result, with its burned-in warning banner.
 
-The picture is the bundle's (``scripts.reporting.plots.fracture_overlay``, its ``overlay.png``): the radiograph on
-its own pixel grid (same rows and columns, nothing added around it, so a point of the SC is the same anatomy as that
-pixel of the source) with the heatmap (grey kept exactly where the heatmap is 0), the peaks numbered as in the SR,
-and a banner over the top rows saying NOT FOR DIAGNOSTIC USE with the probability and decision. This module only
-puts it into DICOM.
+The picture is the bundle's (``scripts.reporting.plots.fracture_overlay``, that of its ``overlay.png``, here never
+reduced): the radiograph on its own pixel grid (same rows and columns, nothing added around it, so a point of the SC
+is the same anatomy as that pixel of the source) with the heatmap (grey kept exactly where the heatmap is 0), the
+peaks numbered as in the SR, and a banner over the top rows saying NOT FOR DIAGNOSTIC USE with the probability and
+decision. This module only puts it into DICOM.
 
 Identity: patient and study modules are copied from the source by highdicom's ``from_ref_dataset``; the SC
 is a new series, derived from (Source Image Sequence) the source instance. BurnedInAnnotation is YES.

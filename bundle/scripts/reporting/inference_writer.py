@@ -3,16 +3,25 @@
 ``<image name>`` is the file name without its extension; when two inputs of a run share it (``a/pelvis.dcm``,
 ``b/pelvis.dcm``) a short hash of the full path is appended (:func:`custom_transforms.files.unique_image_stems`).
 
-- ``heatmap.nii.gz``: fracture probabilities on the original image grid. NIfTI axis 0 is x (column),
-  axis 1 is y (row), with the radiograph affine of ``custom_transforms.conventions.radiograph_nifti_affine``
-  (``diag(-col_mm, -row_mm, 1, 1)``, ITK's placement of a radiograph): ITK-based viewers overlay it on the
-  radiograph, and ITK or nibabel (after reorienting to LPS) read it back on the image's pixels.
+- ``heatmap.nii.gz`` (``heatmap.nii`` when not compressed): fracture probabilities on the original image grid.
+  NIfTI axis 0 is x (column), axis 1 is y (row), with the radiograph affine of
+  ``custom_transforms.conventions.radiograph_nifti_affine`` (``diag(-col_mm, -row_mm, 1, 1)``, ITK's placement of a
+  radiograph): ITK-based viewers overlay it on the radiograph, and ITK or nibabel (after reorienting to LPS) read it
+  back on the image's pixels. The voxels are uint8 ``round(255 p)`` with ``scl_slope`` 1/255 and ``scl_inter`` 0:
+  readers that apply the scaling (nibabel's ``get_fdata``, ITK, 3D Slicer) get the probabilities back within
+  0.5/255; gzip level 1 (fast; the file is a quarter of float32's and writes several times faster).
 - ``overlay.png``: the radiograph with the heatmap, the peaks and a caption banner
-  (:func:`~scripts.reporting.plots.fracture_overlay`, the picture of the Deploy app's Secondary Capture too).
+  (:func:`~scripts.reporting.plots.fracture_overlay`, the picture of the Deploy app's Secondary Capture too), its
+  longer side reduced to at most ``overlay_max_size`` pixels (1024; by an integer factor, see
+  :func:`~scripts.reporting.plots.overlay_reduction`), PNG compression level 1.
 - ``report.json``: ``image``, ``status`` ``"ok"``, the image's fracture result as the post-processing built it
   (:func:`~scripts.reporting.fracture_result.fracture_result`: ``fracture_probability``, ``threshold``,
   ``positive``, ``peaks`` in original pixels and mm, ``max_location``, spacing, ``landmarks`` and their
-  provenance, ``tps_warp``) and the paths of the two files above.
+  provenance, ``tps_warp``) and the paths of the two files above (``heatmap_nifti``, ``overlay_png``; null when
+  that output is switched off).
+
+``report.json`` is always written; the heatmap and the overlay can each be switched off (``write_heatmap``,
+``write_overlay``: ids of ``configs/inference.json`` for runs that draw their own pictures).
 
 The writer only writes: the result (``fracture_result``) and the heatmap on the original grid (``pred_original``)
 are made by ``configs/inference.json``'s ``postprocessing`` (``FractureResultd``, ``ROIToOriginald``), which
@@ -49,41 +58,84 @@ from custom_transforms.files import UnsafePathError, contained_path, unique_imag
 
 from scripts.reporting.evaluation_writer import case_name, engine_items, to_numpy
 from scripts.reporting.inference_failures import describe_failure
-from scripts.reporting.plots import save_fracture_overlay
+from scripts.reporting.plots import heatmap_footprint, save_fracture_overlay
 
-__all__ = ["FractureReportWriter", "SUMMARY_FILE", "write_heatmap_nifti"]
+__all__ = [
+    "FractureReportWriter", "HEATMAP_SLOPE", "RESULT_FILES", "SUMMARY_FILE", "heatmap_file", "quantize_heatmap",
+    "write_heatmap_nifti",
+]
 
 #: The run's summary, in ``output_dir``.
 SUMMARY_FILE = "inference_summary.json"
-#: Files of a successful report, removed when the image fails in a later run into the same folder.
-_RESULT_FILES = ("heatmap.nii.gz", "overlay.png")
+#: The overlay picture, in each image folder.
+OVERLAY_FILE = "overlay.png"
+#: Files of a successful report besides ``report.json``: removed when the image fails in a later run into the same
+#: folder, and by the rerun policy (``scripts.run_guard.prepare_output_dir``, given this list by ``inference.json``).
+RESULT_FILES = ("heatmap.nii.gz", "heatmap.nii", OVERLAY_FILE)
+#: ``scl_slope`` of the heatmap NIfTI: uint8 voxel ``q`` is the probability ``q / 255``.
+HEATMAP_SLOPE = 1.0 / 255.0
 
 logger = logging.getLogger(__name__)
 
 
+def heatmap_file(compressed: bool = True) -> str:
+    """The heatmap's file name: ``heatmap.nii.gz`` (gzip) or ``heatmap.nii``."""
+    return "heatmap.nii.gz" if compressed else "heatmap.nii"
 
-def write_heatmap_nifti(heatmap: np.ndarray, spacing_mm: np.ndarray, path: str | os.PathLike) -> str:
-    """Write a (H, W) heatmap as NIfTI: axis 0 = x (column), axis 1 = y (row), the radiograph's affine.
+
+def quantize_heatmap(heatmap: np.ndarray, footprint: tuple[slice, slice] | None = None) -> np.ndarray:
+    """``(H, W)`` probabilities -> uint8 ``round(255 * clip(p, 0, 1))``, computed inside ``footprint`` only (the box
+    of :func:`~scripts.reporting.plots.heatmap_footprint`: 0 outside it; found here when not given)."""
+    heatmap = np.asarray(heatmap)
+    quantized = np.zeros(heatmap.shape, dtype=np.uint8)
+    footprint = heatmap_footprint(heatmap) if footprint is None else footprint
+    if footprint is not None:
+        values = np.clip(heatmap[footprint], 0.0, 1.0, dtype=np.float32) * np.float32(255.0)
+        quantized[footprint] = np.rint(values, out=values)
+    return quantized
+
+
+def write_heatmap_nifti(
+    heatmap: np.ndarray,
+    spacing_mm: np.ndarray | None,
+    path: str | os.PathLike,
+    compress_level: int = 1,
+    footprint: tuple[slice, slice] | None = None,
+) -> str:
+    """Write a (H, W) heatmap of probabilities as NIfTI: axis 0 = x (column), axis 1 = y (row), the radiograph's
+    affine; uint8 voxels with ``scl_slope`` :data:`HEATMAP_SLOPE` and ``scl_inter`` 0, so that readers applying the
+    scaling get the probabilities back within 0.5/255.
 
     Args:
-        heatmap: ``(H, W)`` values on the radiograph's grid.
-        spacing_mm: ``(row, col)`` pixel spacing.
-        path: the ``.nii.gz`` file.
+        heatmap: ``(H, W)`` probabilities in ``[0, 1]`` on the radiograph's grid.
+        spacing_mm: ``(row, col)`` pixel spacing (None: 1 mm).
+        path: the file: ``.nii.gz`` (gzip at ``compress_level``) or ``.nii`` (uncompressed).
+        compress_level: gzip level of a ``.nii.gz`` (1: fast).
+        footprint: the heatmap's non-zero box if already known (:func:`~scripts.reporting.plots.heatmap_footprint`).
     """
+    import gzip
+
     import nibabel as nib
 
-    img = nib.Nifti1Image(
-        np.ascontiguousarray(np.asarray(heatmap, dtype=np.float32).T), radiograph_nifti_affine(spacing_mm)
-    )
+    # (W, H) view of the (H, W) array: Fortran-ordered, which is NIfTI's voxel order, so it is written without a copy
+    voxels = quantize_heatmap(heatmap, footprint).T
+    img = nib.Nifti1Image(voxels, radiograph_nifti_affine(spacing_mm))
+    img.header.set_slope_inter(HEATMAP_SLOPE, 0.0)
     img.header.set_xyzt_units("mm")
-    nib.save(img, str(path))
-    return str(path)
+    path = str(path)
+    if path.endswith(".gz"):
+        with gzip.GzipFile(path, "wb", compresslevel=int(compress_level), mtime=0) as stream:
+            img.to_file_map({"image": nib.FileHolder(filename=path, fileobj=stream)})
+    else:
+        nib.save(img, path)
+    return path
 
 
 
 class FractureReportWriter:
-    """Ignite handler writing heatmap NIfTI, overlay PNG and ``report.json`` per inferred image, error reports for
-    images that failed before the network, and the run's ``inference_summary.json``.
+    """Ignite handler writing ``report.json`` and (unless switched off) the heatmap NIfTI and the overlay PNG per
+    inferred image, error reports for images that failed before the network, and the run's
+    ``inference_summary.json``.
 
     Args:
         output_dir: root folder; each image gets ``output_dir/<image name>/``.
@@ -93,6 +145,12 @@ class FractureReportWriter:
         items: the run's input items (dicts with ``image``); when given, the summary lists each of them with the
             status of its ``report.json``, also for failures recorded in ``DataLoader`` workers. Otherwise it
             lists what this process wrote.
+        write_heatmap: write the heatmap NIfTI (``report.json``'s ``heatmap_nifti`` is null otherwise).
+        heatmap_compressed: ``heatmap.nii.gz`` (gzip at ``heatmap_compress_level``) or ``heatmap.nii``.
+        heatmap_compress_level: gzip level of ``heatmap.nii.gz`` (1: fast).
+        write_overlay: write ``overlay.png`` (``report.json``'s ``overlay_png`` is null otherwise).
+        overlay_max_size: the overlay's longer side at most this many pixels (None: the radiograph's size).
+        overlay_compress_level: PNG (zlib) level of the overlay (1: fast).
     """
 
     def __init__(
@@ -102,9 +160,20 @@ class FractureReportWriter:
         original_pred_key: str = "pred_original",
         image_key: str = "image",
         items: Sequence[dict] | None = None,
+        write_heatmap: bool = True,
+        heatmap_compressed: bool = True,
+        heatmap_compress_level: int = 1,
+        write_overlay: bool = True,
+        overlay_max_size: int | None = 1024,
+        overlay_compress_level: int = 1,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.result_key, self.original_pred_key, self.image_key = result_key, original_pred_key, image_key
+        self.write_heatmap, self.write_overlay = bool(write_heatmap), bool(write_overlay)
+        self.heatmap_name = heatmap_file(bool(heatmap_compressed))
+        self.heatmap_compress_level = int(heatmap_compress_level)
+        self.overlay_max_size = None if not overlay_max_size else int(overlay_max_size)
+        self.overlay_compress_level = int(overlay_compress_level)
         self.items = None if items is None else list(items)
         self._folder_names = (
             {} if self.items is None else unique_image_stems([str(item.get(image_key, "")) for item in self.items])
@@ -146,17 +215,32 @@ class FractureReportWriter:
         result = item[self.result_key]
         image = item[self.image_key]
         meta = getattr(image, "meta", {}) or {}
-        heatmap = to_numpy(item[self.original_pred_key]).astype(np.float32)
-        heatmap = heatmap[0] if heatmap.ndim == 3 else heatmap
         out = self._folder(item)
         out.mkdir(parents=True, exist_ok=True)
+        heatmap_path = overlay_path = None
+        if self.write_heatmap or self.write_overlay:
+            heatmap = np.asarray(to_numpy(item[self.original_pred_key]), dtype=np.float32)  # no copy when float32
+            heatmap = heatmap[0] if heatmap.ndim == 3 else heatmap
+            footprint = heatmap_footprint(heatmap)  # found once, for both files
+            if self.write_heatmap:
+                # unknown spacing (e.g. a PNG without annotation): the NIfTI is at 1 mm
+                heatmap_path = write_heatmap_nifti(
+                    heatmap, result.get("spacing_mm"), out / self.heatmap_name, self.heatmap_compress_level, footprint
+                )
+            if self.write_overlay:
+                overlay_path = save_fracture_overlay(
+                    to_numpy(image), heatmap, result, out / OVERLAY_FILE, self.overlay_max_size,
+                    self.overlay_compress_level,
+                )  # fmt: skip
+        for stale in RESULT_FILES:  # an earlier run's file that this run does not write must not sit beside it
+            if str(out / stale) not in (heatmap_path, overlay_path):
+                (out / stale).unlink(missing_ok=True)
         report = {
             "image": str(meta.get("filename_or_obj", "")),
             "status": "ok",
             **result,
-            # unknown spacing (e.g. a PNG without annotation): the NIfTI is at 1 mm
-            "heatmap_nifti": write_heatmap_nifti(heatmap, result.get("spacing_mm"), out / "heatmap.nii.gz"),
-            "overlay_png": save_fracture_overlay(to_numpy(image), heatmap, result, out / "overlay.png"),
+            "heatmap_nifti": heatmap_path,
+            "overlay_png": overlay_path,
         }
         self._save(report, out / "report.json")
         logger.info(f"{out.name}: fracture probability {result['fracture_probability']:.4f} -> {out / 'report.json'}")
@@ -176,7 +260,7 @@ class FractureReportWriter:
             logger.error(f"{failure.image}: no report written ({failure.status}: {failure.error}): {unsafe}")
             return {"image": failure.image, "status": "failed", "error": str(unsafe)}
         out.mkdir(parents=True, exist_ok=True)
-        for stale in _RESULT_FILES:  # a result of an earlier run must not sit beside this error
+        for stale in RESULT_FILES:  # a result of an earlier run must not sit beside this error
             (out / stale).unlink(missing_ok=True)
         report = {"image": failure.image, "status": failure.status, "error": failure.error}
         self._save(report, out / "report.json")

@@ -5,28 +5,43 @@ bundle's ``overlay.png`` and the Deploy app's Secondary Capture) and the detecte
 Images are ``(H, W)`` arrays (row, column); points are ``[x, y]`` = (column, row) pixels, drawn with
 matplotlib's ``imshow`` convention where pixel centres sit at integer coordinates, which is the
 project's convention too.
+
+The fracture overlay is drawn with numpy and PIL only (matplotlib's ``jet`` as a 256-entry table,
+:data:`JET_LUT`): inference never builds a figure, nor imports pyplot (the curves and case pictures of
+evaluation import it when they draw).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from scripts.reporting.metrics import FROCCurve  # noqa: E402
+if TYPE_CHECKING:
+    from scripts.reporting.metrics import FROCCurve
 
 __all__ = [
-    "NOT_FOR_DIAGNOSIS", "banner_height", "fracture_caption", "fracture_overlay", "plot_case", "plot_froc", "plot_pr",
-    "plot_roc", "render_heatmap_overlay", "save_fracture_overlay", "save_landmark_overlay",
+    "JET_LUT", "NOT_FOR_DIAGNOSIS", "banner_height", "fracture_caption", "fracture_overlay", "heatmap_footprint",
+    "jet_colours", "overlay_reduction", "plot_case", "plot_froc", "plot_pr", "plot_roc", "render_heatmap_overlay",
+    "save_fracture_overlay", "save_landmark_overlay",
 ]
 
 
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, never a window), imported when a figure is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save(fig, path: str | os.PathLike) -> str:
+    plt = _pyplot()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -37,6 +52,7 @@ def plot_roc(labels: Sequence[int], scores: Sequence[float], path: str | os.Path
     """Image-level ROC curve (scikit-learn's ``roc_curve``)."""
     from sklearn.metrics import roc_curve
 
+    plt = _pyplot()
     fpr, tpr, _ = roc_curve(labels, scores)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot(fpr, tpr, lw=2, label=f"AASN (AUC {auc:.4f})")
@@ -56,6 +72,7 @@ def plot_pr(labels: Sequence[int], scores: Sequence[float], path: str | os.PathL
     """Image-level precision-recall curve (scikit-learn's ``precision_recall_curve``)."""
     from sklearn.metrics import precision_recall_curve
 
+    plt = _pyplot()
     precision, recall, _ = precision_recall_curve(labels, scores)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.step(recall, precision, where="post", lw=2, label=f"AASN (AP {ap:.4f})")
@@ -66,6 +83,7 @@ def plot_pr(labels: Sequence[int], scores: Sequence[float], path: str | os.PathL
 
 def plot_froc(curve: FROCCurve, path: str | os.PathLike, marks: Sequence[float] = (0.01, 0.1)) -> str:
     """Modified FROC: fracture recall against the mean false-positive area ratio (log scale)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     fp = np.clip(curve.fp_ratio, 1e-5, 1.0)
     ax.step(fp, curve.recall, where="post", lw=2, label="AASN")
@@ -125,6 +143,7 @@ def plot_case(
         title: the figure title (case name, label, score).
         roi_mirrored: the (aligned) mirrored ROI, shown beside the ROI when given.
     """
+    plt = _pyplot()
     panels = [("ROI", _gray(roi), "gray", None)]
     if roi_mirrored is not None:
         panels.append(("mirrored ROI", _gray(roi_mirrored), "gray", None))
@@ -154,10 +173,73 @@ NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSTIC USE"
 BANNER_BACKGROUND = (0, 0, 0)
 BANNER_FOREGROUND = (255, 255, 0)
 
+#: matplotlib's ``jet`` segment data (``matplotlib._cm._jet_data``): position, value per colour channel.
+_JET_SEGMENTS = (
+    ((0.00, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.00, 0.5)),  # red
+    ((0.000, 0.0), (0.125, 0.0), (0.375, 1.0), (0.640, 1.0), (0.910, 0.0), (1.000, 0.0)),  # green
+    ((0.00, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.00, 0.0)),  # blue
+)
+
+
+def _jet_lut(levels: int = 256) -> np.ndarray:
+    x = np.linspace(0.0, 1.0, levels)
+    channels = [np.interp(x, [p for p, _ in seg], [v for _, v in seg]) for seg in _JET_SEGMENTS]
+    return np.stack(channels, axis=1).astype(np.float32)
+
+
+#: ``jet`` as matplotlib draws it: 256 RGB colours in [0, 1], float32 (tested equal to ``colormaps["jet"]``).
+JET_LUT = _jet_lut()
+
+
+def jet_colours(values: np.ndarray) -> np.ndarray:
+    """RGB float32 ``(..., 3)`` of values in ``[0, 1]`` by :data:`JET_LUT`, indexed as matplotlib's colormaps index
+    (``int(v * 256)``, 1.0 in the last entry)."""
+    scaled = np.asarray(values, dtype=np.float32) * np.float32(len(JET_LUT))
+    index = np.clip(scaled, 0, len(JET_LUT) - 1).astype(np.intp)
+    return JET_LUT[index]
+
 
 def banner_height(rows: int) -> int:
     """Height in pixels of the caption banner drawn over the top rows of an overlay with ``rows`` rows."""
     return max(24, rows // 12)
+
+
+def overlay_reduction(shape: Sequence[int], max_size: int | None) -> int:
+    """The integer factor ``f`` by which an overlay of ``shape`` ``(H, W)`` is reduced so that its longer side is at
+    most ``max_size`` pixels (1: drawn at full size; ``max_size`` None or 0: never reduced).
+
+    The reduced picture has ``ceil(H / f) x ceil(W / f)`` pixels, each the mean of an ``f x f`` block (the last row
+    and column of blocks may be partial), so a point ``[x, y]`` of the radiograph lies at
+    ``[(x + 0.5) / f - 0.5, (y + 0.5) / f - 0.5]`` in the picture (pixel centres at integer coordinates).
+    """
+    if not max_size:
+        return 1
+    if max_size < 1:
+        raise ValueError(f"overlay max_size must be a positive number of pixels or None, got {max_size}")
+    return max(1, math.ceil(max(int(s) for s in shape) / int(max_size)))
+
+
+def heatmap_footprint(heatmap: np.ndarray) -> tuple[slice, slice] | None:
+    """The smallest ``(rows, cols)`` box holding every non-zero value of a ``(H, W)`` heatmap (None when all zero):
+    the ROI's footprint on the radiograph, outside which the overlay is the grey radiograph and the NIfTI holds 0."""
+    rows_on = np.flatnonzero(heatmap.any(axis=1))
+    if not len(rows_on):
+        return None
+    cols_on = np.flatnonzero(heatmap.any(axis=0))
+    return slice(int(rows_on[0]), int(rows_on[-1]) + 1), slice(int(cols_on[0]), int(cols_on[-1]) + 1)
+
+
+def _block_mean(array: np.ndarray, factor: int) -> np.ndarray:
+    """``(h, w)`` float32 -> ``(ceil(h / f), ceil(w / f))``: the mean of each ``f x f`` block (partial blocks at the
+    end: the mean of their pixels)."""
+    if factor == 1:
+        return array
+    import torch
+    import torch.nn.functional as F
+
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+    with torch.inference_mode():
+        return F.avg_pool2d(tensor, factor, ceil_mode=True).numpy()[0, 0]
 
 
 def _font_fitting(draw, text: str, width: int, height: int):
@@ -179,12 +261,17 @@ def render_heatmap_overlay(
     peaks_xy=(),
     caption_lines: Sequence[str] = (),
     max_alpha: float = 0.6,
+    max_size: int | None = None,
 ) -> np.ndarray:
-    """RGB uint8 ``(H, W, 3)`` picture of the radiograph on its own pixel grid with the heatmap, numbered peaks and a
-    caption banner over the top rows.
+    """RGB uint8 picture of the radiograph with the heatmap, numbered peaks and a caption banner over the top rows,
+    on the radiograph's pixel grid (``(H, W, 3)``), or reduced by the integer factor of :func:`overlay_reduction` when
+    ``max_size`` bounds its longer side.
 
     ``rgb = (1 - a) * grey + a * jet(heatmap)`` with ``a = max_alpha * heatmap``: pixels where the heatmap is 0 keep
-    the radiograph's grey value exactly. Peaks are circled and numbered in their order (strongest first).
+    the radiograph's grey value exactly. Peaks are circled and numbered in their order (strongest first). A reduced
+    picture is drawn from the block means of the radiograph and of the heatmap, its peaks moved to
+    ``(x + 0.5) / f - 0.5`` and its circles, numbers and banner sized for the reduced picture. Only numpy and PIL
+    draw it (the colours: :data:`JET_LUT`).
 
     Args:
         image: the radiograph in ``[0, 1]``, bone bright, ``(H, W)`` or ``(1, H, W)``.
@@ -192,12 +279,12 @@ def render_heatmap_overlay(
         peaks_xy: ``(P, 2)`` peaks ``[x, y]`` (origin at the top-left pixel's centre).
         caption_lines: the banner's lines (no banner when empty).
         max_alpha: opacity of the colour where the heatmap is 1.
+        max_size: the longest side of the picture in pixels (None: the radiograph's size).
     """
-    from matplotlib import colormaps
     from PIL import Image, ImageDraw, ImageFont
 
     image = np.asarray(image, dtype=np.float32)
-    heatmap = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
+    heatmap = np.asarray(heatmap, dtype=np.float32)
     image = image[0] if image.ndim == 3 and image.shape[0] == 1 else image
     heatmap = heatmap[0] if heatmap.ndim == 3 and heatmap.shape[0] == 1 else heatmap
     if image.ndim != 2 or heatmap.shape != image.shape:
@@ -205,22 +292,31 @@ def render_heatmap_overlay(
             f"render_heatmap_overlay: expected a (H, W) image and a heatmap of the same shape, got {image.shape} and "
             f"{heatmap.shape}."
         )
-    grey = np.clip(image, 0.0, 1.0)
+    factor = overlay_reduction(image.shape, max_size)
+    grey = np.clip(_block_mean(image, factor), 0.0, 1.0)
     rgb = np.repeat(np.rint(grey * 255.0).astype(np.uint8)[..., None], 3, axis=-1)
-    rows_on, cols_on = np.nonzero(heatmap.any(axis=1))[0], np.nonzero(heatmap.any(axis=0))[0]
-    if len(rows_on):  # the blend only where the heatmap is not 0 (the ROI's footprint): the rest stays grey
-        box = np.s_[rows_on[0] : rows_on[-1] + 1, cols_on[0] : cols_on[-1] + 1]
-        alpha = (max_alpha * heatmap[box])[..., None]
-        colour = colormaps["jet"](heatmap[box])[..., :3].astype(np.float32)
-        rgb[box] = np.rint(((1.0 - alpha) * grey[box][..., None] + alpha * colour) * 255.0).astype(np.uint8)
+    footprint = heatmap_footprint(heatmap)
+    if footprint is not None:  # the blend only over the heatmap's footprint (the ROI's): the rest stays grey
+        rows, cols = footprint
+        # the footprint grown to whole blocks, so that its block means are those of the whole picture's blocks
+        r0, c0 = rows.start // factor, cols.start // factor
+        r1, c1 = -(-rows.stop // factor), -(-cols.stop // factor)
+        block = np.clip(heatmap[r0 * factor : r1 * factor, c0 * factor : c1 * factor], 0.0, 1.0)
+        values = _block_mean(block, factor)
+        box = np.s_[r0:r1, c0:c1]
+        alpha = (max_alpha * values)[..., None]
+        rgb[box] = np.rint(((1.0 - alpha) * grey[box][..., None] + alpha * jet_colours(values)) * 255.0).astype(
+            np.uint8
+        )
     picture = Image.fromarray(rgb, mode="RGB")
     draw = ImageDraw.Draw(picture)
-    rows, cols = image.shape
+    rows, cols = grey.shape
     radius = max(4, min(rows, cols) // 40)
     font_peak = ImageFont.load_default(size=max(10, 2 * radius))
-    for index, (x, y) in enumerate(np.asarray(peaks_xy, dtype=np.float64).reshape(-1, 2), start=1):
-        box = (x - radius, y - radius, x + radius, y + radius)
-        draw.ellipse(box, outline=(255, 255, 255), width=max(1, radius // 4))
+    peaks = (np.asarray(peaks_xy, dtype=np.float64).reshape(-1, 2) + 0.5) / factor - 0.5
+    for index, (x, y) in enumerate(peaks, start=1):
+        circle = (x - radius, y - radius, x + radius, y + radius)
+        draw.ellipse(circle, outline=(255, 255, 255), width=max(1, radius // 4))
         draw.text((x + radius + 2, y - radius), str(index), fill=(255, 255, 255), font=font_peak)
     lines = [line for line in caption_lines if line]
     if lines:
@@ -243,26 +339,45 @@ def fracture_caption(result: dict) -> str:
     )
 
 
-def fracture_overlay(image: np.ndarray, heatmap: np.ndarray, result: dict) -> np.ndarray:
+def fracture_overlay(image: np.ndarray, heatmap: np.ndarray, result: dict, max_size: int | None = None) -> np.ndarray:
     """The overlay of one image's fracture result: its heatmap on the radiograph, its peaks, and a banner with
     :data:`NOT_FOR_DIAGNOSIS` and :func:`fracture_caption` (the bundle's ``overlay.png`` and the Deploy app's
-    Secondary Capture are this picture).
+    Secondary Capture are this picture; the bundle's writer bounds its size, the Secondary Capture keeps the
+    radiograph's).
 
     Args:
         image: the radiograph in ``[0, 1]``, ``(H, W)`` or ``(1, H, W)``.
         heatmap: the fracture heatmap on the same grid.
         result: the image's :func:`~scripts.reporting.fracture_result.fracture_result`.
+        max_size: the longest side of the picture in pixels (None: the radiograph's size); see
+            :func:`overlay_reduction`.
     """
     peaks = np.array([[p["x"], p["y"]] for p in result.get("peaks", [])], dtype=np.float64).reshape(-1, 2)
-    return render_heatmap_overlay(image, heatmap, peaks, [NOT_FOR_DIAGNOSIS, fracture_caption(result)])
+    return render_heatmap_overlay(
+        image, heatmap, peaks, [NOT_FOR_DIAGNOSIS, fracture_caption(result)], max_size=max_size
+    )
 
 
-def save_fracture_overlay(image: np.ndarray, heatmap: np.ndarray, result: dict, path: str | os.PathLike) -> str:
-    """Write :func:`fracture_overlay` as a PNG (fast compression: the picture has the radiograph's size)."""
+def save_fracture_overlay(
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    result: dict,
+    path: str | os.PathLike,
+    max_size: int | None = None,
+    compress_level: int = 1,
+) -> str:
+    """Write :func:`fracture_overlay` as a PNG.
+
+    Args:
+        image, heatmap, result, max_size: as :func:`fracture_overlay`.
+        path: the PNG file.
+        compress_level: zlib level of the PNG (0-9; 1, fast: the file is larger, the pixels the same).
+    """
     from PIL import Image
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(fracture_overlay(image, heatmap, result), mode="RGB").save(path, compress_level=1)
+    picture = fracture_overlay(image, heatmap, result, max_size=max_size)
+    Image.fromarray(picture, mode="RGB").save(path, compress_level=int(compress_level))
     return str(path)
 
 
@@ -275,6 +390,7 @@ def save_landmark_overlay(image: np.ndarray, detection, path: str | os.PathLike)
             ``corrected``, ``plausibility``).
         path: the PNG to write.
     """
+    plt = _pyplot()
     gray = _gray(image)
     h, w = gray.shape
     fig = plt.figure(figsize=(6, 6 * h / w), dpi=120)
