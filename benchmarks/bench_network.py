@@ -15,7 +15,9 @@ of load from other processes on a shared machine affects numerator and denominat
 with the same figures from each quantity's minimum time (the least disturbed run).
 
 Formats: ``nchw`` (contiguous weights and input), ``channels_last`` (what ``build_network`` returns), ``frozen``
-(TorchScript of the channels-last model, frozen and ``optimize_for_inference``: conv-BatchNorm folding, fusions).
+(TorchScript of the channels-last model, frozen and ``optimize_for_inference``: conv-BatchNorm folding, fusions),
+``folded`` (the eager channels-last model with the BatchNorms that follow a convolution folded into it,
+``scripts.fracture.folding.fold_batchnorm``, what ``inference.json``'s ``fold_batchnorm`` runs).
 
     python benchmarks/bench_network.py                              # CPU: all formats, batch 1 and 8
     python benchmarks/bench_network.py --formats channels_last --repeats 5 --json out.json
@@ -47,7 +49,7 @@ import results_metadata  # noqa: E402  (benchmarks/, this script's folder)
 from scripts.fracture.losses import loss_for_variant  # noqa: E402
 from scripts.fracture.networks import build_network  # noqa: E402
 
-FORMATS = ("nchw", "channels_last", "frozen")
+FORMATS = ("nchw", "channels_last", "frozen", "folded")
 MODELS = ("vanilla", "aasn")
 
 
@@ -104,12 +106,17 @@ def count_flops(net: torch.nn.Module, x: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def prepare(name: str, fmt: str, device: torch.device) -> torch.nn.Module:
+def prepare(name: str, fmt: str, device: torch.device, **network_kwargs) -> torch.nn.Module:
+    """Network ``name`` (seeded; ``network_kwargs`` as ``build_network``'s, default DenseNet-121) in format ``fmt``."""
     torch.manual_seed(0)
-    net = build_network(name, channels_last=fmt != "nchw").to(device).eval()
+    net = build_network(name, channels_last=fmt != "nchw", **network_kwargs).to(device).eval()
     if fmt == "frozen":
         with torch.no_grad():
             net = torch.jit.optimize_for_inference(torch.jit.script(net))
+    elif fmt == "folded":
+        from scripts.fracture.folding import fold_batchnorm
+
+        net = fold_batchnorm(net)
     return net
 
 

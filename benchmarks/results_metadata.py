@@ -10,6 +10,8 @@ One block per results file (JSON key ``"provenance"``) and the same facts as the
   (``torch.get_num_threads()`` when the run finished) and ``OMP_NUM_THREADS``;
 * ``load_average_before`` and ``load_average_after`` (1, 5 and 15 minutes, ``os.getloadavg()``), read when the
   benchmark starts and when it writes its results: on a shared machine a wall time means little without them;
+* ``gemm_gflops``, when the benchmark measured it: the machine's fp32 GEMM rate in that run (a speed figure means
+  little without the machine's own speed; ``bench_end_to_end.py`` measures it with ``bench_network.ReferenceGemm``);
 * ``started`` and ``finished`` (UTC).
 
 A field that could not be read is ``"unknown"``, never guessed. Usage::
@@ -108,9 +110,16 @@ def start(command: str) -> dict:
     }
 
 
-def finish(block: dict) -> dict:
-    """A copy of ``block`` completed as the results are written: torch threads, load average after, end time."""
-    return {**block, "torch_threads": _torch_threads(), "load_average_after": load_average(), "finished": now()}
+def finish(block: dict, **measured) -> dict:
+    """A copy of ``block`` completed as the results are written: torch threads, load average after, end time, and
+    machine facts the benchmark ``measured`` (e.g. ``gemm_gflops``)."""
+    return {
+        **block,
+        **measured,
+        "torch_threads": _torch_threads(),
+        "load_average_after": load_average(),
+        "finished": now(),
+    }
 
 
 def _commit_text(block: dict) -> str:
@@ -144,7 +153,9 @@ def markdown_lines(block: dict) -> list[str]:
         f"Machine: CPU {block.get('cpu_model', UNKNOWN)}, {block.get('cpu_count', UNKNOWN)} cores, torch threads "
         f"{block.get('torch_threads', UNKNOWN)}, OMP_NUM_THREADS {block.get('omp_num_threads', UNKNOWN)}; load "
         f"average (1, 5, 15 min) before {_load_text(block.get('load_average_before', UNKNOWN))}, after "
-        f"{_load_text(block.get('load_average_after', UNKNOWN))}  ",
+        f"{_load_text(block.get('load_average_after', UNKNOWN))}"
+        + (f"; fp32 GEMM {block['gemm_gflops']} GFLOP/s" if "gemm_gflops" in block else "")
+        + "  ",
         f"Date: started {block.get('started', UNKNOWN)}, finished {block.get('finished', UNKNOWN)}  ",
     ]
     return lines

@@ -317,36 +317,57 @@ def test_end_to_end_benchmark_tiny_run(tmp_path, monkeypatch):
     from scripts.datalist import fold_split
 
     # the timed network is replaced by planted logits; the network part still times both real networks
-    monkeypatch.setattr(bench_end_to_end, "build_aasn", lambda device, roi: (PlantedLogits(), "max", False))
+    monkeypatch.setattr(bench_end_to_end, "build_aasn", lambda parser, device: (PlantedLogits(), False))
     datalist = _tiny_dataset(tmp_path / "case", 1)
     item = json.loads(datalist.read_text())["training"][0]
     image = tmp_path / "case" / item["image"]
     (image.with_suffix(".json")).write_text((tmp_path / "case" / item["annotation"]).read_text())
     results = tmp_path / "results"
     argv = ["--case", str(image), "--runs", "1", "--threads", "1", "--roi", "32", "64", "--repeats", "1",
-            "--matmul-size", "64", "--train-images", "10", "--work", str(tmp_path / "work"), "--results", str(results)]
+            "--matmul-size", "64", "--train-images", "10", "--work", str(tmp_path / "work"), "--results", str(results),
+            "--parts", "latency", "network", "training"]  # fmt: skip
     record = bench_end_to_end.main(argv)
-    latency = record["latency"]
-    # one run: the total is the sum of its stages, and the derived figures follow from the medians
-    (run,) = latency["all_runs"]
-    assert latency["median_s"] == run["wall"] and latency["median_cpu_s"] == run["cpu"]
-    stages = sum(run["wall"][s] for s in bench_end_to_end.STAGES)
-    assert latency["median_s"]["total"] == pytest.approx(stages, rel=1e-12)
-    assert latency["images_per_s"] == pytest.approx(1 / latency["median_s"]["total"])
-    dominant = max(bench_end_to_end.STAGES, key=lambda s: run["wall"][s])
-    assert latency["dominant_stage"] == dominant
-    assert latency["dominant_share"] == pytest.approx(run["wall"][dominant] / run["wall"]["total"])
-    # the report's probability is the planted logit through the max pooling and the sigmoid, by hand
-    report = json.loads(next((tmp_path / "work" / "reports").glob("*/report.json")).read_text())
-    assert report["fracture_probability"] == pytest.approx(1 / (1 + math.exp(-1.5)), abs=1e-6)
-    assert report["positive"] is True and latency["report"] == report["fracture_probability"]
-    # network part, one round: the ratio and the GEMM shares are these quotients of the recorded figures
-    net = record["network"]
-    assert net["ratio"] == pytest.approx(net["aasn_s"] / net["vanilla_s"])
-    for name in ("vanilla", "aasn"):
-        share = net["gflops_per_image"][name] / net[f"{name}_s"] / net["matmul_gflops"]
-        assert net[f"{name}_matmul_fraction"] == pytest.approx(share)
-    assert net["gflops_per_image"]["aasn"] > net["gflops_per_image"]["vanilla"]  # AASN runs the encoder twice
+    assert sorted(record["configurations"]) == ["cpu", "paper"]  # both inference configurations in one run
+    gemm = record["gemm"]["gflops"]
+    assert gemm == pytest.approx(np.median(record["gemm"]["samples"]))
+    for name, parts in record["configurations"].items():
+        latency = parts["latency"]
+        # one run: the total is the sum of its stages, and the derived figures follow from the medians
+        (run,) = latency["all_runs"]
+        assert latency["median_s"] == run["wall"] and latency["median_cpu_s"] == run["cpu"]
+        stages = sum(run["wall"][s] for s in bench_end_to_end.STAGES)
+        assert latency["median_s"]["total"] == pytest.approx(stages, rel=1e-12)
+        assert latency["images_per_s"] == pytest.approx(1 / latency["median_s"]["total"])
+        dominant = max(bench_end_to_end.STAGES, key=lambda s: run["wall"][s])
+        assert latency["dominant_stage"] == dominant
+        assert latency["dominant_share"] == pytest.approx(run["wall"][dominant] / run["wall"]["total"])
+        assert latency["writing_share"] == pytest.approx(run["wall"]["writing"] / run["wall"]["total"])
+        assert latency["gemm_gflops"] == gemm
+        share = latency["network_gflops_per_image"] / run["wall"]["network"] / gemm
+        assert latency["network_gemm_share"] == pytest.approx(share)
+        assert latency["roi_size"] == [32, 64]
+        # the configuration's own files: scale_cpu.json merged over inference.json for the CPU recipe
+        files = [Path(f).name for f in latency["configuration"]["files"]]
+        assert files == (["inference.json", "scale_cpu.json"] if name == "cpu" else ["inference.json"])
+        # the report's probability is the planted logit through the max pooling and the sigmoid, by hand
+        report = json.loads(next((tmp_path / "work" / name / "reports").glob("*/report.json")).read_text())
+        assert report["fracture_probability"] == pytest.approx(1 / (1 + math.exp(-1.5)), abs=1e-6)
+        assert report["positive"] is True and latency["report"] == report["fracture_probability"]
+        assert latency["written_bytes"]["overlay_png"] == Path(report["overlay_png"]).stat().st_size
+        # network part, one round: the ratio and the GEMM shares are these quotients of the recorded figures
+        net = parts["network"]
+        assert net["formats"] == ["channels_last", "folded"] and set(net["per_format"]) == set(net["formats"])
+        for row in net["per_format"].values():
+            assert row["ratio"] == pytest.approx(row["aasn_s"] / row["vanilla_s"])
+            for model in ("vanilla", "aasn"):
+                share = net["gflops_per_image"][model] / row[f"{model}_s"] / row["matmul_gflops"]
+                assert row[f"{model}_matmul_fraction"] == pytest.approx(share)
+        assert net["ratio"] == net["per_format"]["channels_last"]["ratio"]
+        assert net["gflops_per_image"]["aasn"] > net["gflops_per_image"]["vanilla"]  # AASN runs the encoder twice
+    # the CPU recipe's network is the small DenseNet of scale_cpu.json, the paper's DenseNet-121
+    scale_cpu = json.loads((ROOT / "bundle" / "configs" / "scale_cpu.json").read_text())
+    assert record["configurations"]["cpu"]["network"]["network_kwargs"] == scale_cpu["network_kwargs"]
+    assert record["configurations"]["paper"]["network"]["network_kwargs"] == {}
     # training: every sample of fold 0's training split (7 of the 10 copies, fewer than a batch of 8) per epoch
     training = fold_split(tmp_path / "work" / "train_data" / "datalist.json", 0, "training")
     assert set(record["training"]["settings"]) == set(bench_end_to_end.TRAIN_SETTINGS)
@@ -356,9 +377,39 @@ def test_end_to_end_benchmark_tiny_run(tmp_path, monkeypatch):
     provenance = record["provenance"]
     assert provenance["command"] == "python benchmarks/bench_end_to_end.py " + " ".join(argv)
     assert len(provenance["commit"]) == 40 and provenance["torch_threads"] == 1
+    assert provenance["gemm_gflops"] == round(gemm, 1)
     text = (results / "end_to_end.md").read_text()
-    assert "| network |" in text and "AASN / Vanilla forward ratio" in text and "| full cache |" in text
+    assert "| network |" in text and "| AASN / Vanilla |" in text and "| full cache |" in text
+    assert "## Configuration `cpu`" in text and "## Configuration `paper`" in text and "| folded |" in text
     assert f"Commit: {provenance['commit']}" in text and "load average (1, 5, 15 min) before" in text
+    assert f"fp32 GEMM {provenance['gemm_gflops']} GFLOP/s" in text
+
+
+def test_end_to_end_benchmark_throughput_tiny_run(tmp_path):
+    """The folder part: the configuration's own inference workflow in a fresh process per worker count."""
+    import bench_end_to_end
+
+    datalist = _tiny_dataset(tmp_path / "case", 1)
+    item = json.loads(datalist.read_text())["training"][0]
+    image = tmp_path / "case" / item["image"]
+    (image.with_suffix(".json")).write_text((tmp_path / "case" / item["annotation"]).read_text())
+    tiny = {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1], "bn_size": 2, "projection_channels": 8}
+    argv = ["--case", str(image), "--parts", "throughput", "--configs", "cpu", "--throughput-images", "3",
+            "--workers", "0", "1", "--threads", "1", "--roi", "32", "64", "--matmul-size", "64",
+            "--set", f"network_kwargs={json.dumps(tiny)}", "--set", "check_annotated_images=false",
+            "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results")]  # fmt: skip
+    record = bench_end_to_end.main(argv)
+    throughput = record["configurations"]["cpu"]["throughput"]
+    assert [run["num_workers"] for run in throughput["runs"]] == [0, 1]
+    for run in throughput["runs"]:
+        assert run["images"] == run["reported"] == 3
+        assert run["images_per_s"] > 0 and run["images_per_s_whole_run"] == pytest.approx(3 / run["wall_s"])
+        assert 0 < run["peak_pss_mb"] <= run["peak_rss_mb"] + 1
+        out = tmp_path / "work" / "throughput" / "cpu" / f"w{run['num_workers']}"
+        summary = json.loads((out / "inference_summary.json").read_text())
+        assert [e["status"] for e in summary] == ["ok"] * 3
+    text = (tmp_path / "results" / "end_to_end.md").read_text()
+    assert "### Folder throughput: 3 copies" in text
 
 
 def test_detected_landmarks_paired_comparison_against_hand_computed_values():
