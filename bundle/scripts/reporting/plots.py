@@ -7,8 +7,8 @@ matplotlib's ``imshow`` convention where pixel centres sit at integer coordinate
 project's convention too.
 
 The fracture overlay is drawn with numpy and PIL only (matplotlib's ``jet`` as a 256-entry table,
-:data:`JET_LUT`): inference never builds a figure, nor imports pyplot (the curves and case pictures of
-evaluation import it when they draw).
+:data:`JET_LUT`): inference builds no figure, and this module imports pyplot only where evaluation draws its curves,
+case pictures and the landmark picture.
 """
 
 from __future__ import annotations
