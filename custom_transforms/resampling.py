@@ -30,6 +30,7 @@ def sample_affine(
     out_size: tuple[int, int],
     antialias: bool = True,
     mode: str = "bilinear",
+    padding_mode: str = "zeros",
 ) -> torch.Tensor:
     """Resample ``image`` onto an ``out_size`` = (h, w) grid through ``out_to_src``.
 
@@ -41,9 +42,12 @@ def sample_affine(
         antialias: average ``k x k`` samples per output pixel when the map shrinks the image (``k`` from the
             strongest shrinking among the matrices).
         mode: ``grid_sample`` interpolation (``"bilinear"`` or ``"nearest"``).
+        padding_mode: ``grid_sample`` padding: ``"zeros"`` (default), ``"border"`` or ``"reflection"`` (about the
+            source's outer pixel edges).
 
     Returns:
-        float32 (C, h, w) for one image and one matrix, else (K, C, h, w); positions outside the source read as 0.
+        float32 (C, h, w) for one image and one matrix, else (K, C, h, w); positions outside the source read as 0
+        (with the default ``padding_mode``).
     """
     src = torch.as_tensor(image)
     src = src.as_tensor() if hasattr(src, "as_tensor") else src
@@ -89,7 +93,7 @@ def sample_affine(
             out=grid[..., axis],
         )
     batch = batch.expand(k, c, height, width) if b == 1 and k > 1 else batch
-    out = F.grid_sample(batch, grid.to(batch.device), mode=mode, padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(batch, grid.to(batch.device), mode=mode, padding_mode=padding_mode, align_corners=False)
     if kx > 1 or ky > 1:
         out = F.avg_pool2d(out, kernel_size=(ky, kx), stride=(ky, kx))
     return out[0] if single else out

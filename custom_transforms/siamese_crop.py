@@ -138,6 +138,8 @@ class RandSiameseCropd(Randomizable, MapTransform):
         pair_key: items with the same value here, processed one after the other (a fractured image, then its
             intact twin: ``scripts.fracture.twin_batches.TwinBatchSampler``), get the same window, so that the pair
             differs only by the fracture. Absent: every item draws its own window.
+        keep_pair_key: leave ``pair_key`` in the output (default: removed) for a later transform that keeps pairs
+            together too (:class:`custom_transforms.siamese_augment.RandSiameseWindowAugmentd`, which removes it).
     """
 
     def __init__(
@@ -148,10 +150,12 @@ class RandSiameseCropd(Randomizable, MapTransform):
         target_key: str = "target",
         points_key: str = "crop_points",
         pair_key: str = "pair_id",
+        keep_pair_key: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys)
         self.points_key = points_key
         self.pair_key = pair_key
+        self.keep_pair_key = bool(keep_pair_key)
         self._last_pair: tuple[object, tuple[int, int]] | None = None
         if not 0.0 <= positive_fraction <= 1.0:
             raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
@@ -185,7 +189,7 @@ class RandSiameseCropd(Randomizable, MapTransform):
                 points = np.stack([cols.numpy(), rows.numpy()], axis=1).astype(np.float64)
             else:
                 points = np.zeros((0, 2))
-            pair = d.pop(self.pair_key, None)
+            pair = d.get(self.pair_key) if self.keep_pair_key else d.pop(self.pair_key, None)
             if pair is not None and self._last_pair is not None and self._last_pair[0] == pair:
                 top, left = self._last_pair[1]  # the twin of the image just cut: the same window
                 self._last_pair = None
