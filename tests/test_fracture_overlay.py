@@ -161,3 +161,57 @@ def test_overlay_size_bound_must_be_positive():
     assert overlay_reduction((100, 120), 1024) == 1
     with pytest.raises(ValueError, match="positive"):
         overlay_reduction((10, 10), -5)
+
+
+# ------------------------------------------------------------------------ the fast pieces (issue 20): equal, not close
+@pytest.mark.parametrize(
+    ("rows", "cols", "factor"), [(20, 20, 1), (21, 32, 2), (50, 62, 3), (7, 13, 5), (3, 40, 5), (40, 3, 5)]
+)
+def test_block_mean_is_the_mean_of_each_block_partial_blocks_included(rows, cols, factor):
+    """The radiograph's reduction (float32 sums of strided views): each picture pixel the mean of its f x f block, the
+    last row and column of blocks partial where f does not divide the size (2000 x 2500 at f = 3 has both)."""
+    from scripts.reporting.plots import _block_mean
+
+    array = np.random.default_rng(factor).random((rows, cols), dtype=np.float32)
+    reduced = _block_mean(array, factor)
+    assert reduced.dtype == np.float32 and reduced.shape == (-(-rows // factor), -(-cols // factor))
+    expected = np.array([[array[r : r + factor, c : c + factor].mean(dtype=np.float64)
+                          for c in range(0, cols, factor)] for r in range(0, rows, factor)])  # fmt: skip
+    np.testing.assert_allclose(reduced, expected, rtol=0, atol=1e-6)
+    if factor == 1:
+        assert reduced is array  # nothing to reduce: no copy
+
+
+def test_heatmap_footprint_is_the_box_of_every_non_zero_value():
+    from scripts.reporting.plots import heatmap_footprint
+
+    heatmap = np.zeros((40, 60), np.float32)
+    assert heatmap_footprint(heatmap) is None
+    heatmap[5, 50] = 0.1  # the top row's only value is at the right
+    heatmap[30, 2] = 0.2  # the bottom row's only value is at the left
+    heatmap[12, 20] = 1.0
+    assert heatmap_footprint(heatmap) == (slice(5, 31), slice(2, 51))
+
+
+def test_png_writer_is_read_back_pixel_for_pixel_and_checks_its_input(tmp_path):
+    """write_png (Sub filter by numpy, one zlib stream): PIL reads every pixel back, its chunks' CRCs verify, a
+    strided view is written as its values, and a higher level makes a smaller file of the same pixels."""
+    from scripts.reporting.plots import write_png
+
+    rng = np.random.default_rng(3)
+    noisy = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    smooth = np.repeat(np.linspace(0, 255, 200 * 300).reshape(200, 300, 1), 3, axis=-1).astype(np.uint8)
+    strided = rng.integers(0, 256, (30, 40, 4), dtype=np.uint8)[..., :3]  # not contiguous
+    for name, picture in {"noisy": noisy, "smooth": smooth, "strided": strided, "one_pixel": noisy[:1, :1]}.items():
+        path = write_png(picture, tmp_path / f"{name}.png")
+        with Image.open(path) as png:
+            png.verify()  # signature, chunk order and CRCs
+        with Image.open(path) as png:
+            assert png.mode == "RGB" and png.size == picture.shape[1::-1]
+            np.testing.assert_array_equal(np.asarray(png), picture)
+    fast, small = write_png(smooth, tmp_path / "l1.png", 1), write_png(smooth, tmp_path / "l9.png", 9)
+    assert Path(small).stat().st_size < Path(fast).stat().st_size
+    np.testing.assert_array_equal(np.asarray(Image.open(small)), np.asarray(Image.open(fast)))
+    for bad in (noisy.astype(np.float32), noisy[..., 0], noisy[..., :2], noisy[:0]):
+        with pytest.raises(ValueError, match="uint8"):
+            write_png(bad, tmp_path / "bad.png")

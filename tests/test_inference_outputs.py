@@ -74,6 +74,20 @@ def test_report_holds_the_result_unchanged_and_the_paths_of_what_was_written(tmp
     assert np.asarray(Image.open(folder / "overlay.png")).shape == (90, 120, 3)  # under the size bound: full size
 
 
+def test_an_error_writing_the_heatmap_in_its_thread_is_the_writers_error(tmp_path, monkeypatch):
+    """The NIfTI is written in a second thread while the overlay is drawn: its failure is raised by ``write`` (the
+    handler then records the image as failed), after the overlay, and no report claims the heatmap."""
+    from scripts.reporting import inference_writer
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(inference_writer, "write_heatmap_nifti", broken)
+    with pytest.raises(OSError, match="disk full"):
+        inference_writer.FractureReportWriter(tmp_path).write(planted_item())
+    assert not (tmp_path / "case7" / "report.json").exists()
+
+
 def test_each_output_but_the_report_can_be_switched_off(tmp_path):
     import nibabel as nib
 

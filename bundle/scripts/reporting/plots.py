@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "JET_LUT", "NOT_FOR_DIAGNOSIS", "banner_height", "fracture_caption", "fracture_overlay", "heatmap_footprint",
     "jet_colours", "overlay_reduction", "plot_case", "plot_froc", "plot_pr", "plot_roc", "render_heatmap_overlay",
-    "save_fracture_overlay", "save_landmark_overlay",
+    "save_fracture_overlay", "save_landmark_overlay", "write_png",
 ]
 
 
@@ -225,21 +225,37 @@ def heatmap_footprint(heatmap: np.ndarray) -> tuple[slice, slice] | None:
     rows_on = np.flatnonzero(heatmap.any(axis=1))
     if not len(rows_on):
         return None
-    cols_on = np.flatnonzero(heatmap.any(axis=0))
-    return slice(int(rows_on[0]), int(rows_on[-1]) + 1), slice(int(cols_on[0]), int(cols_on[-1]) + 1)
+    rows = slice(int(rows_on[0]), int(rows_on[-1]) + 1)
+    cols_on = np.flatnonzero(heatmap[rows].any(axis=0))  # the columns searched in the non-zero rows only
+    return rows, slice(int(cols_on[0]), int(cols_on[-1]) + 1)
 
 
 def _block_mean(array: np.ndarray, factor: int) -> np.ndarray:
     """``(h, w)`` float32 -> ``(ceil(h / f), ceil(w / f))``: the mean of each ``f x f`` block (partial blocks at the
-    end: the mean of their pixels)."""
+    end: the mean of their pixels). Float32 sums, rows then columns, over views of the array (no copy of it, no
+    float64); the array itself when ``f`` is 1."""
+    array = np.asarray(array, dtype=np.float32)
     if factor == 1:
         return array
-    import torch
-    import torch.nn.functional as F
-
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
-    with torch.inference_mode():
-        return F.avg_pool2d(tensor, factor, ceil_mode=True).numpy()[0, 0]
+    rows, cols = array.shape
+    out_rows, out_cols = -(-rows // factor), -(-cols // factor)
+    full_rows, full_cols = rows // factor, cols // factor  # whole blocks
+    row_sums = np.empty((out_rows, cols), dtype=np.float32)
+    array[: full_rows * factor].reshape(full_rows, factor, cols).sum(axis=1, out=row_sums[:full_rows])
+    if out_rows > full_rows:
+        array[full_rows * factor :].sum(axis=0, out=row_sums[full_rows])
+    sums = np.empty((out_rows, out_cols), dtype=np.float32)
+    np.copyto(sums[:, :full_cols], row_sums[:, 0 : full_cols * factor : factor])
+    for offset in range(1, factor):
+        sums[:, :full_cols] += row_sums[:, offset : full_cols * factor : factor]
+    if out_cols > full_cols:
+        row_sums[:, full_cols * factor :].sum(axis=1, out=sums[:, full_cols])
+    last_rows, last_cols = rows - (out_rows - 1) * factor, cols - (out_cols - 1) * factor  # the last blocks' sizes
+    sums[:-1, :-1] /= np.float32(factor * factor)  # each block's sum over its pixel count
+    sums[:-1, -1] /= np.float32(factor * last_cols)
+    sums[-1, :-1] /= np.float32(last_rows * factor)
+    sums[-1, -1] /= np.float32(last_rows * last_cols)
+    return sums
 
 
 def _font_fitting(draw, text: str, width: int, height: int):
@@ -262,6 +278,7 @@ def render_heatmap_overlay(
     caption_lines: Sequence[str] = (),
     max_alpha: float = 0.6,
     max_size: int | None = None,
+    footprint: tuple[slice, slice] | None = None,
 ) -> np.ndarray:
     """RGB uint8 picture of the radiograph with the heatmap, numbered peaks and a caption banner over the top rows,
     on the radiograph's pixel grid (``(H, W, 3)``), or reduced by the integer factor of :func:`overlay_reduction` when
@@ -280,6 +297,7 @@ def render_heatmap_overlay(
         caption_lines: the banner's lines (no banner when empty).
         max_alpha: opacity of the colour where the heatmap is 1.
         max_size: the longest side of the picture in pixels (None: the radiograph's size).
+        footprint: the heatmap's non-zero box if already known (:func:`heatmap_footprint`; found here when None).
     """
     from PIL import Image, ImageDraw, ImageFont
 
@@ -293,9 +311,11 @@ def render_heatmap_overlay(
             f"{heatmap.shape}."
         )
     factor = overlay_reduction(image.shape, max_size)
-    grey = np.clip(_block_mean(image, factor), 0.0, 1.0)
-    rgb = np.repeat(np.rint(grey * 255.0).astype(np.uint8)[..., None], 3, axis=-1)
-    footprint = heatmap_footprint(heatmap)
+    grey = _block_mean(image, factor)
+    grey = np.clip(grey, 0.0, 1.0, out=grey if grey is not image else None)  # a reduced copy is clipped in place
+    levels = np.multiply(grey, np.float32(255.0))
+    picture = Image.fromarray(np.rint(levels, out=levels).astype(np.uint8), mode="L").convert("RGB")
+    footprint = heatmap_footprint(heatmap) if footprint is None else footprint
     if footprint is not None:  # the blend only over the heatmap's footprint (the ROI's): the rest stays grey
         rows, cols = footprint
         # the footprint grown to whole blocks, so that its block means are those of the whole picture's blocks
@@ -303,12 +323,9 @@ def render_heatmap_overlay(
         r1, c1 = -(-rows.stop // factor), -(-cols.stop // factor)
         block = np.clip(heatmap[r0 * factor : r1 * factor, c0 * factor : c1 * factor], 0.0, 1.0)
         values = _block_mean(block, factor)
-        box = np.s_[r0:r1, c0:c1]
         alpha = (max_alpha * values)[..., None]
-        rgb[box] = np.rint(((1.0 - alpha) * grey[box][..., None] + alpha * jet_colours(values)) * 255.0).astype(
-            np.uint8
-        )
-    picture = Image.fromarray(rgb, mode="RGB")
+        blend = np.rint(((1.0 - alpha) * grey[r0:r1, c0:c1][..., None] + alpha * jet_colours(values)) * 255.0)
+        picture.paste(Image.fromarray(blend.astype(np.uint8), mode="RGB"), (c0, r0))
     draw = ImageDraw.Draw(picture)
     rows, cols = grey.shape
     radius = max(4, min(rows, cols) // 40)
@@ -339,7 +356,13 @@ def fracture_caption(result: dict) -> str:
     )
 
 
-def fracture_overlay(image: np.ndarray, heatmap: np.ndarray, result: dict, max_size: int | None = None) -> np.ndarray:
+def fracture_overlay(
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    result: dict,
+    max_size: int | None = None,
+    footprint: tuple[slice, slice] | None = None,
+) -> np.ndarray:
     """The overlay of one image's fracture result: its heatmap on the radiograph, its peaks, and a banner with
     :data:`NOT_FOR_DIAGNOSIS` and :func:`fracture_caption` (the bundle's ``overlay.png`` and the Deploy app's
     Secondary Capture are this picture; the bundle's writer bounds its size, the Secondary Capture keeps the
@@ -351,11 +374,53 @@ def fracture_overlay(image: np.ndarray, heatmap: np.ndarray, result: dict, max_s
         result: the image's :func:`~scripts.reporting.fracture_result.fracture_result`.
         max_size: the longest side of the picture in pixels (None: the radiograph's size); see
             :func:`overlay_reduction`.
+        footprint: the heatmap's non-zero box if already known (:func:`heatmap_footprint`).
     """
     peaks = np.array([[p["x"], p["y"]] for p in result.get("peaks", [])], dtype=np.float64).reshape(-1, 2)
     return render_heatmap_overlay(
-        image, heatmap, peaks, [NOT_FOR_DIAGNOSIS, fracture_caption(result)], max_size=max_size
+        image, heatmap, peaks, [NOT_FOR_DIAGNOSIS, fracture_caption(result)], max_size=max_size, footprint=footprint
     )
+
+
+def write_png(picture: np.ndarray, path: str | os.PathLike, compress_level: int = 1) -> str:
+    """Write a ``(H, W, 3)`` uint8 RGB picture as a PNG (8-bit truecolour, not interlaced; IHDR, one IDAT, IEND, as
+    PIL writes it), every row with PNG's *Sub* filter (each byte minus the one a pixel to its left, computed by numpy)
+    and one zlib stream at ``compress_level``.
+
+    PIL's encoder tries all five filters on every row and compresses in small pieces, which at level 1 costs as
+    much as the compression itself; the pixels read back are the same and the file about as large.
+
+    Args:
+        picture: ``(H, W, 3)`` uint8.
+        path: the PNG file.
+        compress_level: zlib level (0-9; 1, fast: the file is larger, the pixels the same).
+    """
+    import struct
+    import zlib
+
+    picture = np.asarray(picture)
+    if picture.dtype != np.uint8 or picture.ndim != 3 or picture.shape[2] != 3 or not picture.size:
+        raise ValueError(
+            f"write_png: expected a non-empty (H, W, 3) uint8 picture, got {picture.dtype} {picture.shape}."
+        )
+    rows, cols = picture.shape[:2]
+    flat = np.ascontiguousarray(picture).reshape(rows, 3 * cols)
+    filtered = np.empty((rows, 1 + 3 * cols), dtype=np.uint8)
+    filtered[:, 0] = 1  # filter type 1, Sub
+    filtered[:, 1:4] = flat[:, :3]
+    np.subtract(flat[:, 3:], flat[:, :-3], out=filtered[:, 4:])  # modulo 256, as PNG's filters are
+    data = zlib.compress(filtered, int(compress_level))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))
+
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        # 8 bits per sample, RGB, deflate, adaptive filtering (the method; each row names its filter), no interlace
+        f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", cols, rows, 8, 2, 0, 0, 0)))
+        f.write(chunk(b"IDAT", data))
+        f.write(chunk(b"IEND", b""))
+    return str(path)
 
 
 def save_fracture_overlay(
@@ -365,20 +430,18 @@ def save_fracture_overlay(
     path: str | os.PathLike,
     max_size: int | None = None,
     compress_level: int = 1,
+    footprint: tuple[slice, slice] | None = None,
 ) -> str:
-    """Write :func:`fracture_overlay` as a PNG.
+    """Write :func:`fracture_overlay` as a PNG (:func:`write_png`).
 
     Args:
-        image, heatmap, result, max_size: as :func:`fracture_overlay`.
+        image, heatmap, result, max_size, footprint: as :func:`fracture_overlay`.
         path: the PNG file.
         compress_level: zlib level of the PNG (0-9; 1, fast: the file is larger, the pixels the same).
     """
-    from PIL import Image
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    picture = fracture_overlay(image, heatmap, result, max_size=max_size)
-    Image.fromarray(picture, mode="RGB").save(path, compress_level=int(compress_level))
-    return str(path)
+    picture = fracture_overlay(image, heatmap, result, max_size=max_size, footprint=footprint)
+    return write_png(picture, path, compress_level)
 
 
 def save_landmark_overlay(image: np.ndarray, detection, path: str | os.PathLike) -> str:
