@@ -236,6 +236,28 @@ class WindowBatches:
             xb = self._intensity(xb)
         if a.affine:
             xb, tb = self._affine(xb, tb)
+        if a.recipe_augment:
+            xb, tb = self._recipe_augment(xb, tb)
+        return xb, tb
+
+    def _recipe_augment(self, xb: torch.Tensor, tb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The CPU recipe's window augmentation (``SiameseWindowAugment`` with ``configs/scale_cpu.json``'s ranges),
+        one draw per window and the twin's equal to its sibling's: unlike ``--affine`` it also moves the mirrored
+        window and re-expresses the TPS grid, so that AASN sees a consistent pair."""
+        from custom_transforms.siamese_augment import GREY_CHANNELS, SiameseWindowAugment
+
+        augment = SiameseWindowAugment(offset_channels=GREY_CHANNELS["highpass"])
+        rng, draws = self.rng, None
+        for i in range(len(xb)):
+            if not (i < 2 * self.args.pairs and i % 2 == 1):  # a twin (odd index among the pairs) reuses its sibling's
+                draws = dict(
+                    flip=bool(rng.random() < 0.5),
+                    rotation_deg=float(rng.uniform(-10.0, 10.0)),
+                    scale=float(np.exp(rng.uniform(-0.2, 0.2))),
+                    gain=float(rng.uniform(0.75, 1.33)),
+                    offset=float(rng.uniform(-0.1, 0.1)),
+                )
+            xb[i], tb[i] = augment(xb[i], tb[i], **draws)
         return xb, tb
 
     def _flip(self, xb: torch.Tensor, tb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -423,6 +445,7 @@ def main(argv=None) -> None:
     p.add_argument("--affine", type=float, default=0.0, help="rotation +-0.17 rad and log-scale +-AFFINE")
     p.add_argument("--flip", action="store_true", help="horizontal flip with probability 0.5")
     p.add_argument("--intensity", action="store_true", help="gain and grey offset")
+    p.add_argument("--recipe-augment", action="store_true", help="the CPU recipe's RandSiameseWindowAugmentd draws")
     p.add_argument("--supp-cache", type=Path, default=SUPPLEMENT, help="cache-supplement's output folder")
     p.add_argument(
         "--supp-datalist",
