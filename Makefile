@@ -32,6 +32,7 @@ test: $(STAMP)
 # ruff's rules and their reasons are in pyproject.toml ([tool.ruff])
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 clean-demo:
 	rm -rf $(DEMO_DIR) $(DEMO_DATA)

@@ -64,8 +64,7 @@ TABLE1 = ("chexnet", "lse", "liu", "deepsymnet", "cbn", "aasn")
 TABLE2 = ("vanilla", "ff", "ff_fa", "ff_cl", "ff_fa_cl_noproj", "aasn")
 METHODS = ("vanilla", "ff", "ff_fa", "ff_cl", "ff_fa_cl_noproj", "aasn", "cbn", "deepsymnet", "liu", "chexnet", "lse")
 #: Run order: Table 2's rows first (every fold), then Table 1's other methods.
-RUN_ORDER = ("vanilla", "ff", "ff_fa", "ff_cl", "ff_fa_cl_noproj", "aasn",
-             "liu", "deepsymnet", "cbn", "chexnet", "lse")
+RUN_ORDER = ("vanilla", "ff", "ff_fa", "ff_cl", "ff_fa_cl_noproj", "aasn", "liu", "deepsymnet", "cbn", "chexnet", "lse")
 #: Paired comparisons (method, baseline) with a subject bootstrap of the difference.
 PAIRED = (("aasn", "vanilla"), ("aasn", "ff"))
 #: ``fracture_details`` fields by which recall is reported (``recall_by_<field>`` of the evaluation's metrics).
@@ -76,9 +75,17 @@ IMAGE_LEVEL = ("chexnet", "lse")
 METRICS = ("auc", "ap", "recall_at_fp_1pct", "recall_at_fp_10pct")
 METRIC_NAMES = {"auc": "AUC", "ap": "AP", "recall_at_fp_1pct": "Recall FP=1%", "recall_at_fp_10pct": "Recall FP=10%"}
 NAMES = {
-    "vanilla": "Vanilla DenseNet", "ff": "FF", "ff_fa": "FF-FA", "ff_cl": "FF-CL",
-    "ff_fa_cl_noproj": "FF-FA-CL (no proj.)", "aasn": "AASN", "cbn": "CBN", "deepsymnet": "DeepSymNet",
-    "liu": "Liu et al.", "chexnet": "CheXNet*", "lse": "LSE (Wang et al.)*",
+    "vanilla": "Vanilla DenseNet",
+    "ff": "FF",
+    "ff_fa": "FF-FA",
+    "ff_cl": "FF-CL",
+    "ff_fa_cl_noproj": "FF-FA-CL (no proj.)",
+    "aasn": "AASN",
+    "cbn": "CBN",
+    "deepsymnet": "DeepSymNet",
+    "liu": "Liu et al.",
+    "chexnet": "CheXNet*",
+    "lse": "LSE (Wang et al.)*",
 }
 #: The paper's figures (Tables 1 and 2, percent), for the comparison column.
 PAPER = {

@@ -352,8 +352,10 @@ def latency(case: dict, config: dict, runs: int, device: torch.device, out: Path
         "network_trained": network_trained,
         "image": {"rows": int(truth["image"].shape[-2]), "cols": int(truth["image"].shape[-1]), "spacing_mm": spacing},
         "roi_size": roi_size,
-        "outputs": {k: parser.get_parsed_content(k) for k in
-                    ("write_heatmap", "heatmap_compressed", "write_overlay", "overlay_max_size", "fold_batchnorm")},
+        "outputs": {
+            k: parser.get_parsed_content(k)
+            for k in ("write_heatmap", "heatmap_compressed", "write_overlay", "overlay_max_size", "fold_batchnorm")
+        },
         "report": report.get("fracture_probability"),
         "written_bytes": {
             k: (os.path.getsize(report[k]) if report.get(k) else None) for k in ("heatmap_nifti", "overlay_png")

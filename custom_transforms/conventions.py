@@ -55,9 +55,7 @@ MIDLINE_LANDMARKS: tuple[str, ...] = ("symphysis_superior", "symphysis_inferior"
 
 #: The canonical order of the 16 landmarks (right side, left side, then midline).
 LANDMARK_NAMES: tuple[str, ...] = (
-    tuple(f"{n}_r" for n in PAIRED_LANDMARKS)
-    + tuple(f"{n}_l" for n in PAIRED_LANDMARKS)
-    + MIDLINE_LANDMARKS
+    tuple(f"{n}_r" for n in PAIRED_LANDMARKS) + tuple(f"{n}_l" for n in PAIRED_LANDMARKS) + MIDLINE_LANDMARKS
 )
 NUM_LANDMARKS = len(LANDMARK_NAMES)
 LANDMARK_INDEX: dict[str, int] = {name: i for i, name in enumerate(LANDMARK_NAMES)}
@@ -68,11 +66,14 @@ LANDMARK_PAIRS: tuple[tuple[int, int], ...] = tuple(
 )
 
 #: Landmarks on the pubis and ischium whose bounding box is the anterior-pelvis ROI.
-ROI_LANDMARK_NAMES: tuple[str, ...] = tuple(
-    f"{n}_{s}"
-    for s in ("r", "l")
-    for n in ("obturator_superior", "obturator_inferior", "pubic_tubercle", "ischial_tuberosity")
-) + MIDLINE_LANDMARKS
+ROI_LANDMARK_NAMES: tuple[str, ...] = (
+    tuple(
+        f"{n}_{s}"
+        for s in ("r", "l")
+        for n in ("obturator_superior", "obturator_inferior", "pubic_tubercle", "ischial_tuberosity")
+    )
+    + MIDLINE_LANDMARKS
+)
 ROI_LANDMARK_INDICES: tuple[int, ...] = tuple(LANDMARK_INDEX[n] for n in ROI_LANDMARK_NAMES)
 
 

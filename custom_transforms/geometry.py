@@ -20,8 +20,14 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "as_points", "image_contains", "normalized_to_pixel", "pixel_to_normalized", "pixels_to_mm", "scale_translate",
-    "spacing_xy", "transform_points",
+    "as_points",
+    "image_contains",
+    "normalized_to_pixel",
+    "pixel_to_normalized",
+    "pixels_to_mm",
+    "scale_translate",
+    "spacing_xy",
+    "transform_points",
 ]
 
 

@@ -74,9 +74,11 @@ def sample_affine(
     # coordinates: fine output pixel centre (n_out) -> output pixel [u, v] -> source pixel [x, y] -> n_src.
     fine_w, fine_h = w * kx, h * ky
     out_from_norm = np.array(
-        [[fine_w / (2.0 * kx), 0.0, (fine_w - 1.0) / (2.0 * kx) - (kx - 1.0) / (2.0 * kx)],
-         [0.0, fine_h / (2.0 * ky), (fine_h - 1.0) / (2.0 * ky) - (ky - 1.0) / (2.0 * ky)],
-         [0.0, 0.0, 1.0]]
+        [
+            [fine_w / (2.0 * kx), 0.0, (fine_w - 1.0) / (2.0 * kx) - (kx - 1.0) / (2.0 * kx)],
+            [0.0, fine_h / (2.0 * ky), (fine_h - 1.0) / (2.0 * ky) - (ky - 1.0) / (2.0 * ky)],
+            [0.0, 0.0, 1.0],
+        ]
     )
     norm_from_src = np.array(
         [[2.0 / width, 0.0, 1.0 / width - 1.0], [0.0, 2.0 / height, 1.0 / height - 1.0], [0.0, 0.0, 1.0]]

@@ -66,8 +66,9 @@ class SiameseWindowAugment(Transform):
             shrunk: ``"reflection"`` (default) or ``"border"`` (``grid_sample``'s); the target is always zero there.
     """
 
-    def __init__(self, offset_channels: Sequence[int] = GREY_CHANNELS["replicate"],
-                 padding_mode: str = "reflection") -> None:
+    def __init__(
+        self, offset_channels: Sequence[int] = GREY_CHANNELS["replicate"], padding_mode: str = "reflection"
+    ) -> None:
         channels = tuple(int(c) for c in offset_channels)
         if any(c < 0 or c > 5 for c in channels):
             raise ValueError(f"offset_channels must be image channels 0-5, got {offset_channels!r}")
@@ -83,8 +84,16 @@ class SiameseWindowAugment(Transform):
         t = math.radians(float(rotation_deg))
         return float(scale) * np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
 
-    def __call__(self, window, target=None, flip: bool = False, rotation_deg: float = 0.0, scale: float = 1.0,
-                 gain: float = 1.0, offset: float = 0.0):
+    def __call__(
+        self,
+        window,
+        target=None,
+        flip: bool = False,
+        rotation_deg: float = 0.0,
+        scale: float = 1.0,
+        gain: float = 1.0,
+        offset: float = 0.0,
+    ):
         """The augmented ``(window, target)``.
 
         Args:

@@ -105,8 +105,13 @@ class CropPointsd(MapTransform):
         output_key: where the points go.
     """
 
-    def __init__(self, keys="roi_fractures", removed_key: str = "fractures_removed", box_key: str = "roi_to_original",
-                 output_key: str = "crop_points") -> None:
+    def __init__(
+        self,
+        keys="roi_fractures",
+        removed_key: str = "fractures_removed",
+        box_key: str = "roi_to_original",
+        output_key: str = "crop_points",
+    ) -> None:
         super().__init__(keys, allow_missing_keys=True)
         self.removed_key, self.box_key, self.output_key = removed_key, box_key, output_key
 

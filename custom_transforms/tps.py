@@ -56,8 +56,15 @@ from .geometry import as_points, image_contains, pixel_to_normalized
 from .thin_plate_spline import ThinPlateSpline
 
 __all__ = [
-    "MIN_JACOBIAN", "SMOOTHING_SCHEDULE", "TPSGrid", "TPSGridd", "WarpChoice", "fit_tps", "jacobian_determinant",
-    "tps_sampling_grid", "warp_sampling_grid",
+    "MIN_JACOBIAN",
+    "SMOOTHING_SCHEDULE",
+    "TPSGrid",
+    "TPSGridd",
+    "WarpChoice",
+    "fit_tps",
+    "jacobian_determinant",
+    "tps_sampling_grid",
+    "warp_sampling_grid",
 ]
 
 logger = logging.getLogger(__name__)
@@ -314,7 +321,8 @@ def warp_sampling_grid(
             if smoothing == 0:
                 where = _fold_description(det, x, y)
                 exact_fault = (
-                    f"the thin-plate spline warp folds ({where})" if lowest <= 0
+                    f"the thin-plate spline warp folds ({where})"
+                    if lowest <= 0
                     else f"the thin-plate spline warp nearly folds ({where}, below the margin {MIN_JACOBIAN:g})"
                 )
                 if not fallback:
@@ -338,7 +346,13 @@ def warp_sampling_grid(
 
 
 def tps_sampling_grid(
-    src, dst, roi_size, output_size=None, names=None, check_folding: bool = True, source: str = "TPS",
+    src,
+    dst,
+    roi_size,
+    output_size=None,
+    names=None,
+    check_folding: bool = True,
+    source: str = "TPS",
     fallback: bool = True,
 ) -> torch.Tensor:
     """The (2, h', w') ``grid_sample`` grid of :func:`warp_sampling_grid` (see the module docstring).

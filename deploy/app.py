@@ -86,7 +86,11 @@ class AASNFractureApp(Application):
         inference = BundleInference.from_model_path(app_context.model_path, workdir=workdir)
         logger.info(
             "Input %s, output %s, bundle %s (version %s), model %s",
-            input_folder, output_folder, inference.bundle_root, inference.version, inference.model_description,
+            input_folder,
+            output_folder,
+            inference.bundle_root,
+            inference.version,
+            inference.model_description,
         )
         algorithm = {"name": inference.name, "version": inference.version}
 

@@ -149,8 +149,11 @@ class AASNPelvisApp(MONAILabelApp):
         store = datastore if datastore else self.datastore()
         named = sorted(k for k in ("annotation", "image_path") if k in request)
         if named:
-            raise HTTPException(422, f"The request may not set {named}: the server never reads a file a client names; "
-                                     "send landmarks as {\"landmarks\": {name: [x, y]}}.")
+            raise HTTPException(
+                422,
+                f"The request may not set {named}: the server never reads a file a client names; "
+                'send landmarks as {"landmarks": {name: [x, y]}}.',
+            )
         image_id, path = self._resolve_image(request, store)
         image = image_id or os.path.basename(path)  # for the log: never the server path of an upload
         request = {**request, "image": path}

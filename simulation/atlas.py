@@ -132,8 +132,9 @@ def list_members(atlas_dir: str | Path) -> list[str]:
     for subject, bones in sorted(found.items()):
         if len(bones) != len(BONE_FILES):
             missing = [member_paths(atlas_dir, subject)[b] for b in BONE_FILES if b not in bones]
-            raise AtlasError(f"{missing[0]}: missing; member '{subject}' needs all three bones (left hip, right hip, "
-                             f"sacrum)")
+            raise AtlasError(
+                f"{missing[0]}: missing; member '{subject}' needs all three bones (left hip, right hip, sacrum)"
+            )
     return _sorted_ids(found)
 
 

@@ -119,4 +119,3 @@ def render_nonpelvic(kind: str, spatial_size: Sequence[int], rng: np.random.Gene
         img = img * rng.uniform(0.7, 1.2) + rng.uniform(-0.1, 0.1)
     img = img + rng.normal(scale=rng.uniform(0.0, 0.03), size=img.shape)
     return np.clip(img, 0.0, 1.0).astype(np.float32)[None]
-

@@ -114,8 +114,10 @@ def pack_arrays(atlas_dir: str | Path, members: list[str]) -> dict[str, np.ndarr
     available = list_members(atlas_dir)
     unknown = [s for s in members if s not in available]
     if unknown or not members or len(set(members)) != len(members):
-        raise AtlasError(f"{atlas_dir}: members must be distinct ids of the atlas; unknown: {unknown}; "
-                         f"available: {', '.join(available)}")
+        raise AtlasError(
+            f"{atlas_dir}: members must be distinct ids of the atlas; unknown: {unknown}; "
+            f"available: {', '.join(available)}"
+        )
     arrays: dict[str, np.ndarray] = {
         "format": np.array(PACK_FORMAT),
         "members": np.array(members),
@@ -180,8 +182,14 @@ def pack(atlas_dir: str | Path, members: list[str], out_dir: str | Path) -> Path
     if not (out / "LICENSE.txt").exists() or not (out / "LICENSE.txt").samefile(licence):
         shutil.copyfile(licence, out / "LICENSE.txt")
     (out / "README.md").write_text(
-        README.format(n=len(members), pack=PACK_FILE, ids=", ".join(members), first=members[0], fmt=PACK_FORMAT,
-                      csv=",".join(members))
+        README.format(
+            n=len(members),
+            pack=PACK_FILE,
+            ids=", ".join(members),
+            first=members[0],
+            fmt=PACK_FORMAT,
+            csv=",".join(members),
+        )
     )
     return target
 

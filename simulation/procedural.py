@@ -45,6 +45,7 @@ def _wing_point(u: float, w: float) -> np.ndarray:
     """A point of the wing's mid-surface from plate coordinates (mm)."""
     return WING_ORIGIN + u * WING_U + w * np.array([0.0, 0.0, 1.0]) + _wing_bend(u, w) * WING_N
 
+
 #: Ranges of the subject deformation (uniform).
 SUBJECT_RANGES = {
     "scale": (0.9, 1.08),

@@ -38,8 +38,15 @@ def template_landmarks(size: int = 256) -> np.ndarray:
     return np.array([pts[n] for n in LANDMARK_NAMES], dtype=np.float64) * (size / 256.0)
 
 
-def write_case(folder: Path, name: str, rng: np.random.Generator, fractured: bool, size: int = 256,
-               spacing_mm: float = 1.4, spot: tuple[float, float] | None = None) -> dict:
+def write_case(
+    folder: Path,
+    name: str,
+    rng: np.random.Generator,
+    fractured: bool,
+    size: int = 256,
+    spacing_mm: float = 1.4,
+    spot: tuple[float, float] | None = None,
+) -> dict:
     """Write ``name.png`` (16-bit) and ``name.json``; returns the datalist item (without fold/subject)."""
     angle = np.deg2rad(rng.uniform(-4, 4))
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
@@ -85,8 +92,13 @@ def write_dataset(folder: Path, n: int = 20, seed: int = 0, size: int = 256) -> 
 #: over ``train.json`` by the bundle tests.
 TINY_TRAINING = {
     "roi_size": [64, 128],
-    "network_kwargs": {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1], "bn_size": 2,
-                       "projection_channels": 8},
+    "network_kwargs": {
+        "init_features": 8,
+        "growth_rate": 4,
+        "block_config": [1, 1, 1, 1],
+        "bn_size": 2,
+        "projection_channels": 8,
+    },
     "batch_size": 4,
     "num_workers": 0,
     "show_progress": False,

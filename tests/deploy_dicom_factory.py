@@ -124,7 +124,6 @@ def write_corrupt_files(folder: str | Path) -> list[Path]:
     return [garbage, truncated]
 
 
-
 def content_items(ds, value_type: str, concept_code: str | None = None) -> list:
     """All content items of a type (and concept name code) anywhere in an SR content tree."""
     found = []

@@ -67,7 +67,8 @@ def find_orthanc() -> tuple[str, str]:
         missing.append(f"its DICOMweb plugin (looked for {plugin or ', '.join(DICOMWEB_PLUGIN_CANDIDATES)})")
     if missing:
         raise OrthancUnavailable(
-            "Orthanc is not available: missing " + " and ".join(missing)
+            "Orthanc is not available: missing "
+            + " and ".join(missing)
             + ". Install it as root with `apt-get install orthanc orthanc-dicomweb` (what .ci/run does)."
         )
     return binary, plugin
@@ -83,8 +84,9 @@ def build_loopback_shim(folder: str | Path) -> Path:
         )
     library = Path(folder) / "libloopback_bind.so"
     source = Path(__file__).resolve().parent / "loopback_bind.c"
-    result = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(source), "-ldl"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(source), "-ldl"], capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise RuntimeError(f"building {source} failed:\n{result.stdout}{result.stderr}")
     return library
@@ -107,7 +109,7 @@ def listening_addresses(port: int) -> set[str]:
             if family == 4:
                 found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
             else:  # four 32-bit words, each in host (little-endian) order
-                words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
                 found.add(socket.inet_ntop(socket.AF_INET6, words))
     return found
 
@@ -140,8 +142,13 @@ class OrthancServer:
         start_timeout: seconds to wait for the server to answer.
     """
 
-    def __init__(self, workdir: str | Path, aet: str = "AASNPACS", client_aet: str = CLIENT_AET,
-                 start_timeout: float = START_TIMEOUT_S):
+    def __init__(
+        self,
+        workdir: str | Path,
+        aet: str = "AASNPACS",
+        client_aet: str = CLIENT_AET,
+        start_timeout: float = START_TIMEOUT_S,
+    ):
         self.binary, self.plugin = find_orthanc()
         self.workdir = Path(workdir)
         self.aet = aet
@@ -184,17 +191,25 @@ class OrthancServer:
             "DicomAlwaysAllowEcho": False,
             "DicomAlwaysAllowStore": False,
             "DicomCheckModalityHost": True,
-            "DicomModalities": {"client": {"AET": self.client_aet, "Host": LOOPBACK, "Port": 104,
-                                           "AllowEcho": True, "AllowStore": True}},
+            "DicomModalities": {
+                "client": {"AET": self.client_aet, "Host": LOOPBACK, "Port": 104, "AllowEcho": True, "AllowStore": True}
+            },
             "OrthancPeers": {},
             "StableAge": 1,
             "ConcurrentJobs": 1,
             "HttpThreadsCount": 8,
             "DicomThreadsCount": 2,
             # the plugin writes absolute BulkData/Retrieve URLs with this host in its answers
-            "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "WadoRoot": "/wado",
-                         "Host": f"{LOOPBACK}:{self.http_port}", "Ssl": False, "StudiesMetadata": "Full",
-                         "SeriesMetadata": "Full"},
+            "DicomWeb": {
+                "Enable": True,
+                "Root": "/dicom-web/",
+                "EnableWado": True,
+                "WadoRoot": "/wado",
+                "Host": f"{LOOPBACK}:{self.http_port}",
+                "Ssl": False,
+                "StudiesMetadata": "Full",
+                "SeriesMetadata": "Full",
+            },
         }
 
     def start(self) -> OrthancServer:
@@ -210,7 +225,11 @@ class OrthancServer:
             with open(self.log_path, "w") as log:
                 self.process = subprocess.Popen(
                     [self.binary, str(self.config_path)],
-                    stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=env, start_new_session=True,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.workdir,
+                    env=env,
+                    start_new_session=True,
                     preexec_fn=_die_with_parent,
                 )
             try:
@@ -274,8 +293,9 @@ class OrthancServer:
 
     # --- HTTP helpers ----------------------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-                timeout: float = 60) -> tuple[int, bytes]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 60
+    ) -> tuple[int, bytes]:
         """``(status, body)`` of a request to ``path`` (below the server's root URL); HTTP errors are returned."""
         req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
         try:
@@ -293,8 +313,9 @@ class OrthancServer:
     def stow(self, files) -> dict:
         """Upload DICOM files with STOW-RS (one multipart request); the plugin's answer (DICOM JSON)."""
         body, content_type = multipart_related([Path(f).read_bytes() for f in files])
-        status, answer = self.request("POST", "/dicom-web/studies", body,
-                                      {"Content-Type": content_type, "Accept": "application/dicom+json"})
+        status, answer = self.request(
+            "POST", "/dicom-web/studies", body, {"Content-Type": content_type, "Accept": "application/dicom+json"}
+        )
         if status != 200:
             raise RuntimeError(f"STOW-RS to {self.dicomweb}: HTTP {status} {answer[:500]!r}")
         result = json.loads(answer)

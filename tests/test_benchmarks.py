@@ -52,25 +52,62 @@ def test_bootstrap_auc_interval():
 
 
 def test_run_overrides_cache_only_without_augmentation(tmp_path):
-    reduced = bench_accuracy.run_overrides(bench_accuracy.SCALES["reduced"], "aasn", 2, tmp_path / "run",
-                                           tmp_path / "data" / "datalist.json", tmp_path / "cache", seed=0)
+    reduced = bench_accuracy.run_overrides(
+        bench_accuracy.SCALES["reduced"],
+        "aasn",
+        2,
+        tmp_path / "run",
+        tmp_path / "data" / "datalist.json",
+        tmp_path / "cache",
+        seed=0,
+    )
     assert reduced["variant"] == "aasn" and reduced["fold"] == 2
     assert reduced["train#dataset"]["_target_"] == "PersistentDataset"
     assert "'validation'" in reduced["validate#dataset"]["data"]
     assert "landmark_jitter" not in reduced["train#random_transforms"]
-    paper = bench_accuracy.run_overrides(bench_accuracy.SCALES["paper"], "vanilla", 0, tmp_path / "run",
-                                         tmp_path / "data" / "datalist.json", None, seed=0)
+    paper = bench_accuracy.run_overrides(
+        bench_accuracy.SCALES["paper"],
+        "vanilla",
+        0,
+        tmp_path / "run",
+        tmp_path / "data" / "datalist.json",
+        None,
+        seed=0,
+    )
     assert not any("#" in k for k in paper)  # the bundle's own augmentation and CacheDataset
     assert paper["roi_size"] == [256, 512] and paper["network_kwargs"] == {}
 
 
 def test_run_order_puts_table_2_first_then_table_1():
     order = bench_accuracy.run_order(["lse", "liu", "aasn", "vanilla", "cbn", "ff"], [3, 1])
-    assert order == [("vanilla", 3), ("ff", 3), ("aasn", 3), ("vanilla", 1), ("ff", 1), ("aasn", 1),
-                     ("liu", 3), ("cbn", 3), ("lse", 3), ("liu", 1), ("cbn", 1), ("lse", 1)]
+    assert order == [
+        ("vanilla", 3),
+        ("ff", 3),
+        ("aasn", 3),
+        ("vanilla", 1),
+        ("ff", 1),
+        ("aasn", 1),
+        ("liu", 3),
+        ("cbn", 3),
+        ("lse", 3),
+        ("liu", 1),
+        ("cbn", 1),
+        ("lse", 1),
+    ]
     everything = bench_accuracy.run_order(bench_accuracy.METHODS, [0])
-    assert [m for m, _ in everything] == ["vanilla", "ff", "ff_fa", "ff_cl", "ff_fa_cl_noproj", "aasn",
-                                          "liu", "deepsymnet", "cbn", "chexnet", "lse"]
+    assert [m for m, _ in everything] == [
+        "vanilla",
+        "ff",
+        "ff_fa",
+        "ff_cl",
+        "ff_fa_cl_noproj",
+        "aasn",
+        "liu",
+        "deepsymnet",
+        "cbn",
+        "chexnet",
+        "lse",
+    ]
 
 
 def test_cpu_scale_overrides_only_data_fold_and_folders(tmp_path):
@@ -80,17 +117,29 @@ def test_cpu_scale_overrides_only_data_fold_and_folders(tmp_path):
     assert overrides["fold"] == 2 and overrides["ckpt_dir"] == str(tmp_path / "run" / "models")
     configs = bench_accuracy.CONFIGS
     assert bench_accuracy.config_files(scale, "aasn") == [
-        configs / "train.json", configs / "scale_cpu.json", configs / "variants" / "aasn.json"]
+        configs / "train.json",
+        configs / "scale_cpu.json",
+        configs / "variants" / "aasn.json",
+    ]
     assert bench_accuracy.config_files(scale, "ff", evaluation=True) == [
-        configs / "train.json", configs / "scale_cpu.json", configs / "evaluate.json", configs / "variants" / "ff.json"]
+        configs / "train.json",
+        configs / "scale_cpu.json",
+        configs / "evaluate.json",
+        configs / "variants" / "ff.json",
+    ]
     assert bench_accuracy.config_files(bench_accuracy.SCALES["reduced"], "ff") == [
-        configs / "train.json", configs / "variants" / "ff.json"]
+        configs / "train.json",
+        configs / "variants" / "ff.json",
+    ]
 
 
 def test_pool_group_recall_over_folds_by_hand():
-    fold0 = {"recall_by_kind": {
-        "displaced": {"num_fractures": 4, "recall_at_fp_1pct": 0.25, "recall_at_fp_10pct": 0.75},
-        "hairline": {"num_fractures": 2, "recall_at_fp_1pct": 0.0, "recall_at_fp_10pct": 0.5}}}
+    fold0 = {
+        "recall_by_kind": {
+            "displaced": {"num_fractures": 4, "recall_at_fp_1pct": 0.25, "recall_at_fp_10pct": 0.75},
+            "hairline": {"num_fractures": 2, "recall_at_fp_1pct": 0.0, "recall_at_fp_10pct": 0.5},
+        }
+    }
     fold1 = {"recall_by_kind": {"displaced": {"num_fractures": 6, "recall_at_fp_1pct": 0.5, "recall_at_fp_10pct": 1.0}}}
     no_details = {"auc": 0.5}  # a fold whose annotations have no fracture_details adds nothing
     pooled = bench_accuracy.pool_group_recall([fold0, fold1, no_details], "kind")
@@ -107,9 +156,17 @@ def _paired_cases(shift_baseline=0.0):
     cases = []
     for k in range(4):
         for label in (1, 0):
-            cases.append({"fold": k % 2, "case": f"s{k}_{label}", "subject": f"s{k}", "label": label,
-                          "score": 0.5 + (0.1 * k + 0.2 if label else -0.1 * k - 0.2),
-                          "num_fractures": 2 * label, "recalled_at_fp_10pct": 2 * label})
+            cases.append(
+                {
+                    "fold": k % 2,
+                    "case": f"s{k}_{label}",
+                    "subject": f"s{k}",
+                    "label": label,
+                    "score": 0.5 + (0.1 * k + 0.2 if label else -0.1 * k - 0.2),
+                    "num_fractures": 2 * label,
+                    "recalled_at_fp_10pct": 2 * label,
+                }
+            )
     return cases
 
 
@@ -477,13 +534,13 @@ def test_fracture_visibility_pairs_each_fracture_with_its_contralateral_patch(tm
     x1, y1 = np.minimum(x0 + 1, 63), np.minimum(y0 + 1, 31)
     fx, fy = gx - x0, gy - y0
     aligned = (
-        mirrored[y0, x0] * (1 - fx) * (1 - fy) + mirrored[y0, x1] * fx * (1 - fy)
-        + mirrored[y1, x0] * (1 - fx) * fy + mirrored[y1, x1] * fx * fy
+        mirrored[y0, x0] * (1 - fx) * (1 - fy)
+        + mirrored[y0, x1] * fx * (1 - fy)
+        + mirrored[y1, x0] * (1 - fx) * fy
+        + mirrored[y1, x1] * fx * fy
     )
     assert not np.allclose(aligned, mirrored, atol=1e-3)  # the warp moves the contralateral anatomy
-    np.testing.assert_allclose(
-        visibility.tps_aligned(d["roi_mirrored"], d["tps_grid"])[0], aligned, atol=1e-4
-    )
+    np.testing.assert_allclose(visibility.tps_aligned(d["roi_mirrored"], d["tps_grid"])[0], aligned, atol=1e-4)
     roi = np.asarray(d["roi"])[0]
     for k, (negative, xs, ss) in enumerate(((aligned, x, stats), (mirrored, x_m, stats_m))):
         for j, image in enumerate((roi, negative)):
@@ -536,8 +593,25 @@ def test_fracture_visibility_tiny_run(tmp_path, capsys):
 
     fold = next(f for f in range(5) if all(positives(f, s) for s in ("training", "validation", "test")))
     results, work = tmp_path / "results", tmp_path / "work"
-    argv = ["--data", str(datalist.parent), "--fold", str(fold), "--roi", "32", "64", "--half-size", "4",
-            "--epochs", "3", "--every", "2", "--work", str(work), "--results", str(results)]
+    argv = [
+        "--data",
+        str(datalist.parent),
+        "--fold",
+        str(fold),
+        "--roi",
+        "32",
+        "64",
+        "--half-size",
+        "4",
+        "--epochs",
+        "3",
+        "--every",
+        "2",
+        "--work",
+        str(work),
+        "--results",
+        str(results),
+    ]
     record = visibility.main(argv)
     printed = capsys.readouterr().out
     assert [c["epoch"] for c in record["curve"]] == [2, 3]
@@ -579,8 +653,12 @@ def test_results_metadata_records_commit_tree_state_machine_and_load(tmp_path, m
     assert results_metadata.git_state(repo)["dirty"] is False
     (repo / "a.py").write_text("x = 2\n")
     (repo / "b.py").write_text("")
-    assert results_metadata.git_state(repo) == {"commit": head, "dirty": True, "modified": ["a.py"],
-                                                "untracked": ["b.py"]}
+    assert results_metadata.git_state(repo) == {
+        "commit": head,
+        "dirty": True,
+        "modified": ["a.py"],
+        "untracked": ["b.py"],
+    }
     assert results_metadata.git_state(tmp_path / "not_a_repo")["commit"] == "unknown"
 
     # the free-text option's value is elided from the recorded command
@@ -629,8 +707,17 @@ def test_every_benchmark_script_writes_the_provenance_block():
 def test_every_results_file_records_its_provenance():
     """The committed results: each JSON has the block (legacy ones mark what is unknown, never a guess), and each
     markdown beside it shows the commit line."""
-    required = {"command", "commit", "dirty", "cpu_model", "cpu_count", "torch_threads", "load_average_before",
-                "load_average_after", "finished"}
+    required = {
+        "command",
+        "commit",
+        "dirty",
+        "cpu_model",
+        "cpu_count",
+        "torch_threads",
+        "load_average_before",
+        "load_average_after",
+        "finished",
+    }
     files = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
     assert files
     for path in files:

@@ -34,12 +34,17 @@ from bundle_archive import BUNDLE_NAME, build_archive, build_wheel, bundle_files
 from dicom_factory import write_dx  # noqa: E402
 from synthetic_pelvis import place_landmarks, radiograph_like, write_annotation  # noqa: E402
 
-TINY_KWARGS = {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1], "bn_size": 2,
-               "projection_channels": 8}
+TINY_KWARGS = {
+    "init_features": 8,
+    "growth_rate": 4,
+    "block_config": [1, 1, 1, 1],
+    "bn_size": 2,
+    "projection_channels": 8,
+}
 ROI = [64, 128]
 
 # Runs in the unpacked bundle: ``python runner.py <audit.json> <step> [args]``; writes the modules it loaded.
-_RUNNER = r'''
+_RUNNER = r"""
 import json, os, runpy, sys
 audit, step, args = sys.argv[1], sys.argv[2], sys.argv[3:]
 sys.path[0] = os.getcwd()  # the bundle folder first, as `python -m monai.bundle` run from it has it
@@ -77,7 +82,7 @@ finally:
     files = {name: getattr(module, "__file__", None) for name, module in list(sys.modules.items())}
     json.dump({"modules": files, "prefixes": [sys.prefix, sys.base_prefix]}, open(audit, "w"))
 sys.exit(code)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +105,14 @@ def _run(unpacked, step: str, *args: str, name: str) -> tuple[subprocess.Complet
     audit = unpacked["root"] / f"{name}_modules.json"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
     env.update(PYTHONPATH=str(unpacked["site"]), PYTHONNOUSERSITE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run([sys.executable, str(unpacked["root"] / "runner.py"), str(audit), step, *args],
-                          cwd=unpacked["bundle"], env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(unpacked["root"] / "runner.py"), str(audit), step, *args],
+        cwd=unpacked["bundle"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     return done, json.loads(audit.read_text())
 
 
@@ -123,9 +134,18 @@ def test_the_archive_holds_the_bundle_and_nothing_generated(unpacked, tmp_path):
         names = z.namelist()
     assert all(n.startswith(f"{BUNDLE_NAME}/") for n in names)
     inside = {n[len(BUNDLE_NAME) + 1 :] for n in names}
-    for required in ("LICENSE", "large_files.yml", "configs/metadata.json", "configs/inference.json",
-                     "configs/landmark_inference.json", "scripts/__init__.py", "scripts/fracture/networks.py",
-                     "docs/README.md", "docs/data_license.txt", "models/"):
+    for required in (
+        "LICENSE",
+        "large_files.yml",
+        "configs/metadata.json",
+        "configs/inference.json",
+        "configs/landmark_inference.json",
+        "scripts/__init__.py",
+        "scripts/fracture/networks.py",
+        "docs/README.md",
+        "docs/data_license.txt",
+        "models/",
+    ):
         assert required in inside, required
     assert not any("__pycache__" in n or n.endswith(".pyc") or "/outputs/" in n or "/data/" in n for n in names)
     assert inside - {"models/"} == set(bundle_files(unpacked["bundle"]))
@@ -184,8 +204,18 @@ def test_the_unpacked_bundle_verifies_its_networks_and_infers_one_radiograph(unp
 def test_without_the_project_package_the_error_names_custom_transforms(unpacked, tmp_path):
     image = tmp_path / "any.dcm"
     image.write_bytes(b"")
-    done, audit = _run(unpacked, "block", "run", "--config_file", "configs/inference.json", "--input", str(image),
-                       "--output_dir", str(tmp_path / "out"), name="blocked")
+    done, audit = _run(
+        unpacked,
+        "block",
+        "run",
+        "--config_file",
+        "configs/inference.json",
+        "--input",
+        str(image),
+        "--output_dir",
+        str(tmp_path / "out"),
+        name="blocked",
+    )
     assert done.returncode != 0
     assert "custom_transforms" not in {k.split(".")[0] for k, v in audit["modules"].items() if v}
     assert "The bundle's code (scripts) needs the project's package `custom_transforms`" in done.stderr

@@ -108,8 +108,12 @@ def _snapshot(root: Path, skip: Path) -> dict[str, tuple]:
 
 
 def _cli(bundle_root: Path, overrides: Path, source: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BUNDLE), str(TESTS), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(BUNDLE), str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     return subprocess.run(
         [
             sys.executable, "-m", "monai.bundle", "run",
@@ -229,11 +233,15 @@ def test_an_unwritable_output_dir_or_a_truncated_model_stops_before_any_image(mi
 def test_a_datalist_with_a_missing_annotation_reports_that_image_and_goes_on(mixed, tmp_path):
     datalist = tmp_path / "datalist.json"
     pelvis = str(mixed["images"] / "pelvis.dcm")
-    datalist.write_text(json.dumps([
-        {"image": pelvis, "annotation": str(tmp_path / "gone.json")},
-        {"image": str(mixed["images"] / "...dcm")},
-        {"image": str(tmp_path / "missing.dcm")},
-    ]))
+    datalist.write_text(
+        json.dumps(
+            [
+                {"image": pelvis, "annotation": str(tmp_path / "gone.json")},
+                {"image": str(mixed["images"] / "...dcm")},
+                {"image": str(tmp_path / "missing.dcm")},
+            ]
+        )
+    )
     done = _cli(mixed["bundle_root"], mixed["overrides"], datalist, tmp_path / "out")
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "inference_summary.json").read_text())

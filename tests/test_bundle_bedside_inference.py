@@ -94,8 +94,14 @@ def bedside(tmp_path_factory):
     pelvis = write_dx(images / "pelvis.dcm", pixels, spacing_mm=(SPACING_MM, SPACING_MM))
     landmark_overrides = save_oracle_detector(bundle_root / "models", [(pelvis, landmarks)])
     overrides = overrides_file(root / "overrides.json", landmark_overrides)
-    return {"root": root, "bundle_root": bundle_root, "images": images, "pelvis": Path(pelvis),
-            "landmarks": landmarks, "overrides": overrides}
+    return {
+        "root": root,
+        "bundle_root": bundle_root,
+        "images": images,
+        "pelvis": Path(pelvis),
+        "landmarks": landmarks,
+        "overrides": overrides,
+    }
 
 
 def test_image_without_annotation_gets_a_full_report_from_the_detector(bedside, tmp_path):
@@ -129,7 +135,10 @@ def test_image_without_annotation_gets_a_full_report_from_the_detector(bedside, 
 
 
 EXPECTED_STATUS = {
-    "pelvis.dcm": "ok", "blank.dcm": "not_a_pelvis", "chest.dcm": "not_a_pelvis", "corrupt.dcm": "unreadable",
+    "pelvis.dcm": "ok",
+    "blank.dcm": "not_a_pelvis",
+    "chest.dcm": "not_a_pelvis",
+    "corrupt.dcm": "unreadable",
 }
 
 
@@ -148,8 +157,12 @@ def test_batch_goes_on_past_refused_and_unreadable_images(bedside, tmp_path):
     """``python -m monai.bundle run --config_file configs/inference.json --input <folder>``: exit 0, a report each."""
     batch = write_batch(tmp_path / "batch", bedside["pelvis"])
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BUNDLE), str(TESTS), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(BUNDLE), str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     done = subprocess.run(
         [
             sys.executable, "-m", "monai.bundle", "run",
@@ -185,7 +198,9 @@ def test_failures_met_in_dataloader_workers_reach_the_summary(bedside, tmp_path)
 
     run(
         config_file=[str(CONFIGS / "inference.json"), str(bedside["overrides"]), str(workers)],
-        bundle_root=str(bedside["bundle_root"]), input=str(batch), output_dir=str(tmp_path / "out"),
+        bundle_root=str(bedside["bundle_root"]),
+        input=str(batch),
+        output_dir=str(tmp_path / "out"),
     )
     summary = json.loads((tmp_path / "out" / "inference_summary.json").read_text())
     assert {Path(e["image"]).name: e["status"] for e in summary} == EXPECTED_STATUS

@@ -26,8 +26,13 @@ def _trainer(max_epochs, handlers=()):
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     data = [{"image": torch.randn(2, 3), "label": torch.randn(2, 1)} for _ in range(4)]
     trainer = SupervisedTrainer(
-        device=torch.device("cpu"), max_epochs=max_epochs, train_data_loader=data, network=net,
-        optimizer=opt, loss_function=torch.nn.MSELoss(), train_handlers=list(handlers),
+        device=torch.device("cpu"),
+        max_epochs=max_epochs,
+        train_data_loader=data,
+        network=net,
+        optimizer=opt,
+        loss_function=torch.nn.MSELoss(),
+        train_handlers=list(handlers),
         prepare_batch=lambda batch, device, non_blocking, **kw: (batch["image"], batch["label"]),
     )
     return trainer, net, opt
@@ -106,8 +111,11 @@ def test_best_model_saver_writes_only_on_improvement(tmp_path):
 
     data = [{"image": torch.zeros(1, 1), "label": torch.zeros(1, 1)}]
     evaluator = SupervisedEvaluator(
-        device=torch.device("cpu"), val_data_loader=data, network=net,
-        key_val_metric={"m": Scripted(output_transform=lambda out: (out["pred"], out["label"]))}, decollate=False,
+        device=torch.device("cpu"),
+        val_data_loader=data,
+        network=net,
+        key_val_metric={"m": Scripted(output_transform=lambda out: (out["pred"], out["label"]))},
+        decollate=False,
     )
     path = tmp_path / "model.pt"
     BestModelSaver(path, net).attach(evaluator)

@@ -34,8 +34,10 @@ def test_landmark_data_formats_match_their_config():
     metadata = _metadata()
     config = json.loads((CONFIGS / "landmark_inference.json").read_text())
     assert config["num_landmarks"] == len(LANDMARK_NAMES)
-    expected_shape = {"landmark_network_data_format": config["input_size"],
-                      "landmark_refine_network_data_format": [config["refine_patch_size"]] * 2}
+    expected_shape = {
+        "landmark_network_data_format": config["input_size"],
+        "landmark_refine_network_data_format": [config["refine_patch_size"]] * 2,
+    }
     for key, shape in expected_shape.items():
         where = metadata["network_configs"][key]
         assert where["config_file"] == "configs/landmark_inference.json" and where["net_id"] in config
@@ -50,7 +52,10 @@ def test_the_fracture_network_format_is_the_inference_configs():
     metadata = _metadata()
     inference = json.loads((CONFIGS / "inference.json").read_text())
     assert metadata["network_configs"]["network_data_format"] == {
-        "config_file": "configs/inference.json", "net_id": "network_def", "network": "AASN fracture network"}
+        "config_file": "configs/inference.json",
+        "net_id": "network_def",
+        "network": "AASN fracture network",
+    }
     fmt = metadata["network_data_format"]
     assert fmt["inputs"]["image"]["spatial_shape"] == fmt["outputs"]["pred"]["spatial_shape"] == inference["roi_size"]
     assert fmt["inputs"]["image"]["num_channels"] == 8 and fmt["outputs"]["pred"]["num_channels"] == 1

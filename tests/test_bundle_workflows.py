@@ -77,8 +77,9 @@ def test_train_and_infer_configs_pass_monai_property_checks(work, tmp_path, monk
     from monai.bundle import ConfigWorkflow
 
     # a one-process gloo group for the multi-GPU config's own initialisation
-    for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0",
-                     WORLD_SIZE="1").items():
+    for k, v in dict(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1"
+    ).items():
         monkeypatch.setenv(k, v)
     meta = str(CONFIGS / "metadata.json")
     for files, kind, init_id in (
@@ -87,8 +88,13 @@ def test_train_and_infer_configs_pass_monai_property_checks(work, tmp_path, monk
         ([CONFIGS / "inference.json"], "infer", "none"),
     ):
         workflow = ConfigWorkflow(
-            config_file=[str(f) for f in files] + [str(work["tiny"])], meta_file=meta, workflow_type=kind,
-            init_id=init_id, bundle_root=str(tmp_path), dataset_dir=str(work["data"]), input=str(work["data"]),
+            config_file=[str(f) for f in files] + [str(work["tiny"])],
+            meta_file=meta,
+            workflow_type=kind,
+            init_id=init_id,
+            bundle_root=str(tmp_path),
+            dataset_dir=str(work["data"]),
+            input=str(work["data"]),
         )
         workflow.initialize()
         try:
@@ -245,13 +251,15 @@ def test_killed_training_resumes_at_next_epoch_with_same_optimiser_state(work, t
     configs.append(str(override))
     root = str(tmp_path / "run")
     fmt = dict(configs=configs, root=root, data=str(work["data"]), opt_path=str(tmp_path / "opt_at_resume.pt"))
-    killed = subprocess.run([sys.executable, "-c", _KILLED_RUN.format(**fmt)], env=_env(), capture_output=True,
-                            text=True, timeout=600)
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN.format(**fmt)], env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert killed.returncode == -9, killed.stderr[-3000:]
     saved = torch.load(Path(root) / "models" / "last.pt", weights_only=True)
     assert saved["trainer"]["epoch"] == 1
-    resumed = subprocess.run([sys.executable, "-c", _RESUMED_RUN.format(**fmt)], env=_env(), capture_output=True,
-                             text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-c", _RESUMED_RUN.format(**fmt)], env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     seen = json.loads(resumed.stdout.split("RESUMED ")[-1])
     assert seen == {"epoch": 2, "iteration": saved["trainer"]["iteration"]}
@@ -267,11 +275,23 @@ def test_killed_training_resumes_at_next_epoch_with_same_optimiser_state(work, t
 def test_multi_gpu_config_runs_two_gloo_processes(work, tmp_path):
     root = tmp_path / "ddp"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-        "-m", "monai.bundle", "run",
-        "--config_file", str([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json"), str(work["tiny"])]),
-        "--meta_file", str(CONFIGS / "metadata.json"),
-        "--bundle_root", str(root), "--dataset_dir", str(work["data"]),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json"), str(work["tiny"])]),
+        "--meta_file",
+        str(CONFIGS / "metadata.json"),
+        "--bundle_root",
+        str(root),
+        "--dataset_dir",
+        str(work["data"]),
     ]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600, cwd=BUNDLE)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -286,10 +306,19 @@ def test_multi_gpu_config_runs_two_gloo_processes(work, tmp_path):
 def test_ckpt_export_writes_torchscript_equal_to_eager(work, trained, tmp_path):
     ts = tmp_path / "model.ts"
     cmd = [
-        sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def",
-        "--filepath", str(ts), "--ckpt_file", str(trained / "models" / "model.pt"),
-        "--meta_file", str(CONFIGS / "metadata.json"),
-        "--config_file", str([str(CONFIGS / "inference.json"), str(work["tiny"])]),
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(ts),
+        "--ckpt_file",
+        str(trained / "models" / "model.pt"),
+        "--meta_file",
+        str(CONFIGS / "metadata.json"),
+        "--config_file",
+        str([str(CONFIGS / "inference.json"), str(work["tiny"])]),
     ]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600, cwd=BUNDLE)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -310,13 +339,24 @@ def test_lr_schedule_steps_each_epoch_before_last_pt_is_saved(work, tmp_path):
     from monai.bundle import run
 
     override = tmp_path / "cosine.json"
-    override.write_text(json.dumps({
-        "max_epochs": 2, "val_interval": 2, "learning_rate": 1e-3,
-        "lr_scheduler": "$torch.optim.lr_scheduler.CosineAnnealingLR(@optimizer, T_max=@max_epochs)",
-    }))
+    override.write_text(
+        json.dumps(
+            {
+                "max_epochs": 2,
+                "val_interval": 2,
+                "learning_rate": 1e-3,
+                "lr_scheduler": "$torch.optim.lr_scheduler.CosineAnnealingLR(@optimizer, T_max=@max_epochs)",
+            }
+        )
+    )
     root = tmp_path / "run"
-    run("run", config_file=[str(CONFIGS / "train.json"), str(work["tiny"]), str(override)],
-        meta_file=str(CONFIGS / "metadata.json"), bundle_root=str(root), dataset_dir=str(work["data"]))
+    run(
+        "run",
+        config_file=[str(CONFIGS / "train.json"), str(work["tiny"]), str(override)],
+        meta_file=str(CONFIGS / "metadata.json"),
+        bundle_root=str(root),
+        dataset_dir=str(work["data"]),
+    )
     saved = torch.load(root / "models" / "last.pt", weights_only=True)
     assert saved["lr_scheduler"]["last_epoch"] == 2
     assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)

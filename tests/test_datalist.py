@@ -20,8 +20,13 @@ def _items(n_subjects=80, seed=0):
     for s in range(n_subjects):
         for j in range(rng.randint(1, 3)):
             items.append(
-                {"image": f"img/{s}_{j}.dcm", "annotation": f"ann/{s}_{j}.json", "label": int(rng.random() < 0.35),
-                 "subject": f"subj{s:03d}", "fold": s % 5}
+                {
+                    "image": f"img/{s}_{j}.dcm",
+                    "annotation": f"ann/{s}_{j}.json",
+                    "label": int(rng.random() < 0.35),
+                    "subject": f"subj{s:03d}",
+                    "fold": s % 5,
+                }
             )
     return items
 
@@ -101,11 +106,20 @@ def test_intact_twins_only_of_training_subjects_and_paired_with_their_sibling(tm
             stem = f"s{s}_{k}"
             label = int(k == 0)
             (tmp_path / f"{stem}.json").write_text(json.dumps({"fractures": [[10.0 + s, 20.0]] if label else []}))
-            items.append({"image": f"{stem}.dcm", "annotation": f"{stem}.json", "label": label,
-                          "subject": f"S{s}", "fold": fold})
+            items.append(
+                {"image": f"{stem}.dcm", "annotation": f"{stem}.json", "label": label, "subject": f"S{s}", "fold": fold}
+            )
             if label:
-                twins.append({"image": f"{stem}_intact.dcm", "annotation": f"{stem}_intact.json", "label": 0,
-                              "subject": f"S{s}", "fold": fold, "intact_twin_of": f"{stem}.dcm"})
+                twins.append(
+                    {
+                        "image": f"{stem}_intact.dcm",
+                        "annotation": f"{stem}_intact.json",
+                        "label": 0,
+                        "subject": f"S{s}",
+                        "fold": fold,
+                        "intact_twin_of": f"{stem}.dcm",
+                    }
+                )
     path = tmp_path / "datalist.json"
     path.write_text(json.dumps({"training": items, "intact_twins": twins}))
     parts = split_fold(load_datalist(path), 0)

@@ -49,8 +49,16 @@ SPACING_MM = 0.8
 IMAGE_SHAPE = (320, 400)  # (H, W) of the pelvic DX
 PROBABILITY = "122157"  # DCM Probability
 IDENTITY_KEYWORDS = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID", "StudyDate",
-    "StudyTime", "AccessionNumber", "ReferringPhysicianName",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
 )
 APP_TIMEOUT_S = 600
 

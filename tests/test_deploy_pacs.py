@@ -55,8 +55,9 @@ def _env() -> dict:
 def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
     """Run the wrapper in its own process group, and end the group (the wrapper and the app it started) whatever
     happens."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True
+    )
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     finally:

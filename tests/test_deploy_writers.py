@@ -33,8 +33,16 @@ PRESENT, ABSENT = "52101004", "272519000"  # SCT
 FRACTURE = "125605004"  # SCT Fracture of bone
 
 IDENTITY_KEYWORDS = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID", "StudyDate",
-    "StudyTime", "AccessionNumber", "ReferringPhysicianName",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
 )
 
 

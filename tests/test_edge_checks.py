@@ -211,8 +211,9 @@ def test_a_dicom_spacing_outside_a_radiograph_pixel_size_is_ignored_with_a_warni
     assert "spacing_mm" not in image.meta
 
 
-@pytest.mark.parametrize("angle, expected", [(0.0, None), (12.0, None), (-30.0, None), (90.0, "+90"), (-60.0, "-60"),
-                                             (180.0, "180")])
+@pytest.mark.parametrize(
+    "angle, expected", [(0.0, None), (12.0, None), (-30.0, None), (90.0, "+90"), (-60.0, "-60"), (180.0, "180")]
+)
 def test_orientation_refuses_a_pelvis_turned_beyond_45_degrees(angle, expected):
     from custom_transforms.orientation import CheckPelvisOrientationd, OrientationError, pelvis_orientation
 
@@ -335,11 +336,29 @@ def test_training_refuses_a_leaky_datalist_in_one_line_naming_the_subject(tmp_pa
     content["data"][3]["subject"] = content["data"][8]["subject"]  # s008: folds 1 and 4
     datalist.write_text(json.dumps(content))
     tiny = tmp_path / "tiny.json"  # should it train (the code before issue 16 did), one quick epoch
-    tiny.write_text(json.dumps({"roi_size": [64, 128], "max_epochs": 1, "num_workers": 0, "show_progress": False,
-                                "network_kwargs": {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1],
-                                                   "bn_size": 2, "projection_channels": 8}}))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BUNDLE), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    tiny.write_text(
+        json.dumps(
+            {
+                "roi_size": [64, 128],
+                "max_epochs": 1,
+                "num_workers": 0,
+                "show_progress": False,
+                "network_kwargs": {
+                    "init_features": 8,
+                    "growth_rate": 4,
+                    "block_config": [1, 1, 1, 1],
+                    "bn_size": 2,
+                    "projection_channels": 8,
+                },
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(BUNDLE), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     done = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "run", "--config_file", str([str(CONFIGS / "train.json"), str(tiny)]),
          "--dataset_dir", str(datalist.parent), "--bundle_root", str(tmp_path / "run")],
@@ -402,19 +421,37 @@ def test_max_epochs_below_val_interval_still_validates_and_writes_model_pt(tmp_p
 
     datalist = write_dataset(tmp_path / "data", n=20, seed=0)
     settings = tmp_path / "settings.json"
-    settings.write_text(json.dumps({
-        "roi_size": [64, 128], "batch_size": 4, "num_workers": 0, "show_progress": False, "max_epochs": 1,
-        "val_interval": 2,
-        "network_kwargs": {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1], "bn_size": 2,
-                           "projection_channels": 8},
-    }))
+    settings.write_text(
+        json.dumps(
+            {
+                "roi_size": [64, 128],
+                "batch_size": 4,
+                "num_workers": 0,
+                "show_progress": False,
+                "max_epochs": 1,
+                "val_interval": 2,
+                "network_kwargs": {
+                    "init_features": 8,
+                    "growth_rate": 4,
+                    "block_config": [1, 1, 1, 1],
+                    "bn_size": 2,
+                    "projection_channels": 8,
+                },
+            }
+        )
+    )
     lines, logger = _Lines(), logging.getLogger("scripts.checkpoint")  # the bundle's logging.conf resets the root's
     logger.addHandler(lines)
     try:
-        run(config_file=[str(CONFIGS / "train.json"), str(settings)], bundle_root=str(tmp_path / "run"),
-            dataset_dir=str(datalist.parent))
+        run(
+            config_file=[str(CONFIGS / "train.json"), str(settings)],
+            bundle_root=str(tmp_path / "run"),
+            dataset_dir=str(datalist.parent),
+        )
     finally:
         logger.removeHandler(lines)
     assert (tmp_path / "run" / "models" / "model.pt").is_file()
-    assert any("val_interval (2) is above max_epochs (1): the model is validated once, after the last epoch" in line
-               for line in lines.lines)
+    assert any(
+        "val_interval (2) is above max_epochs (1): the model is validated once, after the last epoch" in line
+        for line in lines.lines
+    )

@@ -33,8 +33,13 @@ class PlantedDetector:
             raise NotAPelvisError(f"{source}: does not look like an AP pelvic radiograph (planted refusal)")
         landmarks = np.stack([np.arange(N), 2 * np.arange(N) + round(marker)], axis=1).astype(np.float32)
         return LandmarkDetection(
-            landmarks=landmarks, confidence=np.full(N, 0.9), plausibility=0.8, peaks=np.full(N, 0.9),
-            heatmap_landmarks=landmarks, corrected=np.zeros(N, bool), shape_consistent=np.ones(N, bool),
+            landmarks=landmarks,
+            confidence=np.full(N, 0.9),
+            plausibility=0.8,
+            peaks=np.full(N, 0.9),
+            heatmap_landmarks=landmarks,
+            corrected=np.zeros(N, bool),
+            shape_consistent=np.ones(N, bool),
         )
 
 
@@ -62,7 +67,10 @@ def test_same_file_name_in_two_folders_gets_two_reports_and_failures_get_statuse
     )
 
     assert [(Path(s["image"]).name, s["status"]) for s in summary] == [
-        ("pelvis.png", "ok"), ("blank.png", "not_a_pelvis"), ("pelvis.png", "ok"), ("broken.dcm", "unreadable"),
+        ("pelvis.png", "ok"),
+        ("blank.png", "not_a_pelvis"),
+        ("pelvis.png", "ok"),
+        ("broken.dcm", "unreadable"),
     ]
     assert json.loads((out / "landmarks_summary.json").read_text()) == summary
     for path, marker in ((first, 3), (second, 7)):

@@ -23,8 +23,14 @@ from large_files import large_file_entry, sha256_of, write_large_files  # noqa: 
 
 def _download_large_files(bundle: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    return subprocess.run([sys.executable, "-m", "monai.bundle", "download_large_files", "--bundle_path", str(bundle)],
-                          cwd=bundle.parent, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "download_large_files", "--bundle_path", str(bundle)],
+        cwd=bundle.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _tracked(paths: str) -> list[str]:
@@ -37,7 +43,7 @@ def _tracked(paths: str) -> list[str]:
 def test_entries_are_the_committed_weight_files_with_their_sha256():
     config = yaml.safe_load((BUNDLE / "large_files.yml").read_text())
     entries = config["large_files"]
-    shipped = sorted(p[len("bundle/"):] for p in _tracked("bundle/models") if not p.endswith(".gitkeep"))
+    shipped = sorted(p[len("bundle/") :] for p in _tracked("bundle/models") if not p.endswith(".gitkeep"))
     assert sorted(e["path"] for e in entries) == shipped  # none while no weights are shipped
     for entry in entries:
         assert entry["hash_type"] == "sha256" and entry["url"], entry

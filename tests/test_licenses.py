@@ -63,8 +63,13 @@ def test_the_model_card_has_a_licence_section_and_the_metadata_names_the_data():
     card = (BUNDLE / "docs" / "README.md").read_text()
     section = card.split("\n## Licences\n", 1)[1].split("\n## ", 1)[0]
     flat = " ".join(section.split())
-    for needed in ("Apache License 2.0", "CC BY 4.0", "doi:10.1088/1361-6560/ab1456", "Simulated radiographs",
-                   "docs/data_license.txt"):
+    for needed in (
+        "Apache License 2.0",
+        "CC BY 4.0",
+        "doi:10.1088/1361-6560/ab1456",
+        "Simulated radiographs",
+        "docs/data_license.txt",
+    ):
         assert needed in flat, needed
     metadata = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
     assert "CC BY 4.0" in metadata["data_source"] and "docs/data_license.txt" in metadata["data_source"]

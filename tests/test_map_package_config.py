@@ -25,8 +25,13 @@ def packager():
         pytest.skip(message)
 
     def check(config: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([str(PACKAGER_PYTHON), str(REPO / "tools" / "check_package_config.py"),
-                               "--config", str(config)], cwd=REPO, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [str(PACKAGER_PYTHON), str(REPO / "tools" / "check_package_config.py"), "--config", str(config)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     return check
 

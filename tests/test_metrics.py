@@ -139,10 +139,14 @@ def _planted_details_images():
     b[15:20, :] = 0.25
     points = [np.array([[3.0, 3.0], [15.0, 3.0]]), np.array([[5.0, 5.0], [12.0, 8.0]])]
     details = [
-        [{"site": "superior_ramus", "side": "r", "kind": "displaced", "displacement_mm": 3.0, "gap_mm": 1.0},
-         {"site": "ischium", "side": "r", "kind": "hairline", "displacement_mm": 0.0, "gap_mm": 0.4}],
-        [{"site": "superior_ramus", "side": "l", "kind": "hairline", "displacement_mm": 0.0, "gap_mm": 0.5},
-         {"site": "parasymphyseal", "side": "l", "kind": "displaced", "displacement_mm": 2.0, "gap_mm": 1.5}],
+        [
+            {"site": "superior_ramus", "side": "r", "kind": "displaced", "displacement_mm": 3.0, "gap_mm": 1.0},
+            {"site": "ischium", "side": "r", "kind": "hairline", "displacement_mm": 0.0, "gap_mm": 0.4},
+        ],
+        [
+            {"site": "superior_ramus", "side": "l", "kind": "hairline", "displacement_mm": 0.0, "gap_mm": 0.5},
+            {"site": "parasymphyseal", "side": "l", "kind": "displaced", "displacement_mm": 2.0, "gap_mm": 1.5},
+        ],
     ]
     return [a, b], points, details
 
@@ -156,13 +160,19 @@ def test_recall_by_group_hand_computed():
     np.testing.assert_array_equal(curve.recalled_per_image(0.1), [2, 1])
     kinds = [d["kind"] for image in details for d in image]
     assert curve.recall_by_group(0.01, kinds) == {
-        "displaced": {"num_fractures": 2, "recall": 0.5}, "hairline": {"num_fractures": 2, "recall": 0.5}}
+        "displaced": {"num_fractures": 2, "recall": 0.5},
+        "hairline": {"num_fractures": 2, "recall": 0.5},
+    }
     assert curve.recall_by_group(0.1, kinds) == {
-        "displaced": {"num_fractures": 2, "recall": 0.5}, "hairline": {"num_fractures": 2, "recall": 1.0}}
+        "displaced": {"num_fractures": 2, "recall": 0.5},
+        "hairline": {"num_fractures": 2, "recall": 1.0},
+    }
     sites = [d["site"] for image in details for d in image]
     assert curve.recall_by_group(0.1, sites) == {
-        "ischium": {"num_fractures": 1, "recall": 1.0}, "parasymphyseal": {"num_fractures": 1, "recall": 0.0},
-        "superior_ramus": {"num_fractures": 2, "recall": 1.0}}
+        "ischium": {"num_fractures": 1, "recall": 1.0},
+        "parasymphyseal": {"num_fractures": 1, "recall": 0.0},
+        "superior_ramus": {"num_fractures": 2, "recall": 1.0},
+    }
     # None leaves a point out; the overall recall is the groups' recalled points over all points
     assert curve.recall_by_group(0.01, [None, None, "x", "x"]) == {"x": {"num_fractures": 2, "recall": 0.5}}
     assert curve.recall_at(0.01) == pytest.approx(0.5) and curve.recall_at(0.1) == pytest.approx(0.75)
@@ -186,10 +196,19 @@ def _evaluate_planted(tmp_path, annotations):
     heatmaps, points, _ = _planted_details_images()
     writer = FractureEvaluationWriter(tmp_path / "eval", radius_mm=1.5, num_case_pictures=0)
     # a third image, without fractures and all zero: one more image in the FP mean, nothing else
-    for i, (h, p, ann) in enumerate(zip(heatmaps + [np.zeros((20, 20))], points + [np.zeros((0, 2))],
-                                        annotations + [None])):
-        writer.add({"pred": h[None], "label": int(len(p) > 0), "roi_fractures": p, "roi_spacing_mm": (1.0, 1.0),
-                    "annotation": ann, "image": f"img{i}.dcm"})
+    for i, (h, p, ann) in enumerate(
+        zip(heatmaps + [np.zeros((20, 20))], points + [np.zeros((0, 2))], annotations + [None])
+    ):
+        writer.add(
+            {
+                "pred": h[None],
+                "label": int(len(p) > 0),
+                "roi_fractures": p,
+                "roi_spacing_mm": (1.0, 1.0),
+                "annotation": ann,
+                "image": f"img{i}.dcm",
+            }
+        )
     metrics = writer.write()
     with open(tmp_path / "eval" / "per_case.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -97,8 +97,9 @@ PLANTED_PEAKS = (((0.25, 0.5), (0, 0), 0.9), ((0.25, 0.5), (4, 0), 0.8), ((0.75,
 
 def planted_heatmap_logits(height: int, width: int) -> torch.Tensor:
     """(1, 1, h, w) logits of a heatmap of probability 0.02 with :data:`PLANTED_PEAKS` (Gaussians of 1 ROI pixel)."""
-    yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
     probability = torch.full((height, width), 0.02)
     for (fx, fy), (dx, dy), peak in PLANTED_PEAKS:
         cx, cy = int(fx * width) + dx, int(fy * height) + dy
@@ -460,8 +461,10 @@ def test_fracture_result_lists_the_peaks_of_the_bundles_report_json(server, tmp_
         output_dir=str(out),
         ckpt_dir=os.path.dirname(result["weights"]),  # the weights the task served
         # the detector that checks annotated images: the server's (the landmark overrides on its config)
-        landmark_config=[str(bundle / "configs" / "landmark_inference.json"),
-                         str(server["conf"]["landmark_config_overrides"])],
+        landmark_config=[
+            str(bundle / "configs" / "landmark_inference.json"),
+            str(server["conf"]["landmark_config_overrides"]),
+        ],
     )
     workflow.initialize()
     workflow.run()
@@ -654,8 +657,13 @@ def test_params_may_not_name_a_server_file_and_nothing_of_one_is_echoed(server):
     secret = server["root"] / "secret.json"
     secret.write_text("TOP-SECRET-CONTENT " * 50)
     image = server["ids"][1]
-    for params in ({"annotation": str(secret)}, {"annotation": "/etc/passwd"}, {"image": str(_outside_file(server))},
-                   {"label": str(secret)}, {"image_path": "/etc/passwd"}):
+    for params in (
+        {"annotation": str(secret)},
+        {"annotation": "/etc/passwd"},
+        {"image": str(_outside_file(server))},
+        {"label": str(secret)},
+        {"image_path": "/etc/passwd"},
+    ):
         for task in (LANDMARKS_TASK, FRACTURE_TASK):
             status, body = _infer(server, task, image, params=params)
             detail = json.loads(body)["detail"]
@@ -667,15 +675,19 @@ def test_params_may_not_name_a_server_file_and_nothing_of_one_is_echoed(server):
 
 
 def test_params_that_are_not_a_json_object_answer_422_with_the_reason(server):
-    for raw, expected in (("{not json", "form field 'params' is not valid JSON"),
-                          ("[1, 2]", "form field 'params' is a JSON list; expected a JSON object")):
+    for raw, expected in (
+        ("{not json", "form field 'params' is not valid JSON"),
+        ("[1, 2]", "form field 'params' is a JSON list; expected a JSON object"),
+    ):
         body, headers = _multipart({"params": raw}, {})
-        status, answer = _request("POST", f"{server['url']}/infer/{LANDMARKS_TASK}?image={server['ids'][0]}",
-                                  body, headers)
+        status, answer = _request(
+            "POST", f"{server['url']}/infer/{LANDMARKS_TASK}?image={server['ids'][0]}", body, headers
+        )
         assert status == 422 and expected in json.loads(answer)["detail"], answer
     body, headers = _multipart({"params": "{oops"}, {"label": ("x.json", b"{}")})
-    status, answer = _request("PUT", f"{server['url']}/datastore/label?image={server['ids'][0]}&tag=final", body,
-                              headers)
+    status, answer = _request(
+        "PUT", f"{server['url']}/datastore/label?image={server['ids'][0]}&tag=final", body, headers
+    )
     assert status == 422 and "form field 'params' is not valid JSON" in json.loads(answer)["detail"]
 
 
@@ -731,8 +743,11 @@ def test_put_datastore_stores_a_dicom_radiograph_as_dcm_and_labels_only_for_its_
     body, headers = _multipart({"params": "{}"}, {"label": ("x.json", b"{}")})
     status, answer = _request("PUT", f"{server['url']}/datastore/label?image=no_such_image&tag=final", body, headers)
     assert status == 404 and "no_such_image" in json.loads(answer)["detail"]
-    status, answer = _request("PUT", f"{server['url']}/datastore/label?image=uploaded_blank&tag=final",
-                              *_multipart({"params": "{}"}, {"label": ("x.exe", b"MZ")}))
+    status, answer = _request(
+        "PUT",
+        f"{server['url']}/datastore/label?image=uploaded_blank&tag=final",
+        *_multipart({"params": "{}"}, {"label": ("x.exe", b"MZ")}),
+    )
     assert status == 422 and "must end in one of" in json.loads(answer)["detail"]
     status, _ = _request("DELETE", f"{server['url']}/datastore/?id=uploaded_blank")
     assert status == 200 and not (server["studies"] / "uploaded_blank.dcm").exists()

@@ -416,7 +416,8 @@ def test_a_pacs_server_takes_no_uploads_no_paths_and_no_tag_that_leaves_the_cach
         status, answer = _infer(pacs_server, "aasn_landmarks", urllib.parse.quote(image, safe=""))
         assert status == 404, (image, status, answer[:300])
     body, headers = _multipart({"params": "{}"}, {"label": ("label.json", b"{}")})
-    status, answer = _request("PUT", f"{pacs_server['url']}/datastore/label?image={series}&tag=..%2F..%2Fx", body,
-                              headers)
+    status, answer = _request(
+        "PUT", f"{pacs_server['url']}/datastore/label?image={series}&tag=..%2F..%2Fx", body, headers
+    )
     assert status == 422 and "label tag" in json.loads(answer)["detail"], answer
     assert {str(p) for p in pacs_server["cache"].rglob("*") if p.is_file()} == before

@@ -48,8 +48,12 @@ def test_onnx_export_of_aasn_equals_eager(tmp_path):
         "network_def": {"_target_": "scripts.fracture.networks.build_network", "variant": "aasn", **TINY},
     }
     (tmp_path / "inference.json").write_text(json.dumps(config))
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(BUNDLE), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        CUDA_VISIBLE_DEVICES="",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(BUNDLE), os.environ.get("PYTHONPATH", "")]),
+    )
     done = subprocess.run(
         [
             sys.executable, "-m", "monai.bundle", "onnx_export", "network_def",

@@ -65,10 +65,13 @@ def lock_problems(pyproject: dict, lock_text: str) -> list[str]:
     """Where requirements.txt and pyproject.toml disagree (empty when they agree)."""
     pins = parse_lock(lock_text)
     wanted = declared(pyproject)
-    problems = [f"requirements.txt: {name} is not declared in pyproject.toml"
-                for name in sorted(set(pins) - set(wanted))]
-    problems += [f"requirements.txt: no pin for {name} (pyproject.toml: {wanted[name]})"
-                 for name in sorted(set(wanted) - set(pins))]
+    problems = [
+        f"requirements.txt: {name} is not declared in pyproject.toml" for name in sorted(set(pins) - set(wanted))
+    ]
+    problems += [
+        f"requirements.txt: no pin for {name} (pyproject.toml: {wanted[name]})"
+        for name in sorted(set(wanted) - set(pins))
+    ]
     for name in sorted(set(pins) & set(wanted)):
         if not wanted[name].specifier.contains(pins[name], prereleases=True):
             problems.append(f"requirements.txt: {name}=={pins[name]} is outside pyproject.toml's {wanted[name]}")
@@ -88,8 +91,10 @@ def metadata_problems(pyproject: dict, lock_text: str, metadata: dict) -> list[s
     expected[PROJECT] = metadata.get("version")
     for name in sorted(set(expected) | set(stated)):
         if stated.get(name) != expected.get(name):
-            problems.append(f"metadata.json: required_packages_version[{name!r}] is {stated.get(name)!r}, "
-                            f"expected {expected.get(name)!r}")
+            problems.append(
+                f"metadata.json: required_packages_version[{name!r}] is {stated.get(name)!r}, "
+                f"expected {expected.get(name)!r}"
+            )
     return problems
 
 
@@ -127,8 +132,12 @@ def test_disagreements_are_found():
     ]
     with pytest.raises(ValueError, match=r"line \d+: 'scipy>=1\.11': expected an exact pin"):
         parse_lock(lock.replace("scipy==1.17.1", "scipy>=1.11"))
-    stale = dict(metadata, required_packages_version={
-        k: v for k, v in metadata["required_packages_version"].items() if k != "pylibjpeg-libjpeg"})
+    stale = dict(
+        metadata,
+        required_packages_version={
+            k: v for k, v in metadata["required_packages_version"].items() if k != "pylibjpeg-libjpeg"
+        },
+    )
     assert metadata_problems(pyproject, lock, stale) == [
         "metadata.json: required_packages_version['pylibjpeg-libjpeg'] is None, expected '2.5.0'"
     ]
@@ -165,20 +174,31 @@ def test_the_wheel_carries_the_packages_their_data_licences_and_dependencies(tmp
         names = set(z.namelist())
         info = next(n for n in names if n.endswith(".dist-info/METADATA"))
         meta = z.read(info).decode()
-    for required in ("custom_transforms/__init__.py", "custom_transforms/version.py", "simulation/__init__.py",
-                     "simulation/atlas_landmarks.json", "simulation/atlas_subset/pelvis_atlas_subset.npz",
-                     "simulation/atlas_subset/LICENSE.txt", "simulation/atlas_subset/README.md"):
+    for required in (
+        "custom_transforms/__init__.py",
+        "custom_transforms/version.py",
+        "simulation/__init__.py",
+        "simulation/atlas_landmarks.json",
+        "simulation/atlas_subset/pelvis_atlas_subset.npz",
+        "simulation/atlas_subset/LICENSE.txt",
+        "simulation/atlas_subset/README.md",
+    ):
         assert required in names, required
     assert not any(n.startswith(("scripts/", "bundle/", "tests/")) for n in names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "License-Expression: Apache-2.0 AND CC-BY-4.0" in meta.splitlines()
-    requires = {canonicalize_name(Requirement(line.split(": ", 1)[1]).name)
-                for line in meta.splitlines() if line.startswith("Requires-Dist: ") and "extra ==" not in line}
+    requires = {
+        canonicalize_name(Requirement(line.split(": ", 1)[1]).name)
+        for line in meta.splitlines()
+        if line.startswith("Requires-Dist: ") and "extra ==" not in line
+    }
     assert requires == set(declared(pyproject, extras=()))
 
 
-@pytest.mark.skipif(os.environ.get("AASN_FRESH_VENV_TEST") != "1",
-                    reason="downloads the whole stack into a new virtualenv: set AASN_FRESH_VENV_TEST=1")
+@pytest.mark.skipif(
+    os.environ.get("AASN_FRESH_VENV_TEST") != "1",
+    reason="downloads the whole stack into a new virtualenv: set AASN_FRESH_VENV_TEST=1",
+)
 def test_pip_install_into_a_fresh_venv_then_import(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

@@ -24,8 +24,13 @@ CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 
 def _warp(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """grid_sample as the network's ``warp`` does it (border padding, align_corners=False), for (C, h, w)."""
-    return F.grid_sample(image[None].double(), grid.permute(1, 2, 0)[None].double(), mode="bilinear",
-                         padding_mode="border", align_corners=False)[0]
+    return F.grid_sample(
+        image[None].double(),
+        grid.permute(1, 2, 0)[None].double(),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
+    )[0]
 
 
 def _pixels(h: int, w: int):
@@ -92,8 +97,9 @@ def test_a_90_degree_rotation_of_a_square_window_moves_a_known_pixel():
 
 def _smooth(xs: torch.Tensor, ys: torch.Tensor, phase: float = 0.0) -> torch.Tensor:
     """A smooth test image (wavelengths 17-31 px), as a function of pixel position, so the truth is exact."""
-    return (torch.sin(2 * math.pi * xs / 23 + 0.3 + phase) * torch.cos(2 * math.pi * ys / 17)
-            + 0.5 * torch.sin(2 * math.pi * (xs + ys) / 31 + phase))
+    return torch.sin(2 * math.pi * xs / 23 + 0.3 + phase) * torch.cos(2 * math.pi * ys / 17) + 0.5 * torch.sin(
+        2 * math.pi * (xs + ys) / 31 + phase
+    )
 
 
 def _tps_like(xs: torch.Tensor, ys: torch.Tensor, h: int, w: int):
@@ -170,8 +176,7 @@ def test_the_target_is_zero_outside_and_the_images_are_reflected():
 
 def test_gain_and_offset_act_on_the_right_channels():
     window, target = _random_window()
-    highpass, _ = SiameseWindowAugment(offset_channels=GREY_CHANNELS["highpass"])(window, target, gain=1.2,
-                                                                                   offset=0.05)
+    highpass, _ = SiameseWindowAugment(offset_channels=GREY_CHANNELS["highpass"])(window, target, gain=1.2, offset=0.05)
     for ch in range(6):
         expected = 1.2 * window[ch] + (0.05 if ch in (0, 3) else 0.0)
         assert torch.allclose(highpass[ch], expected, atol=1e-6), ch
@@ -205,8 +210,9 @@ def test_probability_zero_is_the_identity():
 
 
 def test_the_draws_stay_in_their_ranges():
-    augment = RandSiameseWindowAugmentd(flip_prob=0.5, rotation_deg=10.0, log_scale=0.2, gain=(0.75, 1.33),
-                                        offset=(-0.1, 0.1))
+    augment = RandSiameseWindowAugmentd(
+        flip_prob=0.5, rotation_deg=10.0, log_scale=0.2, gain=(0.75, 1.33), offset=(-0.1, 0.1)
+    )
     augment.set_random_state(0)
     draws = [augment.randomize() for _ in range(400)]
     assert all(-10.0 <= d["rotation_deg"] <= 10.0 for d in draws)
@@ -245,8 +251,12 @@ def test_after_the_crop_a_pair_shares_window_and_augmentation():
     augment.set_random_state(0)
     outs = []
     for _ in range(2):  # the fractured image and its twin (identical pictures here)
-        item = {"siamese_input": x, "target": torch.zeros(2, 64, 128), "crop_points": np.array([[30.0, 20.0]]),
-                "pair_id": "a.dcm"}
+        item = {
+            "siamese_input": x,
+            "target": torch.zeros(2, 64, 128),
+            "crop_points": np.array([[30.0, 20.0]]),
+            "pair_id": "a.dcm",
+        }
         cut = crop(item)
         assert cut["pair_id"] == "a.dcm"  # kept for the augmentation
         outs.append(augment(cut))
@@ -275,9 +285,15 @@ def test_the_cpu_recipe_augments_windows_after_the_crop():
     assert augment.augment.offset_channels == GREY_CHANNELS["highpass"]  # the recipe's pseudo-colour
     assert "pair_id" in parser.get_parsed_content("train#select_with_points").keys
     # an item of the cache through the random part: the batch keys of the trainer, pair_id gone
-    item = {"siamese_input": torch.cat([torch.rand(6, 192, 384), _normalised(*_pixels(192, 384), 192, 384)]),
-            "target": torch.zeros(2, 192, 384), "label": 1, "image_label": 1, "tps_warp": "tps",
-            "crop_points": np.zeros((0, 2), np.float32), "pair_id": "a.dcm"}
+    item = {
+        "siamese_input": torch.cat([torch.rand(6, 192, 384), _normalised(*_pixels(192, 384), 192, 384)]),
+        "target": torch.zeros(2, 192, 384),
+        "label": 1,
+        "image_label": 1,
+        "tps_warp": "tps",
+        "crop_points": np.zeros((0, 2), np.float32),
+        "pair_id": "a.dcm",
+    }
     for transform in (crop, augment):
         item = transform(item)
     assert set(item) == {"siamese_input", "target", "label", "image_label", "tps_warp"}

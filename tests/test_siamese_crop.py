@@ -12,8 +12,9 @@ from custom_transforms.siamese_crop import RandSiameseCropd, SiameseCrop
 
 def _warp(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """grid_sample as the network's ``warp`` does it (border padding, align_corners=False), for (C, h, w)."""
-    return F.grid_sample(image[None], grid.permute(1, 2, 0)[None], mode="bilinear", padding_mode="border",
-                         align_corners=False)[0]
+    return F.grid_sample(
+        image[None], grid.permute(1, 2, 0)[None], mode="bilinear", padding_mode="border", align_corners=False
+    )[0]
 
 
 def _packed(h=64, w=128, shift=(5.0, -7.0), scale=1.04, seed=0):
@@ -74,9 +75,13 @@ def test_positive_windows_contain_the_fracture_and_cut_the_target_alike():
         assert out["siamese_input"].shape == (8, 32, 32) and out["target"].shape == (2, 32, 32)
         assert out["target"][0].sum() > 0  # the fracture is inside every positive window
         # a mask pixel (rows 50-53, columns 110-113) within the window's central half (+-8 px), kept in the ROI
-        origins = [(r, c) for r in range(33) for c in range(97)
-                   if torch.equal(out["siamese_input"][0:3], x[0:3, r : r + 32, c : c + 32])]
-        (r, c), = origins
+        origins = [
+            (r, c)
+            for r in range(33)
+            for c in range(97)
+            if torch.equal(out["siamese_input"][0:3], x[0:3, r : r + 32, c : c + 32])
+        ]
+        ((r, c),) = origins
         assert 26 <= r <= 32 and 86 <= c <= 96
 
 

@@ -57,8 +57,9 @@ def test_no_simulated_fracture_label_lies_outside_the_roi(anatomies):
 
 
 def test_annotation_describes_each_fracture_and_twins_differ_only_at_the_breaks(tmp_path):
-    datalist = generate_dataset(tmp_path, 6, anatomy="atlas", seed=3, size=SIZE, positive_fraction=0.5,
-                                progress=False, intact_twins=True)
+    datalist = generate_dataset(
+        tmp_path, 6, anatomy="atlas", seed=3, size=SIZE, positive_fraction=0.5, progress=False, intact_twins=True
+    )
     content = json.loads(open(datalist).read())
     fractured = [it for it in content["training"] if it["label"] == 1]
     assert len(content["intact_twins"]) == len(fractured) == 3
@@ -66,8 +67,9 @@ def test_annotation_describes_each_fracture_and_twins_differ_only_at_the_breaks(
     import pydicom
 
     for twin in content["intact_twins"]:
-        original = json.loads((tmp_path / twin["intact_twin_of"].replace("images/", "annotations/")
-                               .replace(".dcm", ".json")).read_text())
+        original = json.loads(
+            (tmp_path / twin["intact_twin_of"].replace("images/", "annotations/").replace(".dcm", ".json")).read_text()
+        )
         details = original["fracture_details"]
         assert len(details) == len(original["fractures"]) >= 1
         for d in details:

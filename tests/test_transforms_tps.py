@@ -77,7 +77,9 @@ def test_grid_maps_every_landmark_to_its_partner_and_is_smooth(seed):
         second = np.diff(field, n=2, axis=axis)
         np.testing.assert_allclose(second, np.diff(exact_field, n=2, axis=axis), atol=0.01)
         assert np.abs(second).max() < 0.25
-    jac = np.gradient(field[..., 0], axis=1) * np.gradient(field[..., 1], axis=0) - np.gradient(field[..., 0], axis=0) * np.gradient(field[..., 1], axis=1)
+    jac = np.gradient(field[..., 0], axis=1) * np.gradient(field[..., 1], axis=0) - np.gradient(
+        field[..., 0], axis=0
+    ) * np.gradient(field[..., 1], axis=1)
     assert 0.25 < jac.min() and jac.max() < 4.0
 
 
@@ -106,7 +108,9 @@ def test_grid_aligns_the_mirrored_roi_with_the_roi():
     h, w = ROI_SIZE
     for i in (3, 5, 10, 12, 14):  # one dot at a time: obturator_superior_r, pubic_tubercle_r, ..., symphysis_superior
         partner = MIRROR_PERMUTATION[i]
-        img2 = torch.from_numpy(np.exp(-((xx - lm[partner, 0]) ** 2 + (yy - lm[partner, 1]) ** 2) / (2 * 1.0**2)).astype(np.float32))[None]
+        img2 = torch.from_numpy(
+            np.exp(-((xx - lm[partner, 0]) ** 2 + (yy - lm[partner, 1]) ** 2) / (2 * 1.0**2)).astype(np.float32)
+        )[None]
         mirrored_roi = MirroredROI(ROI_SIZE, keep_aspect=False)(img2, lm, fit["mirror_matrix"])["roi_mirrored"]
         warped = F.grid_sample(mirrored_roi[None], grid.permute(1, 2, 0)[None], align_corners=False)[0, 0].numpy()
         v, u = np.mgrid[0:h, 0:w]
@@ -238,7 +242,9 @@ def test_coincident_and_collinear_landmarks_raise():
     src = out["roi_landmarks"].astype(np.float64)
     dst = src.copy()
     dst[LANDMARK_NAMES.index("symphysis_inferior")] = dst[LANDMARK_NAMES.index("symphysis_superior")]
-    with pytest.raises(GeometryError, match="'symphysis_superior' and 'symphysis_inferior' coincide in the mirrored ROI"):
+    with pytest.raises(
+        GeometryError, match="'symphysis_superior' and 'symphysis_inferior' coincide in the mirrored ROI"
+    ):
         TPSGrid()(src, dst, ROI_SIZE)
     line = np.stack([np.linspace(0, 200, 16), np.linspace(10, 100, 16)], axis=1)
     with pytest.raises(GeometryError, match="collinear"):

@@ -50,7 +50,7 @@ def test_the_twin_gets_its_sibling_s_window():
     crop.set_random_state(1)
 
     def origin(big, window):
-        found = [(r, c) for r in range(33) for c in range(97) if torch.equal(window[0], big[0, r:r + 32, c:c + 32])]
+        found = [(r, c) for r in range(33) for c in range(97) if torch.equal(window[0], big[0, r : r + 32, c : c + 32])]
         return found[0]
 
     for k in range(6):

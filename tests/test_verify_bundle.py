@@ -21,8 +21,12 @@ from verify_bundle import BundleCheckError, network_checks, verify  # noqa: E402
 
 def _fresh_clone_of_bundle(target: Path) -> Path:
     """The bundle's files a clone has: git-tracked ones, plus the working tree's untracked new ones (not ignored)."""
-    done = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "bundle"], cwd=REPO,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "bundle"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         pytest.skip(f"not a git checkout: {done.stderr.strip()}")
     for relative in filter(None, done.stdout.split("\0")):
@@ -105,8 +109,10 @@ def test_a_version_missing_from_the_changelog_fails(clone):
     [
         ({"task": None}, r"missing mandatory keys \['task'\]"),
         ({"eval_metrics": {"auc": "see docs"}}, r"eval_metrics: expected numbers by name"),
-        ({"landmark_network_data_format": {"inputs": {"image": {"type": "image"}}, "outputs": {"pred": {}}}},
-         r"landmark_network_data_format\.inputs\.image: missing keys \['format', 'num_channels'"),
+        (
+            {"landmark_network_data_format": {"inputs": {"image": {"type": "image"}}, "outputs": {"pred": {}}}},
+            r"landmark_network_data_format\.inputs\.image: missing keys \['format', 'num_channels'",
+        ),
     ],
 )
 def test_metadata_without_what_the_specification_requires_fails(clone, changes, message):

@@ -64,6 +64,10 @@ def test_the_deploy_app_reads_it_and_app_yaml_repeats_it():
 
 def test_no_other_file_states_a_version_of_its_own():
     literal = re.compile(r"""(?:version\s*[=:]\s*|algorithm_version\s*:\s*str\s*=\s*)["']?\d+\.\d+\.\d+""")
-    for path in [REPO / "pyproject.toml", REPO / "deploy" / "app.py", *(REPO / "deploy" / "operators").glob("*.py"),
-                 *(REPO / "monailabel_app").rglob("*.py")]:
+    for path in [
+        REPO / "pyproject.toml",
+        REPO / "deploy" / "app.py",
+        *(REPO / "deploy" / "operators").glob("*.py"),
+        *(REPO / "monailabel_app").rglob("*.py"),
+    ]:
         assert not literal.search(path.read_text()), path

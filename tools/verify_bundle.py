@@ -276,8 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The model zoo's checks of a MONAI bundle (see the module's doc).")
     parser.add_argument("--bundle", type=Path, default=BUNDLE, help="the bundle folder (default: bundle/)")
     parser.add_argument("--mode", choices=("full", "min"), default="full")
-    parser.add_argument("--allow-missing-weights", action="store_true",
-                        help="models/model.pt may be absent (no weights shipped); TorchScript from fake weights")
+    parser.add_argument(
+        "--allow-missing-weights",
+        action="store_true",
+        help="models/model.pt may be absent (no weights shipped); TorchScript from fake weights",
+    )
     parser.add_argument("--schema", type=Path, help="a local copy of the metadata schema named by metadata.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")

@@ -151,8 +151,9 @@ class RandRadiographIntensity(RandomizableTransform):
     def __init__(self, prob: float = 0.8, gamma: Sequence[float] = (0.75, 1.35), noise_std: float = 0.01) -> None:
         RandomizableTransform.__init__(self, prob)
         if not 0 < gamma[0] <= gamma[1] or noise_std < 0:
-            raise ValueError(f"RandRadiographIntensity: need 0 < gamma[0] <= gamma[1] and noise_std >= 0, got "
-                             f"{gamma}, {noise_std}.")
+            raise ValueError(
+                f"RandRadiographIntensity: need 0 < gamma[0] <= gamma[1] and noise_std >= 0, got {gamma}, {noise_std}."
+            )
         self.gamma, self.noise_std = (float(gamma[0]), float(gamma[1])), float(noise_std)
 
     def randomize(self, data=None) -> None:

@@ -34,7 +34,11 @@ from ignite.engine import Engine, Events
 from monai.handlers import ValidationHandler
 
 __all__ = [
-    "atomic_torch_save", "unwrap_model", "remove_stale_temporaries", "ResumableCheckpoint", "BestModelSaver",
+    "atomic_torch_save",
+    "unwrap_model",
+    "remove_stale_temporaries",
+    "ResumableCheckpoint",
+    "BestModelSaver",
     "EpochValidationHandler",
 ]
 

@@ -25,8 +25,18 @@ from custom_transforms.files import IMAGE_SUFFIXES, image_stem
 from scripts.run_guard import StopRun
 
 __all__ = [
-    "DATALIST_KEYS", "MissingDataError", "load_datalist", "split_fold", "fold_split", "intact_twins", "training_items",
-    "require_datalist", "require_input", "inference_items", "check_folds", "warn_label_contradictions",
+    "DATALIST_KEYS",
+    "MissingDataError",
+    "load_datalist",
+    "split_fold",
+    "fold_split",
+    "intact_twins",
+    "training_items",
+    "require_datalist",
+    "require_input",
+    "inference_items",
+    "check_folds",
+    "warn_label_contradictions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -145,11 +155,15 @@ def warn_label_contradictions(items: Sequence[dict], source: str | os.PathLike) 
         except (OSError, ValueError, AttributeError):
             continue
         if item.get("label") == 0 and len(fractures) > 0:
-            messages.append(f"{source}: item {i} ({item['image']}) has label 0 but its annotation {annotation} has "
-                            f"{len(fractures)} fracture point(s)")
+            messages.append(
+                f"{source}: item {i} ({item['image']}) has label 0 but its annotation {annotation} has "
+                f"{len(fractures)} fracture point(s)"
+            )
         elif item.get("label") == 1 and len(fractures) == 0:
-            messages.append(f"{source}: item {i} ({item['image']}) has label 1 but its annotation {annotation} has no "
-                            "fracture point")
+            messages.append(
+                f"{source}: item {i} ({item['image']}) has label 1 but its annotation {annotation} has no "
+                "fracture point"
+            )
     try:
         key = (str(Path(source).resolve()), Path(source).stat().st_mtime_ns)
     except OSError:
@@ -157,8 +171,10 @@ def warn_label_contradictions(items: Sequence[dict], source: str | os.PathLike) 
     if key not in _WARNED:
         _WARNED.add(key)
         for message in messages:
-            logger.warning(f"{message}; check which is right (training uses both: the label for the image score, "
-                           "the points for the masks).")
+            logger.warning(
+                f"{message}; check which is right (training uses both: the label for the image score, "
+                "the points for the masks)."
+            )
     return messages
 
 
@@ -320,8 +336,9 @@ def require_input(source: str | os.PathLike) -> str:
         MissingDataError: nothing exists at ``source``.
     """
     if not Path(source).exists():
-        raise MissingDataError(f"{source}: no such inference input (--input: a datalist, a folder or an image); "
-                               f"{DEMO_DATA_HINT}.")
+        raise MissingDataError(
+            f"{source}: no such inference input (--input: a datalist, a folder or an image); {DEMO_DATA_HINT}."
+        )
     try:
         inference_items(source, require_landmarks=False)
     except (ValueError, FileNotFoundError) as error:

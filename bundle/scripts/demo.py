@@ -76,8 +76,11 @@ def simulate_demo_data(
         from simulation.atlas import SUBSET_DIR
 
         kwargs.setdefault("atlas_dir", str(SUBSET_DIR))
-    written = Path(simulation.generate_dataset(
-        str(data_dir), num_images, anatomy=anatomy, seed=seed, intact_twins=True, workers=workers, **kwargs))
+    written = Path(
+        simulation.generate_dataset(
+            str(data_dir), num_images, anatomy=anatomy, seed=seed, intact_twins=True, workers=workers, **kwargs
+        )
+    )
     if written.resolve() != datalist.resolve():
         raise FileNotFoundError(f"the simulator wrote {written}, but the demo data's datalist is {datalist}.")
     return datalist
@@ -134,8 +137,10 @@ def _compare_landmark_sources(annotated: Path, detected: Path) -> list[str]:
             continue
         bedside = json.loads(bedside_file.read_text())
         if bedside.get("status", "ok") != "ok":
-            lines.append(f"  {report_file.parent.name}: p = {reference['fracture_probability']:.3f} annotated; "
-                         f"bedside {bedside['status']}: {bedside['error']}")
+            lines.append(
+                f"  {report_file.parent.name}: p = {reference['fracture_probability']:.3f} annotated; "
+                f"bedside {bedside['status']}: {bedside['error']}"
+            )
             continue
         names = list(reference["landmarks"])
         truth = np.array([reference["landmarks"][n] for n in names])
@@ -162,7 +167,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-infer", type=int, default=3, help="test images to run inference on")
     parser.add_argument("--landmark-epochs", type=int, default=10, help="epochs of the detector's whole-image stage")
     parser.add_argument(
-        "--landmark-refine-epochs", type=int, default=10,
+        "--landmark-refine-epochs",
+        type=int,
+        default=10,
         help="epochs of the detector's patch stage (0: not trained, the detector runs on the whole-image peaks)",
     )
     args = parser.parse_args(argv)
@@ -208,17 +215,27 @@ def main(argv: list[str] | None = None) -> dict:
     refine = args.landmark_refine_epochs > 0
     t_landmarks = time.time()
     stages = f", {args.landmark_refine_epochs} of the patch stage" if refine else "; patch stage not trained"
-    print(f"[demo] 4/6 training the landmark detector ({args.landmark_epochs} epochs of the whole-image stage{stages})",
-          flush=True)
+    print(
+        f"[demo] 4/6 training the landmark detector ({args.landmark_epochs} epochs of the whole-image stage{stages})",
+        flush=True,
+    )
     landmark_common = {"bundle_root": str(out), "dataset_dir": str(data), "fold": args.fold, "show_progress": False}
     _run([CONFIGS / "landmark_train.json"], run_id="run_global", **landmark_common, max_epochs=args.landmark_epochs)
     if refine:
-        _run([CONFIGS / "landmark_train.json"], run_id="run_refine", **landmark_common,
-             refine_max_epochs=args.landmark_refine_epochs)
+        _run(
+            [CONFIGS / "landmark_train.json"],
+            run_id="run_refine",
+            **landmark_common,
+            refine_max_epochs=args.landmark_refine_epochs,
+        )
 
     print("[demo] 5/6 evaluating the landmark detector on the test fold", flush=True)
-    _run([CONFIGS / "landmark_inference.json", CONFIGS / "landmark_evaluate.json"], **landmark_common,
-         use_refiner=refine, nonpelvic_per_kind=4)
+    _run(
+        [CONFIGS / "landmark_inference.json", CONFIGS / "landmark_evaluate.json"],
+        **landmark_common,
+        use_refiner=refine,
+        nonpelvic_per_kind=4,
+    )
     landmark_metrics = json.loads((out / "eval" / "landmarks" / "landmark_metrics.json").read_text())
 
     print("[demo] 6/6 bedside inference: the same test images without their annotations", flush=True)

@@ -85,7 +85,8 @@ class AASNInferenceOperator(Operator):
             elif result.report.get("landmarks_detected"):
                 logger.info(
                     "Landmarks of %s detected by the bundle's detector (plausibility %.2f)",
-                    path, float(result.report.get("landmark_plausibility") or 0.0),
+                    path,
+                    float(result.report.get("landmark_plausibility") or 0.0),
                 )
             findings.append(
                 AASNFinding(

@@ -27,7 +27,11 @@ SUMMARY_SCHEMA_VERSION = "3"
 #: ("annotation" / "detector"), ``landmarks_detected`` and, for detected ones, the plausibility and per-landmark
 #: confidence and shape-model corrections (by name).
 LANDMARK_PROVENANCE_KEYS = (
-    "landmark_source", "landmarks_detected", "landmark_plausibility", "landmark_confidence", "corrected_by_shape_model",
+    "landmark_source",
+    "landmarks_detected",
+    "landmark_plausibility",
+    "landmark_confidence",
+    "corrected_by_shape_model",
 )
 
 
@@ -80,9 +84,11 @@ def build_summary(
         statuses = Counter(f.status for f in findings if not f.ok)
         failed = sum(statuses.values())
         status = "partial" if failed < len(findings) else "failed"
-        message = f"{failed} of {len(findings)} radiograph(s) could not be analysed: " + ", ".join(
-            f"{n} {status}" for status, n in sorted(statuses.items())
-        ) + "."
+        message = (
+            f"{failed} of {len(findings)} radiograph(s) could not be analysed: "
+            + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+            + "."
+        )
     return {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "status": status,

@@ -37,7 +37,11 @@ from custom_transforms.version import read_version
 from .finding import AASNFinding
 
 __all__ = [
-    "FRACTURE_OF_BONE", "FractureSRWriterOperator", "build_fracture_sr", "landmark_parameters", "to_dicom_scoord",
+    "FRACTURE_OF_BONE",
+    "FractureSRWriterOperator",
+    "build_fracture_sr",
+    "landmark_parameters",
+    "to_dicom_scoord",
 ]
 
 logger = logging.getLogger(__name__)
@@ -150,7 +154,9 @@ def build_fracture_sr(
                 algorithm_id=algorithm,
                 measurements=[
                     hd.sr.Measurement(
-                        name=codes.DCM.Probability, value=float(peak["probability"]), unit=unitless,
+                        name=codes.DCM.Probability,
+                        value=float(peak["probability"]),
+                        unit=unitless,
                         algorithm_id=algorithm,
                     )
                 ],

@@ -81,8 +81,13 @@ class RadiographDICOMwebDatastore(DICOMWebDatastore):
         max_bytes: largest label file accepted from a client.
     """
 
-    def __init__(self, client: DICOMwebClient, filters: list[dict[str, Any]], cache_path: str | None = None,
-                 max_bytes: int = 64 * 1024 * 1024):
+    def __init__(
+        self,
+        client: DICOMwebClient,
+        filters: list[dict[str, Any]],
+        cache_path: str | None = None,
+        max_bytes: int = 64 * 1024 * 1024,
+    ):
         self.max_bytes = int(max_bytes)
         self._client = client
         self._search_filter = filters[0] if filters else {}
@@ -97,7 +102,7 @@ class RadiographDICOMwebDatastore(DICOMWebDatastore):
     def _to_id(self, file: str) -> tuple[str, str]:
         for suffix in KNOWN_SUFFIXES:
             if file.lower().endswith(suffix):
-                return file[: -len(suffix)], file[-len(suffix):]
+                return file[: -len(suffix)], file[-len(suffix) :]
         return LocalDatastore._to_id(self, file)
 
     # --- images -------------------------------------------------------------------------------------------------
@@ -148,16 +153,20 @@ class RadiographDICOMwebDatastore(DICOMWebDatastore):
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
         """Refused (405): the images are the PACS's; store them there (the app fetches what it needs)."""
-        raise HTTPException(405, f"this app's images come from the PACS {self._client.base_url}; store the image "
-                                 "there (C-STORE or STOW-RS), not with PUT /datastore/")
+        raise HTTPException(
+            405,
+            f"this app's images come from the PACS {self._client.base_url}; store the image "
+            "there (C-STORE or STOW-RS), not with PUT /datastore/",
+        )
 
     # --- labels -------------------------------------------------------------------------------------------------
 
     def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
         return LocalDatastore.get_label_uri(self, label_id, label_tag)
 
-    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any],
-                   label_id: str = "") -> str:
+    def save_label(
+        self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any], label_id: str = ""
+    ) -> str:
         """Save the label in the cache (``labels/<tag>/<SeriesInstanceUID>.<ext>``); not sent to the PACS. The tag
         and the file are checked as the folder datastore checks them (:mod:`lib.upload_checks`)."""
         check_label_tag(self, label_tag)
@@ -208,5 +217,6 @@ def dicomweb_datastore(url: str, max_bytes: int = 64 * 1024 * 1024) -> Radiograp
         stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX,
     )
     cache = (settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip() or None
-    return RadiographDICOMwebDatastore(client, search_filters(settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER), cache,
-                                       max_bytes)
+    return RadiographDICOMwebDatastore(
+        client, search_filters(settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER), cache, max_bytes
+    )

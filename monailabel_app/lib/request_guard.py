@@ -127,8 +127,11 @@ def _check_json_field(name: str, value) -> dict:
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError as error:  # its message holds a position, not the content
-        raise HTTPException(422, f"form field '{name}' is not valid JSON ({error.msg} at line {error.lineno} column "
-                                 f"{error.colno}); expected a JSON object") from None
+        raise HTTPException(
+            422,
+            f"form field '{name}' is not valid JSON ({error.msg} at line {error.lineno} column "
+            f"{error.colno}); expected a JSON object",
+        ) from None
     if not isinstance(parsed, dict):
         raise HTTPException(422, f"form field '{name}' is a JSON {type(parsed).__name__}; expected a JSON object")
     return parsed
@@ -174,7 +177,7 @@ def guard_endpoint(endpoint: Callable, infer: bool = False) -> Callable:
                         raise HTTPException(
                             422,
                             f"params may not set {named}: the server never reads a file a client names; send the image "
-                            "id as ?image=<id> (or upload the file), and landmarks as {\"landmarks\": {name: [x, y]}}",
+                            'id as ?image=<id> (or upload the file), and landmarks as {"landmarks": {name: [x, y]}}',
                         )
             if infer:
                 token = _UPLOAD.set(bound.arguments.get("file") is not None)

@@ -52,8 +52,9 @@ def check_dicom_radiograph(path: str, max_bytes: int) -> None:
 
     _check_size(path, max_bytes, "uploaded image")
     if not is_dicom_file(path):
-        raise HTTPException(422, "uploaded image: not a DICOM file (no 'DICM' preamble); the app stores DICOM "
-                                 "radiographs only")
+        raise HTTPException(
+            422, "uploaded image: not a DICOM file (no 'DICM' preamble); the app stores DICOM radiographs only"
+        )
     try:
         LoadPXR()(path)
     except PXRReadError as error:
@@ -65,8 +66,9 @@ def check_label_upload(path: str, max_bytes: int) -> str:
     lower = path.lower()
     extension = next((e for e in LABEL_EXTENSIONS if lower.endswith(e)), None)
     if extension is None:
-        raise HTTPException(422, f"label: the file name must end in one of {list(LABEL_EXTENSIONS)} (annotation JSON "
-                                 "or a label image)")
+        raise HTTPException(
+            422, f"label: the file name must end in one of {list(LABEL_EXTENSIONS)} (annotation JSON or a label image)"
+        )
     _check_size(path, max_bytes, "label")
     return extension
 

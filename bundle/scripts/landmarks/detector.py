@@ -76,8 +76,9 @@ MIN_IMAGE_SIZE = 32
 MIN_CONTRAST = 0.01
 
 
-def image_problem(image: torch.Tensor, min_image_size: int = MIN_IMAGE_SIZE,
-                  min_contrast: float = MIN_CONTRAST) -> str | None:
+def image_problem(
+    image: torch.Tensor, min_image_size: int = MIN_IMAGE_SIZE, min_contrast: float = MIN_CONTRAST
+) -> str | None:
     """Why ``image`` (``(1, H, W)`` in ``[0, 1]``) cannot be a pelvic radiograph, from its pixels alone (no network);
     None when nothing is wrong. The detector refuses such images, and :class:`DetectLandmarksd` refuses them when they
     come with landmarks too.
@@ -92,8 +93,10 @@ def image_problem(image: torch.Tensor, min_image_size: int = MIN_IMAGE_SIZE,
         return f"the image is {h} x {w} pixels, smaller than {min_image_size} x {min_image_size}"
     contrast = float(torch.as_tensor(image).float().std())
     if not contrast >= min_contrast:  # also NaN
-        return (f"the image has no contrast (intensity standard deviation {contrast:.4f} < {min_contrast}); blank or "
-                "saturated")
+        return (
+            f"the image has no contrast (intensity standard deviation {contrast:.4f} < {min_contrast}); blank or "
+            "saturated"
+        )
     return None
 
 
@@ -167,9 +170,7 @@ def load_network_weights(
     try:
         network.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as error:
-        raise ValueError(
-            f"{checkpoint}: its weights do not fit the configured network ({str(error)[:300]})"
-        ) from error
+        raise ValueError(f"{checkpoint}: its weights do not fit the configured network ({str(error)[:300]})") from error
     return network.eval()
 
 
@@ -234,8 +235,9 @@ class LandmarkDetector(Transform):
         self.device = network_device(network, device)
         self.names = tuple(names)
         if shape_model is not None and shape_model.num_points != len(self.names):
-            raise ValueError(f"the shape model has {shape_model.num_points} points, the detector {len(self.names)} "
-                             f"names.")
+            raise ValueError(
+                f"the shape model has {shape_model.num_points} points, the detector {len(self.names)} names."
+            )
 
     @torch.no_grad()
     def heatmaps(self, image: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
@@ -455,7 +457,6 @@ class DetectLandmarksd(MapTransform):
                 image.meta["landmark_plausibility"] = detection.plausibility
         return d
 
-
     def _check_annotated(self, image) -> None:
         """Refuse an annotated image that the detector would refuse (see the class docstring)."""
         detector = self._loaded_detector()
@@ -469,8 +470,9 @@ class DetectLandmarksd(MapTransform):
         try:
             detector(image, source=name)
         except NotAPelvisError as error:
-            raise NotAPelvisError(f"{error} (checked although the image has landmarks: they are not used for it)") \
-                from None
+            raise NotAPelvisError(
+                f"{error} (checked although the image has landmarks: they are not used for it)"
+            ) from None
 
     def _loaded_detector(self) -> LandmarkDetector | None:
         """The detector, or None when its weights are not there (warned once)."""
@@ -483,8 +485,9 @@ class DetectLandmarksd(MapTransform):
             if not isinstance(cause, FileNotFoundError):
                 raise
             self._unavailable = str(cause)
-            logger.warning(f"annotated images are checked for size and contrast only, not by the landmark detector: "
-                           f"{cause}")
+            logger.warning(
+                f"annotated images are checked for size and contrast only, not by the landmark detector: {cause}"
+            )
             return None
 
 

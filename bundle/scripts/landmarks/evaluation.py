@@ -112,4 +112,3 @@ def evaluate_detector(
         f"{summary['heatmap_peaks_only']['overall']['mre_mm']:.2f} mm); written to {output_dir}"
     )
     return summary
-

@@ -115,8 +115,9 @@ def run_landmark_inference(
 
     for result in FailureTolerantDataset([{"image": p} for p in paths], transform=detect, on_failure=record_failure):
         path, image, detection = result["image"], result["pixels"], result["detection"]
-        folder = save(path, detection_report(detection, path, image.meta.get("spacing_mm"),
-                                             image.meta.get("spacing_source")))
+        folder = save(
+            path, detection_report(detection, path, image.meta.get("spacing_mm"), image.meta.get("spacing_source"))
+        )
         if overlay and folder is not None:
             save_landmark_overlay(image[0].numpy(), detection, folder / OVERLAY_FILE)
     summary = [written[os.path.abspath(p)] for p in paths]

@@ -56,7 +56,6 @@ def letterbox_matrix(image_size: Sequence[int], input_size: Sequence[int]) -> tu
     return matrix, (new_h, new_w)
 
 
-
 class Letterbox(Transform):
     """Resize keeping the aspect ratio, then centre-pad to ``spatial_size``.
 

@@ -32,7 +32,6 @@ from scripts.landmarks.letterbox import LETTERBOX_MATRIX
 __all__ = ["RandLandmarkAffined", "LandmarkHeatmapd", "HeatmapsToMillimetresd"]
 
 
-
 class RandLandmarkAffined(RandomizableTransform, MapTransform):
     """Random similarity + mirroring of images and landmarks, about the image centre.
 

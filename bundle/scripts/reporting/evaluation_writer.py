@@ -165,7 +165,10 @@ class FractureEvaluationWriter:
         self.output_dir = Path(output_dir)
         self.pred_key, self.score_key, self.label_key = pred_key, score_key, label_key
         self.fractures_key, self.spacing_key, self.input_key, self.image_key = (
-            fractures_key, spacing_key, input_key, image_key,
+            fractures_key,
+            spacing_key,
+            input_key,
+            image_key,
         )
         self.radius_mm = float(radius_mm)
         self.fp_ratios = tuple(float(r) for r in fp_ratios)
@@ -200,8 +203,10 @@ class FractureEvaluationWriter:
                 raise KeyError(f"FractureEvaluationWriter: the evaluator output lacks '{key}' (has {sorted(item)}).")
         heatmap = to_numpy(item[self.pred_key]).astype(np.float64)
         heatmap = heatmap[0] if heatmap.ndim == 3 else heatmap
-        score = float(to_numpy(item[self.score_key]).ravel()[0]) if self.score_key in item else float(
-            image_scores(heatmap[None])[0]
+        score = (
+            float(to_numpy(item[self.score_key]).ravel()[0])
+            if self.score_key in item
+            else float(image_scores(heatmap[None])[0])
         )
         points = to_numpy(item[self.fractures_key]).astype(np.float64).reshape(-1, 2)
         spacing = to_numpy(item[self.spacing_key]).astype(np.float64).ravel()

@@ -37,8 +37,15 @@ from custom_transforms.conventions import LANDMARK_NAMES
 from custom_transforms.geometry import pixels_to_mm, spacing_xy
 
 __all__ = [
-    "COORDINATES", "FractureResultd", "MAX_PEAKS", "PEAK_MIN_DISTANCE_MM", "find_peaks", "fracture_result",
-    "landmark_provenance", "peak_min_distance_px", "tps_warp_name",
+    "COORDINATES",
+    "FractureResultd",
+    "MAX_PEAKS",
+    "PEAK_MIN_DISTANCE_MM",
+    "find_peaks",
+    "fracture_result",
+    "landmark_provenance",
+    "peak_min_distance_px",
+    "tps_warp_name",
 ]
 
 #: Default minimal separation of two reported peaks, in mm.
@@ -67,9 +74,7 @@ def _first(value: Any) -> Any:
     return value
 
 
-def find_peaks(
-    heatmap: np.ndarray, threshold: float, min_distance: int = 1, max_peaks: int = MAX_PEAKS
-) -> np.ndarray:
+def find_peaks(heatmap: np.ndarray, threshold: float, min_distance: int = 1, max_peaks: int = MAX_PEAKS) -> np.ndarray:
     """Local maxima ``[x, y]`` (P, 2) of a (h, w) heatmap at or above ``threshold``, strongest first.
 
     Args:
@@ -82,7 +87,10 @@ def find_peaks(
 
     heatmap = np.asarray(heatmap, dtype=np.float64)
     rc = peak_local_max(
-        heatmap, min_distance=max(int(min_distance), 1), threshold_abs=threshold, exclude_border=False,
+        heatmap,
+        min_distance=max(int(min_distance), 1),
+        threshold_abs=threshold,
+        exclude_border=False,
         num_peaks=int(max_peaks),
     )
     rc = rc[heatmap[rc[:, 0], rc[:, 1]] >= threshold] if len(rc) else rc

@@ -57,7 +57,6 @@ class Failure:
     error: str
 
 
-
 def describe_failure(image: str | os.PathLike, error: BaseException) -> Failure:
     """Status and message for the error that stopped ``image``'s inference.
 

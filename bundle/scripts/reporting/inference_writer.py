@@ -64,7 +64,12 @@ from scripts.reporting.inference_failures import describe_failure
 from scripts.reporting.plots import heatmap_footprint, save_fracture_overlay
 
 __all__ = [
-    "FractureReportWriter", "HEATMAP_SLOPE", "RESULT_FILES", "SUMMARY_FILE", "heatmap_file", "quantize_heatmap",
+    "FractureReportWriter",
+    "HEATMAP_SLOPE",
+    "RESULT_FILES",
+    "SUMMARY_FILE",
+    "heatmap_file",
+    "quantize_heatmap",
     "write_heatmap_nifti",
 ]
 

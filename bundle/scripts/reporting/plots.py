@@ -24,9 +24,22 @@ if TYPE_CHECKING:
     from scripts.reporting.metrics import FROCCurve
 
 __all__ = [
-    "JET_LUT", "NOT_FOR_DIAGNOSIS", "banner_height", "fracture_caption", "fracture_overlay", "heatmap_footprint",
-    "jet_colours", "overlay_reduction", "plot_case", "plot_froc", "plot_pr", "plot_roc", "render_heatmap_overlay",
-    "save_fracture_overlay", "save_landmark_overlay", "write_png",
+    "JET_LUT",
+    "NOT_FOR_DIAGNOSIS",
+    "banner_height",
+    "fracture_caption",
+    "fracture_overlay",
+    "heatmap_footprint",
+    "jet_colours",
+    "overlay_reduction",
+    "plot_case",
+    "plot_froc",
+    "plot_pr",
+    "plot_roc",
+    "render_heatmap_overlay",
+    "save_fracture_overlay",
+    "save_landmark_overlay",
+    "write_png",
 ]
 
 

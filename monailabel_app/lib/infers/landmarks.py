@@ -135,7 +135,7 @@ class _LandmarkResult:
             "image_size": [int(s) for s in image.shape[-2:]],
             "spacing_mm": list(spacing) if spacing is not None else None,
             "coordinates": "[x, y] = (column, row) pixels of the radiograph, origin at the centre of the top-left "
-                           "pixel",
+            "pixel",
             "detection": report,
         }
         return d

@@ -156,8 +156,10 @@ class AASNTrain(BundleTrainTask):
             from scripts.datalist import split_fold
 
             parts = split_fold(datalist, int(self.bundle_config.get_parsed_content("fold")))
-            logger.info(f"Bundle split: training on {len(parts['training']) + len(parts['test'])}, validating on "
-                        f"{len(parts['validation'])}")
+            logger.info(
+                f"Bundle split: training on {len(parts['training']) + len(parts['test'])}, validating on "
+                f"{len(parts['validation'])}"
+            )
             return parts["training"] + parts["test"], parts["validation"]
         train, val = [], []
         for cls in (1, 0):
