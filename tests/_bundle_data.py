@@ -88,17 +88,20 @@ def write_dataset(folder: Path, n: int = 20, seed: int = 0, size: int = 256) -> 
     return path
 
 
-#: Settings that make the bundle's training configs tiny (a 64 x 128 ROI and a one-layer-per-block DenseNet), merged
+#: The tests' AASN network: a one-layer-per-block DenseNet (``network_kwargs`` of the bundle's configs).
+TINY_NETWORK_KWARGS = {
+    "init_features": 8,
+    "growth_rate": 4,
+    "block_config": [1, 1, 1, 1],
+    "bn_size": 2,
+    "projection_channels": 8,
+}
+
+#: Settings that make the bundle's training configs tiny (a 64 x 128 ROI and :data:`TINY_NETWORK_KWARGS`), merged
 #: over ``train.json`` by the bundle tests.
 TINY_TRAINING = {
     "roi_size": [64, 128],
-    "network_kwargs": {
-        "init_features": 8,
-        "growth_rate": 4,
-        "block_config": [1, 1, 1, 1],
-        "bn_size": 2,
-        "projection_channels": 8,
-    },
+    "network_kwargs": TINY_NETWORK_KWARGS,
     "batch_size": 4,
     "num_workers": 0,
     "show_progress": False,

@@ -29,6 +29,20 @@ IDENTITY = {
     "StudyDescription": "Trauma series",
 }
 
+#: The Patient and Study attributes that a derived object (SR, SC) must copy from the analysed radiograph.
+IDENTITY_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+
 
 def new_study_uid() -> str:
     return generate_uid()

@@ -48,18 +48,7 @@ ROI_SIZE = [64, 128]
 SPACING_MM = 0.8
 IMAGE_SHAPE = (320, 400)  # (H, W) of the pelvic DX
 PROBABILITY = "122157"  # DCM Probability
-IDENTITY_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-)
+IDENTITY_KEYWORDS = factory.IDENTITY_KEYWORDS  # also imported from here by test_deploy_pacs
 APP_TIMEOUT_S = 600
 
 

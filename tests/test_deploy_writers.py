@@ -32,19 +32,6 @@ PROBABILITY = "122157"  # DCM Probability
 PRESENT, ABSENT = "52101004", "272519000"  # SCT
 FRACTURE = "125605004"  # SCT Fracture of bone
 
-IDENTITY_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-)
-
 
 @pytest.fixture
 def source(tmp_path) -> pydicom.Dataset:
@@ -78,7 +65,7 @@ def test_sr_is_a_comprehensive_sr_in_the_source_study_with_probability_decision_
     assert ds.file_meta.MediaStorageSOPClassUID == ds.SOPClassUID
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
     assert ds.Modality == "SR"
-    for keyword in IDENTITY_KEYWORDS:
+    for keyword in factory.IDENTITY_KEYWORDS:
         assert ds.get(keyword) == source.get(keyword), keyword
     assert ds.SeriesInstanceUID != source.SeriesInstanceUID  # a new series
     assert ds.SOPInstanceUID not in (source.SOPInstanceUID, ds.SeriesInstanceUID)
@@ -119,7 +106,7 @@ def test_secondary_capture_keeps_identity_grid_and_references_the_source(source,
     build_heatmap_sc(source, picture).save_as(path, enforce_file_format=True)
     ds = pydicom.dcmread(path)
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
-    for keyword in IDENTITY_KEYWORDS:
+    for keyword in factory.IDENTITY_KEYWORDS:
         assert ds.get(keyword) == source.get(keyword), keyword
     assert ds.SeriesInstanceUID != source.SeriesInstanceUID
     assert ds.PhotometricInterpretation == "RGB" and ds.BurnedInAnnotation == "YES" and ds.ConversionType == "WSD"

@@ -24,7 +24,7 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BUNDLE))
 sys.path.insert(0, str(TESTS))
 
-from _bundle_data import write_dataset  # noqa: E402
+from _bundle_data import TINY_NETWORK_KWARGS, write_dataset  # noqa: E402
 from custom_transforms.annotation import read_annotation  # noqa: E402
 from custom_transforms.conventions import MIRROR_PERMUTATION  # noqa: E402
 from custom_transforms.errors import AnnotationError, PXRReadError  # noqa: E402
@@ -343,13 +343,7 @@ def test_training_refuses_a_leaky_datalist_in_one_line_naming_the_subject(tmp_pa
                 "max_epochs": 1,
                 "num_workers": 0,
                 "show_progress": False,
-                "network_kwargs": {
-                    "init_features": 8,
-                    "growth_rate": 4,
-                    "block_config": [1, 1, 1, 1],
-                    "bn_size": 2,
-                    "projection_channels": 8,
-                },
+                "network_kwargs": TINY_NETWORK_KWARGS,
             }
         )
     )
@@ -430,13 +424,7 @@ def test_max_epochs_below_val_interval_still_validates_and_writes_model_pt(tmp_p
                 "show_progress": False,
                 "max_epochs": 1,
                 "val_interval": 2,
-                "network_kwargs": {
-                    "init_features": 8,
-                    "growth_rate": 4,
-                    "block_config": [1, 1, 1, 1],
-                    "bn_size": 2,
-                    "projection_channels": 8,
-                },
+                "network_kwargs": TINY_NETWORK_KWARGS,
             }
         )
     )

@@ -40,6 +40,8 @@ import numpy as np
 import pytest
 import torch
 
+from _bundle_data import TINY_NETWORK_KWARGS
+
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "monailabel_app"
 MONAILABEL = Path(os.environ.get("MONAILABEL_VENV", REPO / ".venv-monailabel")) / "bin" / "monailabel"
@@ -49,13 +51,7 @@ IMAGE_HW = (224, 224)  # rows, cols of the simulated radiographs (square: the si
 DETECTOR_INPUT = (64, 64)
 TINY_AASN = {
     "roi_size": [64, 128],  # ROI pixels of about 2 mm: the planted peaks 4 pixels apart are closer than 10 mm
-    "network_kwargs": {
-        "init_features": 8,
-        "growth_rate": 4,
-        "block_config": [1, 1, 1, 1],
-        "bn_size": 2,
-        "projection_channels": 8,
-    },
+    "network_kwargs": TINY_NETWORK_KWARGS,
     "batch_size": 2,
     "num_workers": 0,
     "cache_rate": 0.0,

@@ -35,6 +35,8 @@ import pydicom
 import pytest
 import torch
 
+from _bundle_data import TINY_NETWORK_KWARGS
+
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "monailabel_app"
 MONAILABEL = Path(os.environ.get("MONAILABEL_VENV", REPO / ".venv-monailabel")) / "bin" / "monailabel"
@@ -44,13 +46,7 @@ IMAGE_HW = (224, 224)
 DETECTOR_INPUT = (64, 64)
 TINY_AASN = {
     "roi_size": [32, 64],
-    "network_kwargs": {
-        "init_features": 8,
-        "growth_rate": 4,
-        "block_config": [1, 1, 1, 1],
-        "bn_size": 2,
-        "projection_channels": 8,
-    },
+    "network_kwargs": TINY_NETWORK_KWARGS,
     "batch_size": 2,
     "num_workers": 0,
     "cache_rate": 0.0,
