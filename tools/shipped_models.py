@@ -29,6 +29,8 @@ BUNDLE = ROOT / "bundle"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import results_metadata  # noqa: E402
 
+from shipped_models_data import held_out_members  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 TRAINING_LOG = RESULTS / "shipped_models_training.json"
 #: The fracture AASN: the CPU recipe over train.json, with the longer cosine schedule of train_shipped.json.
@@ -106,16 +108,141 @@ def train_landmarks(data: Path, out: Path) -> None:
     _run_logged("landmarks", [(c, {"OMP_NUM_THREADS": "1"}) for c, _ in commands], parallel=True)
 
 
+def _evaluation_commands(data: Path, out: Path, name: str) -> list[tuple[str, list[str], Path]]:
+    """(model, command, metrics file) of each model's evaluation on ``data``'s fold 0, under ``out/eval_<name>``."""
+    aasn = out / "aasn"
+    landmarks = out / "landmarks"
+    return [
+        (
+            "aasn",
+            _bundle_command(
+                AASN_CONFIGS[:1] + ["configs/evaluate.json"] + AASN_CONFIGS[1:],
+                bundle_root=aasn, dataset_dir=data, fold=0, output_dir=out / f"eval_{name}" / "aasn",
+            ),
+            out / f"eval_{name}" / "aasn" / "metrics.json",
+        ),
+        (
+            "landmarks",
+            _bundle_command(
+                ["configs/landmark_inference.json", "configs/landmark_evaluate.json"],
+                bundle_root=landmarks, dataset_dir=data, fold=0, output_dir=out / f"eval_{name}" / "landmarks",
+            ),
+            out / f"eval_{name}" / "landmarks" / "landmark_metrics.json",
+        ),
+    ]  # fmt: skip
+
+
+def _aasn_row(metrics: dict) -> dict:
+    keys = ("num_images", "num_positive", "num_fractures", "auc", "ap", "recall_at_fp_1pct", "recall_at_fp_10pct")
+    return {k: metrics[k] for k in keys} | {k: metrics.get(k) for k in ("recall_by_kind", "recall_by_site")}
+
+
+def _landmark_row(metrics: dict) -> dict:
+    overall = metrics["overall"]
+    return {
+        "images": metrics["images"],
+        **{k: overall[k] for k in ("mre_mm", "median_mm", "sdr_2mm", "sdr_2.5mm", "sdr_3mm", "sdr_4mm")},
+        "pelvic_images_refused_percent": metrics["plausibility_pelvis"]["rejected_percent"],
+        "per_landmark_mre_mm": {k: v["mre_mm"] for k, v in metrics.get("per_landmark", {}).items()},
+    }
+
+
+def evaluate(data: Path, out: Path, demo_data: Path | None, notes: str) -> None:
+    """Held-out figures of both models: ``data``'s fold 0 and, when given, the demo data's test fold."""
+    meta = results_metadata.start(results_metadata.command_line("tools/shipped_models.py", sys.argv[1:]))
+    sets = {"held_out": data} | ({"demo_test_fold": demo_data} if demo_data else {})
+    record = {"held_out_atlas_members": held_out_members(), "data": {}, "aasn": {}, "landmarks": {}, "commands": []}
+    for name, folder in sets.items():
+        record["data"][name] = json.loads((folder / "datalist.json").read_text()).get("description")
+        for model, command, metrics_file in _evaluation_commands(folder, out, name):
+            print(f"[evaluate] cd bundle && {_shown(command)}", flush=True)
+            record["commands"].append(f"cd bundle && {_shown(command)}")
+            subprocess.run(command, cwd=BUNDLE, check=True)
+            metrics = json.loads(metrics_file.read_text())
+            record[model][name] = _aasn_row(metrics) if model == "aasn" else _landmark_row(metrics)
+    record["training"] = json.loads(TRAINING_LOG.read_text())["runs"] if TRAINING_LOG.is_file() else []
+    record["notes"] = notes
+    record["provenance"] = results_metadata.finish(meta)
+    (RESULTS / "shipped_models.json").write_text(json.dumps(record, indent=2) + "\n")
+    (RESULTS / "shipped_models.md").write_text("\n".join(_markdown(record)) + "\n")
+    print(f"[evaluate] {RESULTS / 'shipped_models.md'}", flush=True)
+
+
+def _markdown(record: dict) -> list[str]:
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f} %"
+
+    lines = [
+        "# The shipped models on held-out atlas members",
+        "",
+        *results_metadata.markdown_lines(record["provenance"]),
+        "",
+        f"Held-out atlas members (no shipped model trained on them): {record['held_out_atlas_members']}.",
+        "",
+        "## Data",
+        "",
+        *[f"- `{name}`: {description}" for name, description in record["data"].items()],
+        "",
+        "## Fracture AASN (image level)",
+        "",
+        "| data | images | fractured | AUC | AP | recall at 1 % FP | recall at 10 % FP |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in record["aasn"].items():
+        lines.append(
+            f"| {name} | {row['num_images']} | {row['num_positive']} | {pct(row['auc'])} | {pct(row['ap'])} | "
+            f"{pct(row['recall_at_fp_1pct'])} | {pct(row['recall_at_fp_10pct'])} |"
+        )
+    for name, row in record["aasn"].items():
+        for group in ("recall_by_kind", "recall_by_site"):
+            if row.get(group):
+                lines += ["", f"Recall per fracture {group.split('_')[-1]}, {name}:", ""]
+                lines += [
+                    f"- {key}: {value['num_fractures']} fractures, at 1 % FP {pct(value['recall_at_fp_1pct'])}, "
+                    f"at 10 % FP {pct(value['recall_at_fp_10pct'])}"
+                    for key, value in row[group].items()
+                ]
+    lines += [
+        "",
+        "## Landmark detector",
+        "",
+        "| data | images | MRE (mm) | median (mm) | SDR 2 mm | SDR 2.5 mm | SDR 3 mm | SDR 4 mm | pelvic refused |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in record["landmarks"].items():
+        lines.append(
+            f"| {name} | {row['images']} | {row['mre_mm']:.2f} | {row['median_mm']:.2f} | {row['sdr_2mm']:.1f} % | "
+            f"{row['sdr_2.5mm']:.1f} % | {row['sdr_3mm']:.1f} % | {row['sdr_4mm']:.1f} % | "
+            f"{row['pelvic_images_refused_percent']:.1f} % |"
+        )
+    lines += ["", "## Training", ""]
+    for run in record["training"]:
+        prov = run["provenance"]
+        lines.append(
+            f"- {run['step']}: {run['wall_s'] / 60:.1f} min wall, threads per process {run['threads_per_process']}"
+            f"{' (side by side)' if run['parallel'] else ''}, commit {prov['commit'][:10]}, load before "
+            f"{prov['load_average_before']}, after {prov['load_average_after']}, finished {prov['finished']}: "
+            f"`{prov['command']}`"
+        )
+    lines += ["", "## Commands", "", *[f"- `{c}`" for c in record["commands"]], "", "## Notes", "", record["notes"]]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train or evaluate the shipped models.")
-    parser.add_argument("step", choices=["aasn", "landmarks"])
+    parser.add_argument("step", choices=["aasn", "landmarks", "evaluate"])
     parser.add_argument("--data", type=Path, required=True, help="tools/shipped_models_data.py's folder")
     parser.add_argument("--out", type=Path, required=True, help="where the runs write (models, logs)")
+    parser.add_argument("--demo-data", type=Path, help="evaluate: also the demo's test fold")
+    parser.add_argument("--notes", default="", help="evaluate: prose for the results file")
     args = parser.parse_args(argv)
     data, out = args.data.resolve(), args.out.resolve()
     if not (data / "datalist.json").is_file():
         parser.error(f"{data}: no datalist.json; run tools/shipped_models_data.py --out {data} first")
-    {"aasn": train_aasn, "landmarks": train_landmarks}[args.step](data, out)
+    if args.step == "evaluate":
+        evaluate(data, out, args.demo_data.resolve() if args.demo_data else None, args.notes)
+    else:
+        {"aasn": train_aasn, "landmarks": train_landmarks}[args.step](data, out)
     return 0
 
 

@@ -1,6 +1,7 @@
 """The built-in demo: simulate radiographs, train, evaluate on the test fold, infer, print the results; then the
-bedside path: train the landmark detector briefly, evaluate it, and infer on the same test images without their
-annotations.
+bedside path: the landmark detector that ships in ``bundle/models`` (or, when none ships or with
+``--train-landmark-detector``, one trained briefly on the demo data), evaluated on the test fold, and inference on the
+same test images without their annotations.
 
 Run from the bundle folder (``make demo`` does)::
 
@@ -14,9 +15,10 @@ configs themselves never simulate. Everything else goes under ``--out``: ``model
 detector's MRE/SDR), ``inference/`` (per-image heatmap, overlay and report, annotated landmarks) and
 ``inference_bedside/`` (the same images given without annotation: the detector's landmarks). The ``monai.bundle
 run`` calls a user would type are made in-process: ``configs/scale_cpu.json`` (the CPU recipe) and
-``configs/demo.json`` (epochs) on top of the real AASN configs, and ``configs/landmark_train.json``'s run ids
-``run_global`` and ``run_refine`` with fewer epochs (``--landmark-epochs``, ``--landmark-refine-epochs``), so that it
-finishes in minutes on a CPU. A rerun reuses the data and resumes or reuses what is already there.
+``configs/demo.json`` (epochs) on top of the real AASN configs, and, when the detector is trained here,
+``configs/landmark_train.json``'s run ids ``run_global`` and ``run_refine`` with fewer epochs (``--landmark-epochs``,
+``--landmark-refine-epochs``), so that it finishes in minutes on a CPU. The shipped detector never saw the demo's
+test members (``metadata.json``: ``held_out_atlas_members``). A rerun reuses the data and resumes or reuses what is already there.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ CONFIGS = BUNDLE / "configs"
 DEMO_DATA_DIR = BUNDLE / "data" / "demo"
 #: The demo's data: simulated radiographs (each fractured one with its intact twin), their size and the seed.
 DEMO_NUM_IMAGES, DEMO_IMAGE_SIZE, DEMO_SEED = 480, 512, 0
+#: The weights that ship with the bundle (``large_files.yml``).
+SHIPPED_MODELS = BUNDLE / "models"
+#: The landmark detector's files, as ``configs/landmark_inference.json`` names them.
+LANDMARK_DETECTOR_FILES = ("landmark_model.pt", "landmark_refine_model.pt", "landmark_shape_model.json")
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +90,11 @@ def simulate_demo_data(
     if written.resolve() != datalist.resolve():
         raise FileNotFoundError(f"the simulator wrote {written}, but the demo data's datalist is {datalist}.")
     return datalist
+
+
+def shipped_landmark_detector(models: Path = SHIPPED_MODELS) -> bool:
+    """Whether the bundle ships the landmark detector (all three of its files in ``models``)."""
+    return all((models / name).is_file() for name in LANDMARK_DETECTOR_FILES)
 
 
 def _run(config_files: list[Path], **overrides) -> None:
@@ -165,6 +176,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (demo.json's default)")
     parser.add_argument("--variant", default="aasn", help="network variant (configs/variants)")
     parser.add_argument("--num-infer", type=int, default=3, help="test images to run inference on")
+    parser.add_argument(
+        "--train-landmark-detector",
+        action="store_true",
+        help="train the landmark detector on the demo data even when one ships in bundle/models",
+    )
     parser.add_argument("--landmark-epochs", type=int, default=10, help="epochs of the detector's whole-image stage")
     parser.add_argument(
         "--landmark-refine-epochs",
@@ -211,23 +227,31 @@ def main(argv: list[str] | None = None) -> dict:
     )
     reports = sorted((out / "inference").glob("*/report.json"))
 
-    # the bedside path: the landmark detector, trained briefly on the same simulated data (same fold)
-    refine = args.landmark_refine_epochs > 0
+    # the bedside path: the landmark detector that ships in bundle/models (trained on other atlas members than the
+    # demo's test members), or one trained briefly here on the demo's own training fold
     t_landmarks = time.time()
-    stages = f", {args.landmark_refine_epochs} of the patch stage" if refine else "; patch stage not trained"
-    print(
-        f"[demo] 4/6 training the landmark detector ({args.landmark_epochs} epochs of the whole-image stage{stages})",
-        flush=True,
-    )
     landmark_common = {"bundle_root": str(out), "dataset_dir": str(data), "fold": args.fold, "show_progress": False}
-    _run([CONFIGS / "landmark_train.json"], run_id="run_global", **landmark_common, max_epochs=args.landmark_epochs)
-    if refine:
-        _run(
-            [CONFIGS / "landmark_train.json"],
-            run_id="run_refine",
-            **landmark_common,
-            refine_max_epochs=args.landmark_refine_epochs,
+    shipped = not args.train_landmark_detector and shipped_landmark_detector()
+    refine = shipped or args.landmark_refine_epochs > 0
+    if shipped:
+        landmark_common["ckpt_dir"] = str(SHIPPED_MODELS)
+        print(f"[demo] 4/6 the landmark detector that ships with the bundle ({SHIPPED_MODELS})", flush=True)
+    else:
+        stages = f", {args.landmark_refine_epochs} of the patch stage" if refine else "; patch stage not trained"
+        reason = "" if args.train_landmark_detector else f" (none ships in {SHIPPED_MODELS})"
+        print(
+            f"[demo] 4/6 training the landmark detector{reason}: {args.landmark_epochs} epochs of the whole-image "
+            f"stage{stages}",
+            flush=True,
         )
+        _run([CONFIGS / "landmark_train.json"], run_id="run_global", **landmark_common, max_epochs=args.landmark_epochs)
+        if refine:
+            _run(
+                [CONFIGS / "landmark_train.json"],
+                run_id="run_refine",
+                **landmark_common,
+                refine_max_epochs=args.landmark_refine_epochs,
+            )
 
     print("[demo] 5/6 evaluating the landmark detector on the test fold", flush=True)
     _run(
@@ -246,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
         output_dir=str(out / "inference_bedside"),
         overwrite=True,
         landmark_config=str(CONFIGS / "landmark_inference.json"),  # bundle_root (the output folder) has no configs
-        landmark_overrides={"use_refiner": refine},
+        landmark_overrides={"use_refiner": refine, **({"ckpt_dir": str(SHIPPED_MODELS)} if shipped else {})},
     )
     t_landmarks = time.time() - t_landmarks
 
