@@ -19,6 +19,12 @@ App configuration (``--conf key value``; all optional):
   ``<studies>/.aasn_monailabel``);
 * ``max_upload_mb``: the largest request body and the largest image or label file the server accepts (default 64).
 
+The infer tasks read their weights from the bundle's ``models/`` folder: the landmark detector the bundle ships
+(``landmark_model.pt``, ``landmark_refine_model.pt``, ``landmark_shape_model.json``) and the fracture AASN
+(``model.pt``, or the app's retrained ``models/monailabel/model.pt``). A task whose files are missing is unavailable:
+the start-up log and ``/info/``'s ``unavailable_models`` give the one-line reason naming the files, and its infer
+requests are answered 503 with it; the other task is served as usual.
+
 What the server trusts and what it does not (image ids, uploads, the ``annotation`` parameter, the bind address):
 ``docs/security.md``. ``monailabel_app/start_server.sh`` starts it on 127.0.0.1 unless ``--host`` says otherwise.
 """
@@ -46,6 +52,7 @@ from monailabel.utils.others.generic import name_to_device
 from custom_transforms.errors import root_cause
 from lib.bundle_configs import BundleConfigs
 from lib.datastore_labels import annotation_from_label
+from lib.infers.bundle_infer import TaskUnavailableError
 from lib.infers.fracture import FractureInfer
 from lib.infers.landmarks import LandmarkInfer
 from lib.label_map import LABELS
@@ -109,6 +116,18 @@ class AASNPelvisApp(MONAILabelApp):
             FRACTURE_TASK: FractureInfer(self.bundle_configs, threshold=float(threshold) if threshold else None),
         }
 
+    def unavailable_infers(self) -> dict[str, str]:
+        """Infer task -> the one-line reason it cannot run (its missing files), for the tasks that cannot."""
+        reasons = {name: task.unavailable_reason() for name, task in self._infers.items()}
+        return {name: reason for name, reason in reasons.items() if reason}
+
+    def info(self):
+        """MONAI Label's ``/info/`` (which lists only the infer tasks that can run under ``models``), plus
+        ``unavailable_models``: each other infer task with the reason, so a client sees why it is not offered."""
+        meta = super().info()
+        meta["unavailable_models"] = self.unavailable_infers()
+        return meta
+
     def init_trainers(self) -> dict[str, TrainTask]:
         return {FRACTURE_TASK: AASNTrain(self.bundle_configs, self.work_dir)}
 
@@ -123,6 +142,12 @@ class AASNPelvisApp(MONAILabelApp):
         from monailabel.app import app as server
 
         install_request_guards(server, self.max_upload_bytes)
+        unavailable = self.unavailable_infers()
+        for name, task in self._infers.items():
+            if name in unavailable:
+                logger.warning(f"{name} is unavailable: {unavailable[name]}")
+            else:
+                logger.info(f"{name}: serving {task.get_path()} (bundle {self.bundle_dir})")
         host = bind_host(sys.argv)
         if host in ("0.0.0.0", "::", ""):
             logger.warning(
@@ -141,11 +166,15 @@ class AASNPelvisApp(MONAILabelApp):
         The image is an id of the datastore, or the file uploaded with the request; never a path on the server
         (404 for any other ``image``, whether or not such a file exists). 404: unknown task or image id; 422: the
         request names a file (``annotation``, ...), or the image cannot be used (unreadable, or not an AP pelvic
-        radiograph); 500: anything else, with its message. The server keeps serving after each.
+        radiograph); 503: the task's files are missing (the reason names them); 500: anything else, with its message.
+        The server keeps serving after each.
         """
         model = request.get("model")
         if model not in self._infers:
             raise HTTPException(404, f"Unknown infer task {model!r}; this app serves {sorted(self._infers)}.")
+        reason = self._infers[model].unavailable_reason()
+        if reason:
+            raise HTTPException(503, f"{model} is unavailable: {reason}")
         store = datastore if datastore else self.datastore()
         named = sorted(k for k in ("annotation", "image_path") if k in request)
         if named:
@@ -165,6 +194,8 @@ class AASNPelvisApp(MONAILabelApp):
             raise
         except Exception as e:
             cause = root_cause(e)  # under MONAI's and MONAI Label's wrappers
+            if isinstance(cause, TaskUnavailableError):  # a file went missing after the check above
+                raise HTTPException(503, f"{model} is unavailable: {cause}") from e
             if isinstance(
                 cause, ValueError
             ):  # the project's errors (PXRReadError, AnnotationError, NotAPelvisError, ...)

@@ -16,11 +16,21 @@ It checks the app's contract, not accuracy:
   detector's real plausibility check. The server imports the class from this file. Its stored inputs come from
   the project's loader under pydicom 3 (this process); the server loads the same files under pydicom 2.4.
 
+Why the oracle and not the detector the bundle ships (issue 15 asks for the real weights where they fit): these tests
+need exact known landmarks. They check the app's geometry to 1 px (the points the task returns, its label discs, the
+landmarks the fracture task takes from the detector), a plausibility computed by hand from the known heatmaps
+(``oracle_detector.oracle_plausibility``), the fracture peaks against the bundle's ``report.json`` on the same
+landmarks, and refusals that must happen every time (a chest film and a blank image: the oracle finds no landmark in
+an image it does not know, so the detector's real plausibility check refuses them). A trained detector's errors of a
+few mm, different for every release of its weights, would turn each of these into a tolerance. The shipped detector
+itself is served and checked, on its real weights, by ``test_monailabel_shipped_detector.py``.
+
 Needs ``.venv-monailabel`` (``bash monailabel_app/setup.sh``); skipped without it, except in CI where it fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -124,11 +134,7 @@ def planted_aasn(network_kwargs: dict) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    if not MONAILABEL.is_file():
-        message = f"{MONAILABEL} not found: run `bash monailabel_app/setup.sh` first"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_monailabel()
     sys.path.insert(0, str(REPO / "bundle"))
     sys.path.insert(0, str(REPO / "tests"))
     import simulation
@@ -226,18 +232,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def require_monailabel() -> None:
+    """Skip without ``.venv-monailabel`` (``$MONAILABEL_VENV``), except in CI where it fails."""
+    if not MONAILABEL.is_file():
+        message = f"{MONAILABEL} not found: run `bash monailabel_app/setup.sh` first"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 @pytest.fixture(scope="module")
 def server(deployment):
+    with running_server(
+        deployment["root"], deployment["studies"], {**deployment["conf"], "max_upload_mb": MAX_UPLOAD_MB}
+    ) as running:
+        yield {**running, **deployment}
+
+
+@contextlib.contextmanager
+def running_server(root: Path, studies: Path, conf: dict):
     """The documented start, ``monailabel_app/start_server.sh`` (``monailabel start_server``) without ``--host``, as a
-    real process; stopped (its process group) at the end, always. Its temporary files go to a folder of its own
-    (``TMPDIR``), so that the test sees what it leaves there."""
+    real process on ``studies`` with the app options ``conf`` (``--conf key value``); stopped (its process group) at
+    the end, always. Its log is ``root/server.log``; its temporary files go to a folder of its own (``TMPDIR``,
+    ``root/server_tmp``), so that the test sees what it leaves there. Yields ``url``, ``log``, ``port`` and ``tmp``
+    once ``/info/`` answers."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = deployment["root"] / "server.log"
-    server_tmp = deployment["root"] / "server_tmp"
+    log_path = root / "server.log"
+    server_tmp = root / "server_tmp"
     server_tmp.mkdir(exist_ok=True)
-    command = ["bash", str(APP / "start_server.sh"), "--studies", str(deployment["studies"]), "--port", str(port)]
-    for key, value in {**deployment["conf"], "max_upload_mb": MAX_UPLOAD_MB}.items():
+    command = ["bash", str(APP / "start_server.sh"), "--studies", str(studies), "--port", str(port)]
+    for key, value in conf.items():
         command += ["--conf", key, str(value)]
     env = dict(os.environ)
     env.update(
@@ -253,7 +278,7 @@ def server(deployment):
     )
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=deployment["root"], start_new_session=True
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True
         )
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
@@ -269,7 +294,7 @@ def server(deployment):
             if time.monotonic() > deadline:
                 pytest.fail(f"the server did not answer within {SERVER_START_TIMEOUT_S} s:\n{_tail(log_path)}")
             time.sleep(1.0)
-        yield {"url": url, "log": log_path, "port": port, "tmp": server_tmp, **deployment}
+        yield {"url": url, "log": log_path, "port": port, "tmp": server_tmp}
     finally:
         _stop(process)
 
@@ -363,6 +388,7 @@ def test_info_lists_both_infer_tasks_and_the_trainer(server):
     info = json.loads(body)
     assert status == 200
     assert {LANDMARKS_TASK, FRACTURE_TASK} <= set(info["models"])
+    assert info["unavailable_models"] == {}  # every file of both tasks is there
     assert FRACTURE_TASK in info["trainers"]
     assert info["models"][LANDMARKS_TASK]["dimension"] == 2
     assert (
@@ -382,7 +408,8 @@ def test_landmark_infer_returns_16_named_points_inside_the_image_and_their_discs
     points = _points(result["landmarks"])
     h, w = IMAGE_HW
     assert ((points >= -0.5) & (points <= np.array([w - 0.5, h - 0.5]))).all()
-    # the oracle's heatmaps sit at the annotated landmarks: the app maps them back to original pixels
+    # the oracle's heatmaps sit at the annotated landmarks: the app maps them back to original pixels (exact known
+    # landmarks, which only the oracle gives: a trained detector's error would hide a geometry error of a few pixels)
     np.testing.assert_allclose(points, case["landmarks"], atol=1.0)
     assert result["image_size"] == list(IMAGE_HW) and result["spacing_mm"] == pytest.approx(case["spacing"])
     from oracle_detector import oracle_plausibility
@@ -412,6 +439,7 @@ def test_fracture_infer_returns_a_probability_and_the_thresholded_heatmap(server
     assert result["positive"] == (p >= t)
     assert result["landmark_source"] == "detector"
     assert result["weights"] == str(server["bundle"] / "models" / "model.pt")
+    # the detector's landmarks reach the fracture task unchanged: checked to 1 px against the oracle's known points
     np.testing.assert_allclose(_points(result["landmarks"]), server["cases"][image]["landmarks"], atol=1.0)
     assert all(peak["probability"] >= t for peak in result["peaks"])
     assert result["max_location"]["probability"] == pytest.approx(p, abs=1e-6)
@@ -430,7 +458,8 @@ def test_fracture_infer_returns_a_probability_and_the_thresholded_heatmap(server
 def test_fracture_result_lists_the_peaks_of_the_bundles_report_json(server, tmp_path):
     """For one image, the fracture task's result and the bundle's own ``report.json`` (its inference config run on the
     same file, landmarks and weights) list the same peaks: the planted strongest and far peaks, not the one 4 ROI
-    pixels (less than 10 mm) from the strongest."""
+    pixels (less than 10 mm) from the strongest. The annotated landmarks pass the detector's check of annotated
+    images on every run because the oracle knows this image (exact known landmarks, module docstring)."""
     from monai.bundle import ConfigWorkflow
 
     from custom_transforms.conventions import LANDMARK_NAMES
@@ -570,7 +599,9 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server):
     assert status == 404 and "no_such_task" in json.loads(body)["detail"]
 
     for task in (LANDMARKS_TASK, FRACTURE_TASK):
-        for image in ("chest", "blank"):  # the detector finds no pelvis; a film without contrast shows none
+        # the detector finds no pelvis; a film without contrast shows none (refused every time: the oracle knows no
+        # landmark of an image it was not given, so the refusal does not depend on a trained detector's weights)
+        for image in ("chest", "blank"):
             status, body = _infer(server, task, image)
             assert status == 422, body
             detail = json.loads(body)["detail"]

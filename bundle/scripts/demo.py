@@ -18,7 +18,8 @@ run`` calls a user would type are made in-process: ``configs/scale_cpu.json`` (t
 ``configs/demo.json`` (epochs) on top of the real AASN configs, and, when the detector is trained here,
 ``configs/landmark_train.json``'s run ids ``run_global`` and ``run_refine`` with fewer epochs (``--landmark-epochs``,
 ``--landmark-refine-epochs``), so that it finishes in minutes on a CPU. The shipped detector never saw the demo's
-test members (``metadata.json``: ``held_out_atlas_members``). A rerun reuses the data and resumes or reuses what is already there.
+test members (``metadata.json``: ``held_out_atlas_members``). A rerun reuses the data and resumes or reuses what
+is already there.
 """
 
 from __future__ import annotations

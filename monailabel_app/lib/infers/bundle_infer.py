@@ -3,6 +3,12 @@
 The bundle config supplies the preprocessing, the network (``network_def``) and its post-processing; the task only
 adds what MONAI Label needs: the label image a viewer can show and the result JSON. Parsed components and network
 weights are cached per device and reloaded when the weights file changes (e.g. after the app's trainer ran).
+
+A task whose files are missing (:meth:`BundleConfigInfer.missing_files`) is unavailable: MONAI Label leaves it out of
+``/info/``'s ``models`` (``is_valid``), the app lists it under ``unavailable_models`` with
+:meth:`~BundleConfigInfer.unavailable_reason`, a one-line reason naming the missing files, and answers its infer
+requests with HTTP 503 and that reason. Availability is looked up on every request, so a task becomes available as
+soon as its files exist (e.g. the fracture weights the app's trainer writes), without a restart.
 """
 
 from __future__ import annotations
@@ -54,6 +60,11 @@ def spacing_of(image) -> tuple[float, float] | None:
         return None
     values = as_numpy(spacing).astype(np.float64).reshape(-1)
     return (float(values[0]), float(values[1]))
+
+
+class TaskUnavailableError(RuntimeError):
+    """An infer task that cannot run because files it needs are missing; the message is the one-line reason
+    (:meth:`BundleConfigInfer.unavailable_reason`). ``main.py`` answers it with HTTP 503."""
 
 
 class KeepRequestKeys:
@@ -110,6 +121,21 @@ class BundleConfigInfer(BasicInferTask):
         self._components: dict[str, tuple[tuple[str, float], dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
+    # --- availability ---------------------------------------------------------------------------------------
+
+    def missing_files(self) -> list[str]:
+        """The files the task needs that do not exist (empty when it can run); by default its weights."""
+        return [] if self.get_path() else [self.path[0]]
+
+    def unavailable_reason(self) -> str | None:
+        """One line naming the missing files and how to get them; None when the task can run."""
+        missing = self.missing_files()
+        return f"{listed_files(missing)} missing" if missing else None
+
+    def is_valid(self) -> bool:
+        """MONAI Label lists the task in ``/info/`` only when this holds."""
+        return not self.missing_files()
+
     # --- the bundle's components -----------------------------------------------------------------------------
 
     def parser(self, device: torch.device) -> ConfigParser:
@@ -122,9 +148,10 @@ class BundleConfigInfer(BasicInferTask):
 
     def components(self, data: dict[str, Any]) -> dict[str, Any]:
         """The cached components for the request's device, rebuilt when the served weights changed."""
+        reason = self.unavailable_reason()
+        if reason:
+            raise TaskUnavailableError(reason)
         weights = self.get_path()
-        if weights is None:
-            raise FileNotFoundError(f"{self.config_name}: no weights among {self.path}; train the bundle first.")
         device = torch.device(data.get("device") or "cpu")
         stamp = (weights, os.stat(weights).st_mtime)
         with self._lock:
@@ -153,3 +180,8 @@ class BundleConfigInfer(BasicInferTask):
         result["label_values"] = dict(self.labels)
         result["weights"] = self.get_path()
         return path, result
+
+
+def listed_files(paths: Sequence[str]) -> str:
+    """``a is`` / ``a, b are``: the subject of a sentence naming files."""
+    return f"{', '.join(paths)} {'is' if len(paths) == 1 else 'are'}"

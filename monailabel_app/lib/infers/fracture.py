@@ -13,11 +13,18 @@ result (``fracture_result``, :func:`scripts.reporting.fracture_result.fracture_r
 Landmarks come, in this order, from the request (``landmarks`` {name: [x, y]} in the params), from the image's
 final label in the datastore (the annotator's corrected landmarks; see ``main.py``), or from the bundle's landmark
 detector inside its preprocessing.
+
+The task needs the fracture weights, ``models/model.pt`` of the bundle or ``models/monailabel/model.pt`` of the
+app's trainer (the newer one when both exist: MONAI Label serves the last existing path), and the landmark
+detector's files (its preprocessing checks every image with the detector). Without them it is unavailable with a
+one-line reason naming the missing files (see :mod:`lib.infers.bundle_infer`); the landmark task does not depend on
+it, so a bundle that ships only the detector serves landmarks from its first start.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import torch
@@ -25,6 +32,7 @@ from monai.bundle import ConfigParser
 
 from lib.bundle_configs import BundleConfigs
 from lib.infers.bundle_infer import BundleConfigInfer, as_numpy, spacing_of
+from lib.infers.landmarks import detector_files, detector_missing_reason
 from lib.label_map import FRACTURE_LABEL, FRACTURE_VALUE, heatmap_to_label
 
 logger = logging.getLogger(__name__)
@@ -55,6 +63,23 @@ class FractureInfer(BundleConfigInfer):
             "probability and peak locations",
         )
         self.threshold = threshold
+        self.detector_files = detector_files(configs)  # the detector inside inference.json (BundleConfigs.parser)
+
+    def missing_files(self) -> list[str]:
+        weights = [] if self.get_path() else [self.path[0]]
+        return weights + [path for path in self.detector_files if not os.path.isfile(path)]
+
+    def unavailable_reason(self) -> str | None:
+        reasons = []
+        if not self.get_path():
+            reasons.append(
+                f"{self.path[0]} (the fracture AASN's weights) is missing: train it with this app's fracture trainer "
+                f"(it writes {self.path[-1]}) or the bundle's configs/train.json"
+            )
+        detector = [path for path in self.detector_files if not os.path.isfile(path)]
+        if detector:
+            reasons.append(detector_missing_reason(detector))
+        return "; ".join(reasons) or None
 
     def build(self, parser: ConfigParser, weights: str, device: torch.device) -> dict[str, Any]:
         from scripts.landmarks.detector import load_network_weights

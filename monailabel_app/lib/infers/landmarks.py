@@ -11,6 +11,11 @@ decoding, shape prior, plausibility check) is the inferer. The result is
 
 An image that does not look like an AP pelvic radiograph makes the detector raise ``NotAPelvisError``, which the
 app returns as HTTP 422 with the detector's message.
+
+The detector's files are the config's: ``network_path``, ``shape_model_path`` and, with ``use_refiner``,
+``refine_network_path``, all in ``ckpt_dir`` = the bundle's ``models/`` folder, where the bundle ships its trained
+detector. So a first start of the app on the bundle serves the shipped detector, with no training and nothing to
+configure; the fracture weights (``models/model.pt``) are not needed by this task.
 """
 
 from __future__ import annotations
@@ -23,9 +28,34 @@ import torch
 from monai.bundle import ConfigParser
 
 from custom_transforms.conventions import LANDMARK_NAMES
-from lib.bundle_configs import BundleConfigs
-from lib.infers.bundle_infer import BundleConfigInfer, KeepRequestKeys, as_numpy, spacing_of, to_builtin
+from lib.bundle_configs import LANDMARK_CONFIG, BundleConfigs
+from lib.infers.bundle_infer import (
+    BundleConfigInfer,
+    KeepRequestKeys,
+    as_numpy,
+    listed_files,
+    spacing_of,
+    to_builtin,
+)
 from lib.label_map import LANDMARK_RADIUS_MM, LANDMARK_RADIUS_PX, LANDMARK_VALUES, landmarks_to_label
+
+
+def detector_files(configs: BundleConfigs, config_name: str = LANDMARK_CONFIG) -> list[str]:
+    """Every file the bundle's landmark detector loads, as its config (with the app's landmark overrides) names them:
+    heatmap network, shape model and, when the config uses it, the refinement network."""
+    parser = configs.parser(config_name, landmark=True)
+    files = [parser.get_parsed_content("network_path"), parser.get_parsed_content("shape_model_path")]
+    if "use_refiner" in parser and parser.get_parsed_content("use_refiner"):
+        files.append(parser.get_parsed_content("refine_network_path"))
+    return [str(f) for f in files]
+
+
+def detector_missing_reason(missing: list[str]) -> str:
+    """The one-line reason for missing detector files (the landmark task's and the fracture task's)."""
+    return (
+        f"the landmark detector's {listed_files(missing)} missing (the models/ folder holds the detector the bundle "
+        "ships, listed in large_files.yml, or one trained with configs/landmark_train.json)"
+    )
 
 
 class LandmarkInfer(BundleConfigInfer):
@@ -43,12 +73,9 @@ class LandmarkInfer(BundleConfigInfer):
         radius_mm: float = LANDMARK_RADIUS_MM,
         config_name: str = "landmark_inference.json",
     ):
-        parser = configs.parser(config_name, landmark=True)
-        self.network_path = parser.get_parsed_content("network_path")
         # every file the detector loads: heatmap network, shape model and, when used, the refinement network
-        self.required_files = [self.network_path, parser.get_parsed_content("shape_model_path")]
-        if "use_refiner" in parser and parser.get_parsed_content("use_refiner"):
-            self.required_files.append(parser.get_parsed_content("refine_network_path"))
+        self.required_files = detector_files(configs, config_name)
+        self.network_path = self.required_files[0]
         super().__init__(
             configs,
             config_name,
@@ -59,8 +86,12 @@ class LandmarkInfer(BundleConfigInfer):
         )
         self.radius_mm = float(radius_mm)
 
-    def is_valid(self) -> bool:
-        return all(os.path.isfile(path) for path in self.required_files)
+    def missing_files(self) -> list[str]:
+        return [path for path in self.required_files if not os.path.isfile(path)]
+
+    def unavailable_reason(self) -> str | None:
+        missing = self.missing_files()
+        return detector_missing_reason(missing) if missing else None
 
     def build(self, parser: ConfigParser, weights: str, device: torch.device) -> dict[str, Any]:
         from scripts.landmarks.detector import DetectLandmarksd
