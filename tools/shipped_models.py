@@ -54,7 +54,8 @@ def _bundle_command(configs: list[str], **overrides) -> list[str]:
 
 
 def _shown(command: list[str]) -> str:
-    return " ".join(shlex.quote(c) for c in ["python", *command[1:]])
+    """The command as a user would type it (a config list in double quotes, as the model card writes it)."""
+    return " ".join(f'"{c}"' if c.startswith("[") else shlex.quote(c) for c in ["python", *command[1:]])
 
 
 def _run_logged(step: str, commands: list[tuple[list[str], dict]], parallel: bool = False) -> None:
@@ -149,7 +150,8 @@ def _landmark_row(metrics: dict) -> dict:
 
 def evaluate(data: Path, out: Path, demo_data: Path | None, notes: str) -> None:
     """Held-out figures of both models: ``data``'s fold 0 and, when given, the demo data's test fold."""
-    meta = results_metadata.start(results_metadata.command_line("tools/shipped_models.py", sys.argv[1:]))
+    shown = ['"..."' if sys.argv[i - 1] == "--notes" else a for i, a in enumerate(sys.argv[1:], start=1)]
+    meta = results_metadata.start(" ".join(["python", "tools/shipped_models.py", *shown]))
     sets = {"held_out": data} | ({"demo_test_fold": demo_data} if demo_data else {})
     record = {"held_out_atlas_members": held_out_members(), "data": {}, "aasn": {}, "landmarks": {}, "commands": []}
     for name, folder in sets.items():
