@@ -30,6 +30,21 @@ def test_eval_metrics_are_numbers_from_the_named_results_file():
         assert value == round(results[name]["mean"], 4), name
 
 
+def test_landmark_eval_metrics_are_the_shipped_detectors_held_out_figures():
+    metadata = _metadata()
+    source = metadata["landmark_eval_metrics_source"]
+    assert source["file"] == "benchmarks/results/shipped_models.json"
+    results = json.loads((REPO / source["file"]).read_text())
+    for part in source["key"].split("."):
+        results = results[part]
+    expected = {"mre_mm": 2, "sdr_2mm": 1, "sdr_2.5mm": 1, "sdr_3mm": 1, "sdr_4mm": 1}
+    assert set(metadata["landmark_eval_metrics"]) == set(expected)
+    for name, digits in expected.items():
+        assert metadata["landmark_eval_metrics"][name] == round(results[name], digits), name
+    held_out = json.loads((REPO / source["file"]).read_text())["held_out_atlas_members"]
+    assert held_out == metadata["held_out_atlas_members"]
+
+
 def test_landmark_data_formats_match_their_config():
     metadata = _metadata()
     config = json.loads((CONFIGS / "landmark_inference.json").read_text())

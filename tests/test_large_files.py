@@ -1,6 +1,6 @@
 """``large_files.yml`` works with MONAI's ``download_large_files``: it lists exactly the weight files committed under
-``bundle/models`` with their sha256 (none yet: an empty list), the command exits 0 on what a fresh clone holds,
-accepts a planted file with its sha256 and refuses one whose hash differs."""
+``bundle/models`` with their sha256 (the landmark detector's three files), the command exits 0 on what a fresh clone
+holds, accepts a planted file with its sha256 and refuses one whose hash differs."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_entries_are_the_committed_weight_files_with_their_sha256():
     config = yaml.safe_load((BUNDLE / "large_files.yml").read_text())
     entries = config["large_files"]
     shipped = sorted(p[len("bundle/") :] for p in _tracked("bundle/models") if not p.endswith(".gitkeep"))
-    assert sorted(e["path"] for e in entries) == shipped  # none while no weights are shipped
+    assert sorted(e["path"] for e in entries) == shipped
     for entry in entries:
         assert entry["hash_type"] == "sha256" and entry["url"], entry
         assert entry["hash_val"] == sha256_of(BUNDLE / entry["path"]), entry["path"]
@@ -52,7 +52,7 @@ def test_entries_are_the_committed_weight_files_with_their_sha256():
 
 def test_download_large_files_exits_0_on_a_fresh_clone(tmp_path):
     clone = tmp_path / "clone"
-    for relative in _tracked("bundle"):  # what a fresh clone has of the bundle (weights are never committed)
+    for relative in _tracked("bundle"):  # what a fresh clone has of the bundle, shipped weights included
         target = clone / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / relative, target)

@@ -2,15 +2,15 @@
 
 ``python -m monai.bundle download_large_files --bundle_path bundle`` reads that file: for each entry it checks the
 file at ``path`` against ``hash_val`` (``hash_type`` sha256) when the file is there, and downloads it from ``url``
-when it is not. So an entry may only name a file that a clone of the repository has (or that ``url`` really serves):
-while no weights are shipped (``bundle/models`` holds only ``.gitkeep``) the list is empty, and the command checks
-nothing and exits 0.
+when it is not. So an entry may only name a file that a clone of the repository has (or that ``url`` really serves).
 
-When weights are shipped, commit them under ``bundle/models/`` and write their entries with::
+The shipped weights are committed under ``bundle/models/``; their entries are written with::
 
-    python tools/large_files.py --url-base <where the files are published> models/model.pt models/model.ts ...
+    python tools/large_files.py --url-base bundle models/landmark_model.pt models/landmark_refine_model.pt ...
 
-(the URL of each file is ``<url-base>/<path>``; it may be the file's address in the repository).
+The URL of each file is ``<url-base>/<path>``: with ``--url-base bundle`` it is the file's path in this repository,
+which a clone holds, so ``download_large_files`` only checks the hash (it downloads nothing for a file that is there).
+A published copy of the bundle passes the address it is served from instead.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 _HEADER = """\
 # Large files of the bundle, for `python -m monai.bundle download_large_files --bundle_path <bundle>`: one entry per
 # weight file the bundle ships, with its sha256 (an existing file is checked against it, a missing one downloaded from
-# url). No weights are shipped yet (models/ holds only .gitkeep: `make demo` or configs/train.json train them
-# locally), so the list is empty and the command checks nothing. Written by tools/large_files.py (see there);
-# tests/test_large_files.py keeps it equal to the files committed under models/.
+# url; here url is the file's path in this repository, which a clone holds). Written by tools/large_files.py (see
+# there); tests/test_large_files.py keeps it equal to the files committed under models/.
 """
 
 
