@@ -165,6 +165,7 @@ def evaluate(data: Path, out: Path, demo_data: Path | None, notes: str) -> None:
     record["training"] = json.loads(TRAINING_LOG.read_text())["runs"] if TRAINING_LOG.is_file() else []
     record["notes"] = notes
     record["provenance"] = results_metadata.finish(meta)
+    record = {"command": record["provenance"]["command"], **record}
     (RESULTS / "shipped_models.json").write_text(json.dumps(record, indent=2) + "\n")
     (RESULTS / "shipped_models.md").write_text("\n".join(_markdown(record)) + "\n")
     print(f"[evaluate] {RESULTS / 'shipped_models.md'}", flush=True)
