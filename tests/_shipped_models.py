@@ -33,15 +33,14 @@ from simulation import generate_dataset  # noqa: E402
 from simulation.atlas import SUBSET_DIR  # noqa: E402
 
 from scripts.datalist import load_datalist  # noqa: E402
+from scripts.demo import LANDMARK_DETECTOR_FILES  # noqa: E402
 from scripts.landmarks.detector import NotAPelvisError, load_landmark_detector  # noqa: E402
 from scripts.landmarks.metrics import landmark_summary, radial_errors_mm  # noqa: E402
 
-#: The detector's three files in a models folder (``configs/landmark_inference.json``: ``network_path``,
-#: ``refine_network_path``, ``shape_model_path``).
-GLOBAL_WEIGHTS = "landmark_model.pt"
-REFINE_WEIGHTS = "landmark_refine_model.pt"
-SHAPE_MODEL = "landmark_shape_model.json"
-DETECTOR_FILES = (GLOBAL_WEIGHTS, REFINE_WEIGHTS, SHAPE_MODEL)
+#: The detector's three files in a models folder, as the demo names them (``scripts.demo``, after
+#: ``configs/landmark_inference.json``'s ``network_path``, ``refine_network_path``, ``shape_model_path``).
+DETECTOR_FILES = LANDMARK_DETECTOR_FILES
+GLOBAL_WEIGHTS, REFINE_WEIGHTS, SHAPE_MODEL = DETECTOR_FILES
 
 #: Simulation seed of the held-out test images: seeds 0 (demo), 15 and 16 (the shipped models' training and held-out
 #: evaluation data, ``tools/shipped_models_data.py``) are taken, so these images are new to every figure reported.
