@@ -24,7 +24,7 @@ import glob
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,9 @@ class ResumableCheckpoint:
         save_dict: objects with ``state_dict``/``load_state_dict`` (``network``, ``optimizer``,
             ``lr_scheduler``, ...); a wrapped (DDP) network is saved unwrapped.
         validator: the validation evaluator whose ``best_metric``/``best_metric_epoch`` to keep.
+        optional: keys of ``save_dict`` that a checkpoint may lack (written by a configuration without them, e.g.
+            ``weight_average``); their objects then keep their fresh state, and a warning says so. Any other
+            missing key is an error.
         save_interval: save after every this many epochs (and always after the last one).
         resume: whether to load an existing checkpoint at start.
         map_location: where to load tensors.
@@ -122,6 +125,7 @@ class ResumableCheckpoint:
         path: str | os.PathLike,
         save_dict: Mapping[str, Any],
         validator: Engine | None = None,
+        optional: Sequence[str] = (),
         save_interval: int = 1,
         resume: bool = True,
         map_location: str | torch.device | None = "cpu",
@@ -134,6 +138,10 @@ class ResumableCheckpoint:
         self.path = Path(path)
         self.save_dict = dict(save_dict)
         self.validator = validator
+        unknown = sorted(set(optional) - set(self.save_dict))
+        if unknown:
+            raise ValueError(f"optional keys {unknown} are not in save_dict {sorted(self.save_dict)}.")
+        self.optional = frozenset(optional)
         self.save_interval = int(save_interval)
         self.resume = bool(resume)
         self.map_location = map_location
@@ -163,10 +171,13 @@ class ResumableCheckpoint:
         if not (self.resume and self.path.is_file()):
             return
         ckpt = torch.load(self.path, map_location=self.map_location, weights_only=True)
-        missing = [k for k in (*self.save_dict, "trainer") if k not in ckpt]
+        missing = [k for k in (*self.save_dict, "trainer") if k not in ckpt and k not in self.optional]
         if missing:
             raise KeyError(f"{self.path}: checkpoint lacks {missing}; delete it to train from scratch.")
         for name, obj in self.save_dict.items():
+            if name not in ckpt:
+                logger.warning(f"{self.path} holds no '{name}': it starts afresh from the resumed training.")
+                continue
             target = unwrap_model(obj) if isinstance(obj, torch.nn.Module) else obj
             target.load_state_dict(ckpt[name])
         engine.state.epoch = int(ckpt["trainer"]["epoch"])

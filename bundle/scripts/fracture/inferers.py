@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from monai.inferers import Inferer
 
-__all__ = ["DistanceOutput", "InferenceModeInferer", "SiameseTrainingInferer"]
+__all__ = ["DistanceOutput", "InferenceModeInferer", "SiameseTrainingInferer", "SiameseWindowInferer"]
 
 
 class DistanceOutput(nn.Module):
@@ -113,3 +113,94 @@ class InferenceModeInferer(Inferer):
         if isinstance(output, torch.Tensor):
             return output.clone()
         return output
+
+
+class SiameseWindowInferer(Inferer):
+    """Whole-ROI heatmap logits assembled from windows of the size the network was trained on.
+
+    A network trained on windows (``configs/scale_cpu.json``: 64 x 64, a 2 x 2 map at its stride of 32) has seen
+    every position near a window's edge; run on the whole ROI at once, most positions have context it never saw, and
+    its maximum drifts to wherever that context fires. Here each window is cut as in training
+    (``custom_transforms.siamese_crop.SiameseCrop``: the mirrored ROI where the TPS grid points, the grid re-based),
+    scored, and the windows' logits are averaged with a weight that favours their centres (a Gaussian of standard
+    deviation ``window / 4``), so that a pixel is scored mostly by windows that had it in their central half, where
+    the training put fractures.
+
+    The configs build one for validation, evaluation and inference (``score_window``): ``null`` in ``train.json``
+    and ``inference.json`` (a network trained on whole ROIs is run on the whole ROI), ``crop_size`` in
+    ``configs/scale_cpu.json``.
+
+    Args:
+        window_size: ``(h, w)`` of the training windows; ``None``, or at least the ROI size: one call on the whole
+            ROI.
+        overlap: the share of a window that the next one overlaps, in [0, 1).
+        batch_size: windows per network call.
+        inner: the inferer that calls the network on each batch of windows (e.g. :class:`InferenceModeInferer`);
+            ``None``: ``network(windows)``.
+    """
+
+    def __init__(
+        self,
+        window_size: tuple[int, int] | list[int] | None,
+        overlap: float = 0.5,
+        batch_size: int = 32,
+        inner: Inferer | None = None,
+    ) -> None:
+        from custom_transforms.siamese_crop import SiameseCrop
+
+        if not 0.0 <= float(overlap) < 1.0:
+            raise ValueError(f"overlap must lie in [0, 1), got {overlap}.")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.overlap, self.batch_size, self.inner = float(overlap), int(batch_size), inner
+        self.cropper = None if window_size is None else SiameseCrop(window_size)
+        self.window_size = None if self.cropper is None else self.cropper.size
+        if self.window_size is None:
+            return
+        h, w = self.window_size
+        rows = torch.arange(h, dtype=torch.float32) - (h - 1) / 2
+        cols = torch.arange(w, dtype=torch.float32) - (w - 1) / 2
+        self.weight = torch.exp(-0.5 * ((rows[:, None] / (h / 4)) ** 2 + (cols[None, :] / (w / 4)) ** 2))
+
+    def positions(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Top-left corners of windows covering a ``height`` x ``width`` ROI (the last ones flush with its edges)."""
+
+        def starts(size: int, window: int) -> list[int]:
+            step = max(1, round(window * (1.0 - self.overlap)))
+            first = list(range(0, size - window + 1, step))
+            return first if first[-1] == size - window else [*first, size - window]
+
+        h, w = self.window_size
+        return [(r, c) for r in starts(height, h) for c in starts(width, w)]
+
+    def _call(self, windows: torch.Tensor, network: Callable[..., Any]) -> torch.Tensor:
+        return network(windows) if self.inner is None else self.inner(windows, network)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        as_tensor = getattr(inputs, "as_tensor", None)
+        if as_tensor is not None:
+            inputs = as_tensor()
+        height, width = int(inputs.shape[-2]), int(inputs.shape[-1])
+        if self.window_size is None:
+            return self._call(inputs, network)
+        h, w = self.window_size
+        if h >= height and w >= width:
+            return self._call(inputs, network)
+        if h > height or w > width:
+            raise ValueError(f"window {self.window_size} does not fit the ROI ({height}, {width}).")
+        positions = self.positions(height, width)
+        weight = self.weight.to(inputs.device)
+        total = None
+        norm = torch.zeros((height, width), device=inputs.device)
+        for row, col in positions:
+            norm[row : row + h, col : col + w] += weight
+        for index, image in enumerate(inputs):
+            windows = torch.stack([self.cropper(image, row, col)[0] for row, col in positions])
+            logits = torch.cat(
+                [self._call(windows[i : i + self.batch_size], network) for i in range(0, len(windows), self.batch_size)]
+            )
+            if total is None:
+                total = torch.zeros((inputs.shape[0], logits.shape[1], height, width), device=inputs.device)
+            for (row, col), logit in zip(positions, logits, strict=True):
+                total[index, :, row : row + h, col : col + w] += logit * weight
+        return total / norm

@@ -1,0 +1,129 @@
+"""Probe: does an exponential moving average of the weights steady the AASN's validation AUC? (validation only)
+
+Runs the bundle's own training (the configs given, as ``monai.bundle run`` would) and, beside it, keeps one
+:class:`scripts.weight_average.WeightAverage` per decay. Every ``val_interval`` epochs (and after the last) it
+scores the validation fold with the raw weights and with each average, writes one JSON line per evaluation to
+``--out``, and keeps each model's best weights as ``<ckpt_dir>/best_<name>.pt``. The bundle's own evaluator and
+checkpoints run unchanged (the raw network), so the raw figures here must match its ``val_auc``; a run resumes from
+``<ckpt_dir>/last.pt`` as the bundle does (the averages then start from the resumed weights)::
+
+    python benchmarks/probe_weight_average.py --bundle-root RUN --dataset-dir DATA --decays 0.99 0.998 \\
+        --out benchmarks/results/probe_weight_average.jsonl
+
+No test fold is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "bundle"
+sys.path.insert(0, str(BUNDLE))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import results_metadata  # noqa: E402
+from ignite.engine import Events  # noqa: E402
+from monai.bundle import ConfigParser  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from scripts.checkpoint import atomic_torch_save  # noqa: E402
+from scripts.fracture.scoring import ImageScore  # noqa: E402
+from scripts.weight_average import WeightAverage  # noqa: E402
+
+DEFAULT_CONFIGS = ["configs/train.json", "configs/scale_cpu.json", "configs/train_shipped.json"]
+
+
+def training_parser(
+    configs: list[str], bundle_root: Path, dataset_dir: Path, fold: int, **more_overrides
+) -> ConfigParser:
+    """The bundle's training configuration, parsed as ``monai.bundle run`` would with these overrides."""
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / c) for c in configs])
+    parser.read_meta(str(BUNDLE / "configs" / "metadata.json"))
+    overrides = {"bundle_root": str(bundle_root), "dataset_dir": str(dataset_dir), "fold": fold}
+    parser.update({**overrides, "show_progress": False, **more_overrides})
+    parser.parse(True)
+    return parser
+
+
+@torch.no_grad()
+def validation_auc(network: torch.nn.Module, loader, prepare_batch, device, pooling: str) -> float:
+    """Image-level AUC of ``network`` on ``loader``, scored as the bundle's evaluator scores (heatmap pooling)."""
+    was_training = network.training
+    network.eval()
+    scorer = ImageScore(pooling)
+    scores, labels = [], []
+    for batch in loader:
+        inputs, _ = prepare_batch(batch, device)
+        logits = network(inputs)
+        scores += [float(scorer(logit)) for logit in logits]
+        labels += [int(v) for v in torch.as_tensor(batch["image_label"]).reshape(-1)]
+    network.train(was_training)
+    return float(roc_auc_score(labels, scores))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bundle-root", type=Path, required=True, help="the run folder (models/, logs/)")
+    p.add_argument("--dataset-dir", type=Path, required=True)
+    p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="relative to bundle/")
+    p.add_argument("--decays", nargs="+", type=float, default=[0.99, 0.998])
+    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="JSON lines, appended")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    parser = training_parser(args.configs, args.bundle_root, args.dataset_dir, args.fold)
+    for expression in ("initialize",):
+        parser.get_parsed_content(expression)
+    trainer = parser.get_parsed_content("train#trainer")
+    network = parser.get_parsed_content("network")
+    loader = parser.get_parsed_content("validate#dataloader")
+    prepare_batch = parser.get_parsed_content("prepare_batch")
+    pooling = parser.get_parsed_content("validate#score_pooling")
+    device = parser.get_parsed_content("device")
+    interval = int(parser.get_parsed_content("val_interval"))
+    ckpt_dir = Path(parser.get_parsed_content("ckpt_dir"))
+
+    averages = {f"ema{d:g}": WeightAverage(network, d) for d in args.decays}
+    for average in averages.values():
+        average.attach(trainer)
+    best = {}
+    meta = results_metadata.start(results_metadata.command_line("probe_weight_average.py", sys.argv[1:]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def evaluate(engine) -> None:
+        epoch = engine.state.epoch
+        if epoch % interval and epoch < engine.state.max_epochs:
+            return
+        started = time.time()
+        row = {"epoch": epoch, "iteration": engine.state.iteration}
+        for name, model in [("raw", network)] + [(n, a.averaged) for n, a in averages.items()]:
+            auc = validation_auc(model, loader, prepare_batch, device, pooling)
+            row[name] = round(auc, 4)
+            if auc > best.get(name, (-1.0, 0))[0]:
+                best[name] = (auc, epoch)
+                atomic_torch_save(model.state_dict(), ckpt_dir / f"best_{name}.pt")
+        row["updates"] = {n: a.updates for n, a in averages.items()}
+        row["eval_s"] = round(time.time() - started, 1)
+        row["best"] = {n: {"auc": round(v[0], 4), "epoch": v[1]} for n, v in best.items()}
+        if epoch >= engine.state.max_epochs:
+            row["provenance"] = results_metadata.finish(meta)
+        with args.out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print("probe_weight_average:", json.dumps({k: row[k] for k in row if k != "provenance"}), flush=True)
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, evaluate)
+    trainer.run()
+
+
+if __name__ == "__main__":
+    main()
