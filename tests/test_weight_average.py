@@ -140,13 +140,14 @@ def test_checkpoint_without_an_average_resumes_and_the_average_starts_from_the_r
 
 
 @pytest.mark.parametrize("decay", [None, 0.99])
-def test_train_json_validates_and_saves_the_average(decay):
+def test_train_json_validates_and_saves_the_average(decay, tmp_path):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "train.json"))
     parser.update(
         {
+            "bundle_root": str(tmp_path),  # the handlers' logs and checkpoints go there
             "device": "$torch.device('cpu')",
             "network_kwargs": {
                 "init_features": 4,
