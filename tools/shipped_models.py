@@ -148,8 +148,9 @@ def _landmark_row(metrics: dict) -> dict:
     }
 
 
-def evaluate(data: Path, out: Path, demo_data: Path | None, notes: str) -> None:
-    """Held-out figures of both models: ``data``'s fold 0 and, when given, the demo data's test fold."""
+def evaluate(data: Path, out: Path, demo_data: Path | None, notes: str, results_name: str = "shipped_models") -> None:
+    """Held-out figures of both models: ``data``'s fold 0 and, when given, the demo data's test fold, written to
+    ``benchmarks/results/<results_name>.{md,json}`` (a candidate that may not ship gets a name of its own)."""
     shown = ['"..."' if sys.argv[i - 1] == "--notes" else a for i, a in enumerate(sys.argv[1:], start=1)]
     meta = results_metadata.start(" ".join(["python", "tools/shipped_models.py", *shown]))
     sets = {"held_out": data} | ({"demo_test_fold": demo_data} if demo_data else {})
@@ -166,9 +167,9 @@ def evaluate(data: Path, out: Path, demo_data: Path | None, notes: str) -> None:
     record["notes"] = notes
     record["provenance"] = results_metadata.finish(meta)
     record = {"command": record["provenance"]["command"], **record}
-    (RESULTS / "shipped_models.json").write_text(json.dumps(record, indent=2) + "\n")
-    (RESULTS / "shipped_models.md").write_text("\n".join(_markdown(record)) + "\n")
-    print(f"[evaluate] {RESULTS / 'shipped_models.md'}", flush=True)
+    (RESULTS / f"{results_name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (RESULTS / f"{results_name}.md").write_text("\n".join(_markdown(record)) + "\n")
+    print(f"[evaluate] {RESULTS / f'{results_name}.md'}", flush=True)
 
 
 def _markdown(record: dict) -> list[str]:
@@ -238,12 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="where the runs write (models, logs)")
     parser.add_argument("--demo-data", type=Path, help="evaluate: also the demo's test fold")
     parser.add_argument("--notes", default="", help="evaluate: prose for the results file")
+    parser.add_argument(
+        "--results-name", default="shipped_models", help="evaluate: benchmarks/results/<name>.{md,json}"
+    )
     args = parser.parse_args(argv)
     data, out = args.data.resolve(), args.out.resolve()
     if not (data / "datalist.json").is_file():
         parser.error(f"{data}: no datalist.json; run tools/shipped_models_data.py --out {data} first")
     if args.step == "evaluate":
-        evaluate(data, out, args.demo_data.resolve() if args.demo_data else None, args.notes)
+        evaluate(data, out, args.demo_data.resolve() if args.demo_data else None, args.notes, args.results_name)
     else:
         {"aasn": train_aasn, "landmarks": train_landmarks}[args.step](data, out)
     return 0
