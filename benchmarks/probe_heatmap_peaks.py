@@ -7,6 +7,7 @@ the first ``--training-images`` of its training split, to see how far the traini
 * ``auc_at_fracture``: the AUC of the maximum inside the fracture discs of each positive image (the target mask)
   against the maximum of each negative: would the score separate the classes if positives peaked at their breaks?
 * ``positives_peaking_at_fracture``: the share of positive images whose maximum lies inside their fracture disc;
+* ``image_auc_interior`` (``--interiors``): the AUC of the maximum over the ROI less that many pixels at each edge;
 * ``negative_peaks_at_border``: the share of negative images whose maximum lies within ``--border`` pixels of the
   ROI's edge, and ``negative_peak_grid``: a 3 x 3 count of where in the ROI their maxima lie (rows: top to bottom;
   columns: image left to right).
@@ -34,9 +35,11 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 
 @torch.no_grad()
-def heatmap_peaks(network, loader, prepare_batch, device, border: int, inferer=None) -> dict:
+def heatmap_peaks(network, loader, prepare_batch, device, border: int, inferer=None, interiors=()) -> dict:
     network.eval()
     positive_at_fracture, negative_max, positive_max, peaking, border_peaks, grid = [], [], [], [], [], np.zeros((3, 3))
+    interior_max = {m: [] for m in interiors}  # the maximum over the ROI less m pixels at each edge
+    image_labels = []
     for batch in loader:
         inputs, target = prepare_batch(batch, device)
         logits = (network(inputs) if inferer is None else inferer(inputs, network))[:, 0]
@@ -46,6 +49,9 @@ def heatmap_peaks(network, loader, prepare_batch, device, border: int, inferer=N
             flat = int(torch.argmax(logit))
             row, col = divmod(flat, w)
             peak = float(logit.max())
+            image_labels.append(int(label))
+            for m in interiors:
+                interior_max[m].append(float(logit[m : h - m, m : w - m].max()))
             if int(label):
                 positive_max.append(peak)
                 inside = mask > 0.5
@@ -64,6 +70,9 @@ def heatmap_peaks(network, loader, prepare_batch, device, border: int, inferer=N
         "positives_peaking_at_fracture": round(float(np.mean(peaking)), 3),
         "negative_peaks_at_border": round(float(np.mean(border_peaks)), 3),
         "negative_peak_grid": grid.astype(int).tolist(),
+        "image_auc_interior": {
+            str(m): round(float(roc_auc_score(image_labels, scores)), 4) for m, scores in interior_max.items()
+        },
         "median_logit_max": {
             "positives": round(float(np.median(positive_max)), 3),
             "negatives": round(float(np.median(negative_max)), 3),
@@ -82,6 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, help="append the rows (JSON lines, with provenance) here")
     p.add_argument("--window", type=int, nargs=2, help="score by windows of this size (SiameseWindowInferer)")
     p.add_argument("--overlap", type=float, default=0.5)
+    p.add_argument(
+        "--interiors", type=int, nargs="*", default=[], help="also the AUC away from these edge margins (px)"
+    )
     p.add_argument(
         "--training-images", type=int, default=0, help="score this many training images instead (overfitting check)"
     )
@@ -105,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         network.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
         row = {"weights": str(weights), "split": "training" if args.training_images else "validation"}
         row |= {"window": args.window, "overlap": args.overlap if args.window else None}
-        row |= heatmap_peaks(network, loader, prepare_batch, device, args.border, inferer)
+        row |= heatmap_peaks(network, loader, prepare_batch, device, args.border, inferer, args.interiors)
         row["provenance"] = results_metadata.finish(dict(meta))
         print(json.dumps(row), flush=True)
         if args.out:
