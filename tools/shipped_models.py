@@ -165,6 +165,8 @@ def evaluate(data: Path, out: Path, demo_data: Path | None, notes: str, results_
             record[model][name] = _aasn_row(metrics) if model == "aasn" else _landmark_row(metrics)
     record["training"] = json.loads(TRAINING_LOG.read_text())["runs"] if TRAINING_LOG.is_file() else []
     record["notes"] = notes
+    if results_name != "shipped_models":
+        record["title"] = "Candidate models (not shipped unless the notes say so) on held-out atlas members"
     record["provenance"] = results_metadata.finish(meta)
     record = {"command": record["provenance"]["command"], **record}
     (RESULTS / f"{results_name}.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -177,7 +179,7 @@ def _markdown(record: dict) -> list[str]:
         return "n/a" if v is None else f"{100 * v:.1f} %"
 
     lines = [
-        "# The shipped models on held-out atlas members",
+        f"# {record.get('title', 'The shipped models on held-out atlas members')}",
         "",
         *results_metadata.markdown_lines(record["provenance"]),
         "",
