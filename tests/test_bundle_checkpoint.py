@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from ignite.engine import Events
-from monai.engines import SupervisedTrainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
+
+from _tiny_trainer import tiny_trainer  # noqa: E402
 
 from scripts.checkpoint import BestModelSaver, ResumableCheckpoint, atomic_torch_save  # noqa: E402
 
@@ -20,22 +21,7 @@ class _Crash(RuntimeError):
     pass
 
 
-def _trainer(max_epochs, handlers=()):
-    torch.manual_seed(0)
-    net = torch.nn.Linear(3, 1)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    data = [{"image": torch.randn(2, 3), "label": torch.randn(2, 1)} for _ in range(4)]
-    trainer = SupervisedTrainer(
-        device=torch.device("cpu"),
-        max_epochs=max_epochs,
-        train_data_loader=data,
-        network=net,
-        optimizer=opt,
-        loss_function=torch.nn.MSELoss(),
-        train_handlers=list(handlers),
-        prepare_batch=lambda batch, device, non_blocking, **kw: (batch["image"], batch["label"]),
-    )
-    return trainer, net, opt
+_trainer = tiny_trainer
 
 
 def test_interrupted_training_resumes_at_next_epoch_with_same_optimiser_state(tmp_path):

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 from ignite.engine import Events
-from monai.engines import SupervisedTrainer
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 sys.path.insert(0, str(BUNDLE))
+
+from _tiny_trainer import tiny_trainer  # noqa: E402
 
 from scripts.checkpoint import ResumableCheckpoint  # noqa: E402
 from scripts.weight_average import WeightAverage  # noqa: E402
@@ -62,24 +63,12 @@ def test_off_means_the_network_itself_and_nothing_kept():
 
 
 def _trainer(max_epochs: int, decay: float | None, optional=("weight_average",), with_average_in_ckpt=True):
-    torch.manual_seed(0)
-    net = torch.nn.Linear(3, 1)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    data = [{"image": torch.randn(2, 3), "label": torch.randn(2, 1)} for _ in range(4)]
+    trainer, net, opt = tiny_trainer(max_epochs)
     average = WeightAverage(net, decay)
+    average.attach(trainer)
     save_dict = {"network": net, "optimizer": opt}
     if with_average_in_ckpt:
         save_dict["weight_average"] = average
-    trainer = SupervisedTrainer(
-        device=torch.device("cpu"),
-        max_epochs=max_epochs,
-        train_data_loader=data,
-        network=net,
-        optimizer=opt,
-        loss_function=torch.nn.MSELoss(),
-        train_handlers=[average],
-        prepare_batch=lambda batch, device, non_blocking, **kw: (batch["image"], batch["label"]),
-    )
     return trainer, net, average, save_dict, (optional if with_average_in_ckpt else ())
 
 
