@@ -163,3 +163,15 @@ def test_train_json_validates_and_saves_the_average(decay, tmp_path):
         assert average.decay == decay
         assert evaluator.network is average.averaged and saver.network is average.averaged
         assert evaluator.network is not network
+
+
+def test_evaluate_json_scores_the_loaded_weights_even_with_an_average_configured(tmp_path):
+    """evaluate.json loads model.pt (already the averaged weights) into the network: the evaluator must run that
+    network, not a training-time average of its initial weights."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "evaluate.json")])
+    parser.update({"bundle_root": str(tmp_path), "device": "$torch.device('cpu')", "weight_average_decay": 0.99})
+    parser.parse(True)
+    assert parser.get_parsed_content("validate#evaluator").network is parser.get_parsed_content("network")
