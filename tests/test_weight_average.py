@@ -156,7 +156,8 @@ def test_train_json_validates_and_saves_the_average(decay, tmp_path):
     saver = next(h for h in parser.get_parsed_content("validate#handlers") if type(h).__name__ == "BestModelSaver")
     trainer_handlers = parser.get_parsed_content("train#handlers")
     checkpoint = next(h for h in trainer_handlers if isinstance(h, ResumableCheckpoint))
-    assert average in trainer_handlers and checkpoint.save_dict["weight_average"] is average
+    updates = [h for h in trainer_handlers if type(h).__name__ == "WeightAverageUpdates"]
+    assert len(updates) == 1 and updates[0].average is average and checkpoint.save_dict["weight_average"] is average
     if decay is None:
         assert evaluator.network is network and saver.network is network
     else:

@@ -2,7 +2,7 @@
 
 Each step runs the bundle's own configs (the commands a user would type, printed before they run) on the data of
 ``tools/shipped_models_data.py`` (fold 0 = the held-out members) and appends what ran, how long it took and on
-which machine to ``benchmarks/results/shipped_models_training.json``::
+which machine to ``benchmarks/results/shipped_models_training.jsonl`` (one JSON line a run)::
 
     python tools/shipped_models.py aasn       --data /data/shipped --out /runs/shipped   # the fracture AASN
     python tools/shipped_models.py landmarks  --data /data/shipped --out /runs/shipped   # the landmark detector
@@ -32,7 +32,7 @@ import results_metadata  # noqa: E402
 from shipped_models_data import held_out_members  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-TRAINING_LOG = RESULTS / "shipped_models_training.json"
+TRAINING_LOG = RESULTS / "shipped_models_training.jsonl"
 #: The fracture AASN: the CPU recipe over train.json, with the longer cosine schedule of train_shipped.json.
 AASN_CONFIGS = ["configs/train.json", "configs/scale_cpu.json", "configs/train_shipped.json"]
 #: The landmark detector's epochs (whole-image stage, patch stage).
@@ -82,10 +82,16 @@ def _run_logged(step: str, commands: list[tuple[list[str], dict]], parallel: boo
         "parallel": parallel,
         "provenance": results_metadata.finish(meta),
     }
-    log = json.loads(TRAINING_LOG.read_text()) if TRAINING_LOG.is_file() else {"runs": []}
-    log["runs"].append(record)
-    TRAINING_LOG.write_text(json.dumps(log, indent=2) + "\n")
+    with TRAINING_LOG.open("a") as f:
+        f.write(json.dumps(record) + "\n")
     print(f"[{step}] done in {record['wall_s'] / 60:.1f} min; logged in {TRAINING_LOG}", flush=True)
+
+
+def training_runs() -> list[dict]:
+    """The logged training runs, oldest first."""
+    if not TRAINING_LOG.is_file():
+        return []
+    return [json.loads(line) for line in TRAINING_LOG.read_text().splitlines() if line.strip()]
 
 
 def train_aasn(data: Path, out: Path) -> None:
@@ -163,7 +169,7 @@ def evaluate(data: Path, out: Path, demo_data: Path | None, notes: str, results_
             subprocess.run(command, cwd=BUNDLE, check=True)
             metrics = json.loads(metrics_file.read_text())
             record[model][name] = _aasn_row(metrics) if model == "aasn" else _landmark_row(metrics)
-    record["training"] = json.loads(TRAINING_LOG.read_text())["runs"] if TRAINING_LOG.is_file() else []
+    record["training"] = training_runs()
     record["notes"] = notes
     if results_name != "shipped_models":
         record["title"] = "Candidate models (not shipped unless the notes say so) on held-out atlas members"

@@ -11,8 +11,8 @@ needs no extra pass over the data). The first update copies the weights, so an a
 is loaded starts from the loaded weights. ``averaged`` is a network of the same class with the same state-dict keys:
 the evaluator, ``BestModelSaver`` and the inference configs use it as they use the network itself.
 
-``configs/train.json`` always builds one (``weight_average_decay``, ``null`` there: off, and ``averaged`` is the
-network itself); ``configs/scale_cpu.json`` turns it on.
+``configs/train.json`` always builds one (``weight_average``; ``weight_average_decay`` ``null``: off, and
+``averaged`` is the network itself), updated by a :class:`WeightAverageUpdates` among the train handlers.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from scripts.checkpoint import unwrap_model
 
-__all__ = ["WeightAverage"]
+__all__ = ["WeightAverage", "WeightAverageUpdates"]
 
 
 class WeightAverage:
@@ -84,3 +84,20 @@ class WeightAverage:
         if not state:
             return  # written with the average off: it starts from the next update
         self.average.load_state_dict(state)
+
+
+class WeightAverageUpdates:
+    """The train handler that updates a :class:`WeightAverage` defined elsewhere in the config.
+
+    A config's handler list holds dicts, and other configs (MONAI Label's trainer) insert handlers into it, so the
+    average itself lives at the top level (``weight_average``) and this entry only attaches its updates.
+
+    Args:
+        average: the :class:`WeightAverage`.
+    """
+
+    def __init__(self, average: WeightAverage) -> None:
+        self.average = average
+
+    def attach(self, engine: Engine) -> None:
+        self.average.attach(engine)
