@@ -124,7 +124,8 @@ class SiameseWindowInferer(Inferer):
     (``custom_transforms.siamese_crop.SiameseCrop``: the mirrored ROI where the TPS grid points, the grid re-based),
     scored, and the windows' logits are averaged with a weight that favours their centres (a Gaussian of standard
     deviation ``window / 4``), so that a pixel is scored mostly by windows that had it in their central half, where
-    the training put fractures.
+    the training put fractures. (MONAI's ``SlidingWindowInferer`` cuts every channel at the same pixels; the
+    mirrored channels and the grid of a window need ``SiameseCrop``.)
 
     The configs build one for validation, evaluation and inference (``score_window``): ``null`` in ``train.json``
     and ``inference.json`` (a network trained on whole ROIs is run on the whole ROI), ``crop_size`` in
