@@ -17,7 +17,7 @@ sys.path.insert(0, str(BUNDLE))
 from _tiny_trainer import tiny_trainer  # noqa: E402
 
 from scripts.checkpoint import ResumableCheckpoint  # noqa: E402
-from scripts.weight_average import WeightAverage  # noqa: E402
+from scripts.weight_average import WeightAverage, WeightAverageUpdates  # noqa: E402
 
 
 def _net() -> torch.nn.Module:
@@ -176,3 +176,13 @@ def test_evaluate_json_scores_the_loaded_weights_even_with_an_average_configured
     parser.update({"bundle_root": str(tmp_path), "device": "$torch.device('cpu')", "weight_average_decay": 0.99})
     parser.parse(True)
     assert parser.get_parsed_content("validate#evaluator").network is parser.get_parsed_content("network")
+
+
+def test_the_updates_handler_updates_the_average_every_iteration():
+    trainer, net, _ = tiny_trainer(2)
+    average = WeightAverage(net, 0.5)
+    WeightAverageUpdates(average).attach(trainer)
+    trainer.run()
+    assert average.updates == 8  # 2 epochs of 4 iterations
+    # decay 0.5 after 8 updates: the average lags the trained weights (it is not a copy of them)
+    assert not torch.equal(average.averaged.weight, net.weight)

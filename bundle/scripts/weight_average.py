@@ -9,7 +9,8 @@ After every training iteration :class:`WeightAverage` updates ``averaged = decay
 weights`` for every parameter and buffer (BatchNorm's running statistics are averaged alike, so the averaged model
 needs no extra pass over the data). The first update copies the weights, so an average created before a checkpoint
 is loaded starts from the loaded weights. ``averaged`` is a network of the same class with the same state-dict keys:
-the evaluator, ``BestModelSaver`` and the inference configs use it as they use the network itself.
+the training's evaluator and ``BestModelSaver`` use it as they would the network, so ``model.pt`` holds the averaged
+weights, which ``evaluate.json`` and ``inference.json`` load into their network like any other.
 
 ``configs/train.json`` always builds one (``weight_average``; ``weight_average_decay`` ``null``: off, and
 ``averaged`` is the network itself), updated by a :class:`WeightAverageUpdates` among the train handlers.
