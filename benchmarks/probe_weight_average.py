@@ -55,15 +55,16 @@ def training_parser(
 
 
 @torch.no_grad()
-def validation_auc(network: torch.nn.Module, loader, prepare_batch, device, pooling: str) -> float:
-    """Image-level AUC of ``network`` on ``loader``, scored as the bundle's evaluator scores (heatmap pooling)."""
+def validation_auc(network: torch.nn.Module, loader, prepare_batch, device, pooling: str, inferer=None) -> float:
+    """Image-level AUC of ``network`` on ``loader``, scored as the bundle's evaluator scores: its inferer (e.g. the
+    recipe's windows; ``None``: the whole ROI at once), then heatmap pooling."""
     was_training = network.training
     network.eval()
     scorer = ImageScore(pooling)
     scores, labels = [], []
     for batch in loader:
         inputs, _ = prepare_batch(batch, device)
-        logits = network(inputs)
+        logits = network(inputs) if inferer is None else inferer(inputs, network)
         scores += [float(scorer(logit)) for logit in logits]
         labels += [int(v) for v in torch.as_tensor(batch["image_label"]).reshape(-1)]
     network.train(was_training)
@@ -78,10 +79,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--decays", nargs="+", type=float, default=[0.99, 0.998])
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="JSON lines, appended")
+    p.add_argument("--every", type=int, help="score every this many epochs (default: the config's val_interval)")
+    p.add_argument(
+        "--initial-weights",
+        type=Path,
+        help="a state dict (e.g. an earlier run's model.pt) to start from when the run has no last.pt to resume",
+    )
+    p.add_argument(
+        "--override",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "JSON"),
+        help="a config override, as monai.bundle run's --KEY VALUE (the value parsed as JSON when it parses)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    parser = training_parser(args.configs, args.bundle_root, args.dataset_dir, args.fold)
+    overrides = {}
+    for key, value in args.override:
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    parser = training_parser(args.configs, args.bundle_root, args.dataset_dir, args.fold, **overrides)
     for expression in ("initialize",):
         parser.get_parsed_content(expression)
     trainer = parser.get_parsed_content("train#trainer")
@@ -90,8 +111,12 @@ def main(argv: list[str] | None = None) -> None:
     prepare_batch = parser.get_parsed_content("prepare_batch")
     pooling = parser.get_parsed_content("validate#score_pooling")
     device = parser.get_parsed_content("device")
-    interval = int(parser.get_parsed_content("val_interval"))
+    interval = args.every or int(parser.get_parsed_content("val_interval"))
     ckpt_dir = Path(parser.get_parsed_content("ckpt_dir"))
+    inferer = parser.get_parsed_content("validate#inferer")
+    if args.initial_weights is not None and not (ckpt_dir / "last.pt").exists():
+        network.load_state_dict(torch.load(args.initial_weights, map_location=device, weights_only=True))
+        logging.info("started from %s", args.initial_weights)
 
     averages = {f"ema{d:g}": WeightAverage(network, d) for d in args.decays}
     for average in averages.values():
@@ -107,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.time()
         row = {"epoch": epoch, "iteration": engine.state.iteration}
         for name, model in [("raw", network)] + [(n, a.averaged) for n, a in averages.items()]:
-            auc = validation_auc(model, loader, prepare_batch, device, pooling)
+            auc = validation_auc(model, loader, prepare_batch, device, pooling, inferer)
             row[name] = round(auc, 4)
             if auc > best.get(name, (-1.0, 0))[0]:
                 best[name] = (auc, epoch)
