@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--training-images", type=int, default=0, help="score this many training images instead (overfitting check)"
     )
+    p.add_argument(
+        "--flip", action="store_true", help="also score the flipped input and average (FlipAveragingInferer)"
+    )
     args = p.parse_args(argv)
     meta = results_metadata.start(results_metadata.command_line("probe_heatmap_peaks.py", sys.argv[1:]))
     overrides = {}
@@ -108,15 +111,15 @@ def main(argv: list[str] | None = None) -> None:
     loader = parser.get_parsed_content("validate#dataloader")
     prepare_batch = parser.get_parsed_content("prepare_batch")
     device = parser.get_parsed_content("device")
-    inferer = None
-    if args.window:
-        from scripts.fracture.inferers import SiameseWindowInferer
+    from scripts.fracture.inferers import FlipAveragingInferer, SiameseWindowInferer
 
-        inferer = SiameseWindowInferer(args.window, overlap=args.overlap)
+    inferer = SiameseWindowInferer(args.window, overlap=args.overlap)
+    if args.flip:
+        inferer = FlipAveragingInferer(inferer)
     for weights in args.weights:
         network.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
         row = {"weights": str(weights), "split": "training" if args.training_images else "validation"}
-        row |= {"window": args.window, "overlap": args.overlap if args.window else None}
+        row |= {"window": args.window, "overlap": args.overlap if args.window else None, "flip": args.flip}
         row |= heatmap_peaks(network, loader, prepare_batch, device, args.border, inferer, args.interiors)
         row["provenance"] = results_metadata.finish(dict(meta))
         print(json.dumps(row), flush=True)

@@ -42,7 +42,7 @@ from monai.transforms import MapTransform, Randomizable, Transform
 from .geometry import normalized_to_pixel, pixel_to_normalized
 from .resampling import sample_affine
 
-__all__ = ["GREY_CHANNELS", "SiameseWindowAugment", "RandSiameseWindowAugmentd"]
+__all__ = ["GREY_CHANNELS", "SiameseWindowAugment", "RandSiameseWindowAugmentd", "flip_packed"]
 
 #: The channels of the packed input (0-2 ROI, 3-5 mirrored ROI) that are the grey image itself, per pseudo-colour
 #: mode (``custom_transforms.pseudocolor``): they take the exposure offset; the others are detail bands (offset-free).
@@ -50,6 +50,16 @@ __all__ = ["GREY_CHANNELS", "SiameseWindowAugment", "RandSiameseWindowAugmentd"]
 GREY_CHANNELS = {"replicate": (0, 1, 2, 3, 4, 5), "highpass": (0, 3), "enhanced": (0, 3)}
 
 _PADDING_MODES = ("reflection", "border", "zeros")
+
+
+def flip_packed(x: torch.Tensor) -> torch.Tensor:
+    """The horizontal flip of packed Siamese input ``(..., 8, h, w)`` (a window or a whole ROI, batched or not):
+    every channel reversed along W and the grid's x (channel 6) negated, so that ``warp(mirrored', grid')`` is the
+    flip of ``warp(mirrored, grid)``. Its own inverse."""
+    if x.shape[-3] != 8:
+        raise ValueError(f"packed Siamese input must have 8 channels at dim -3, got {tuple(x.shape)}")
+    x = x.flip(-1)
+    return torch.cat([x[..., 0:6, :, :], -x[..., 6:7, :, :], x[..., 7:8, :, :]], dim=-3)
 
 
 def _as_tensor(x) -> torch.Tensor:
@@ -117,8 +127,7 @@ class SiameseWindowAugment(Transform):
         t = None if target is None else _as_tensor(target)
         h, w = int(x.shape[1]), int(x.shape[2])
         if flip:
-            x = x.flip(-1)
-            x = torch.cat([x[0:6], -x[6:7], x[7:8]])
+            x = flip_packed(x)
             t = None if t is None else t.flip(-1)
         if rotation_deg != 0.0 or scale != 1.0:
             a = self.similarity(rotation_deg, scale)

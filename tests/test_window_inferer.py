@@ -14,7 +14,9 @@ import torch
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 sys.path.insert(0, str(BUNDLE))
 
-from scripts.fracture.inferers import InferenceModeInferer, SiameseWindowInferer  # noqa: E402
+from custom_transforms.siamese_augment import SiameseWindowAugment, flip_packed  # noqa: E402
+
+from scripts.fracture.inferers import FlipAveragingInferer, InferenceModeInferer, SiameseWindowInferer  # noqa: E402
 
 
 def _siamese_input(height: int, width: int) -> torch.Tensor:
@@ -105,3 +107,40 @@ def test_the_cpu_recipe_scores_by_its_training_windows_and_the_paper_scale_by_th
     assert _parsed(["train.json", "scale_cpu.json"], "validate#inferer").window_size == tuple(crop)
     inferer = _parsed(["inference.json", "scale_cpu.json"], "inferer")
     assert inferer.window_size == tuple(crop) and isinstance(inferer.inner, InferenceModeInferer)
+
+
+class _GridX(torch.nn.Module):
+    """Logit = the TPS grid's x (channel 6): the flip negates it, so the flip average must cancel it."""
+
+    def forward(self, x):
+        return x[:, 6:7].clone()
+
+
+def test_flip_average_flips_the_second_heatmap_back_before_averaging():
+    x = _siamese_input(8, 12)
+    # a network that ignores its input: the column index; flipped back it reads w - 1 - j, the mean (w - 1) / 2
+    out = FlipAveragingInferer(SiameseWindowInferer(None))(x, _LocalColumn())
+    assert torch.allclose(out, torch.full((1, 1, 8, 12), 5.5))
+    # the grid's x: negated and reversed by the flip, reversed back: -x; the average cancels it
+    out = FlipAveragingInferer(SiameseWindowInferer(None))(x, _GridX())
+    assert torch.allclose(out, torch.zeros(1, 1, 8, 12), atol=1e-6)
+    assert torch.equal(FlipAveragingInferer(SiameseWindowInferer(None), enabled=False)(x, _GridX()), x[:, 6:7])
+
+
+def test_flip_average_of_windows_is_the_mean_of_two_window_scorings():
+    x = _siamese_input(64, 128)
+    net = torch.nn.Conv2d(8, 1, 5, padding=2)
+    windows = SiameseWindowInferer((64, 64), overlap=0.5)
+    with torch.no_grad():
+        expected = (windows(x, net) + windows(flip_packed(x), net).flip(-1)) / 2
+        assert torch.allclose(FlipAveragingInferer(windows)(x, net), expected)
+
+
+def test_flip_packed_is_the_augmentations_flip_on_a_batch_and_its_own_inverse():
+    x = torch.cat([_siamese_input(6, 10), torch.rand(1, 8, 6, 10)])
+    flipped = flip_packed(x)
+    for item, result in zip(x, flipped, strict=True):
+        assert torch.equal(result, SiameseWindowAugment()(item, flip=True)[0])
+    assert torch.equal(flip_packed(flipped), x)
+    with pytest.raises(ValueError, match="8 channels"):
+        flip_packed(torch.zeros(1, 6, 4, 4))

@@ -23,7 +23,13 @@ import torch
 import torch.nn as nn
 from monai.inferers import Inferer
 
-__all__ = ["DistanceOutput", "InferenceModeInferer", "SiameseTrainingInferer", "SiameseWindowInferer"]
+__all__ = [
+    "DistanceOutput",
+    "FlipAveragingInferer",
+    "InferenceModeInferer",
+    "SiameseTrainingInferer",
+    "SiameseWindowInferer",
+]
 
 
 class DistanceOutput(nn.Module):
@@ -205,3 +211,32 @@ class SiameseWindowInferer(Inferer):
             for (row, col), logit in zip(positions, logits, strict=True):
                 total[index, :, row : row + h, col : col + w] += logit * weight
         return total / norm
+
+
+class FlipAveragingInferer(Inferer):
+    """Scores the packed Siamese input and its horizontal flip, and averages the two heatmaps' logits.
+
+    The flip is ``custom_transforms.siamese_augment.flip_packed`` (the TPS grid kept consistent), the one the CPU
+    recipe's window augmentation trains with, so the flipped input is one the network has learnt from; the flipped
+    heatmap is flipped back before the average. It costs two passes. The paper scores one pass; ``score_flip`` in the
+    configs turns this on (``false`` by default: a pass-through).
+
+    Args:
+        inner: the inferer that scores each of the two inputs (e.g. :class:`SiameseWindowInferer`).
+        enabled: ``False``: only ``inner(inputs, network)``.
+    """
+
+    def __init__(self, inner: Inferer, enabled: bool = True) -> None:
+        self.inner, self.enabled = inner, bool(enabled)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        from custom_transforms.siamese_augment import flip_packed
+
+        as_tensor = getattr(inputs, "as_tensor", None)
+        if as_tensor is not None:
+            inputs = as_tensor()
+        direct = self.inner(inputs, network, *args, **kwargs)
+        if not self.enabled:
+            return direct
+        flipped = self.inner(flip_packed(inputs), network, *args, **kwargs)
+        return (direct + flipped.flip(-1)) / 2
