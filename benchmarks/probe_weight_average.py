@@ -55,9 +55,11 @@ def training_parser(
 
 
 @torch.no_grad()
-def validation_auc(network: torch.nn.Module, loader, prepare_batch, device, pooling: str, inferer=None) -> float:
-    """Image-level AUC of ``network`` on ``loader``, scored as the bundle's evaluator scores: its inferer (e.g. the
-    recipe's windows; ``None``: the whole ROI at once), then heatmap pooling."""
+def validation_scores(
+    network: torch.nn.Module, loader, prepare_batch, device, pooling: str, inferer=None
+) -> tuple[list[int], list[float]]:
+    """Image labels and scores of ``network`` on ``loader`` (in its order), scored as the bundle's evaluator scores:
+    its inferer (e.g. the recipe's windows; ``None``: the whole ROI at once), then heatmap pooling."""
     was_training = network.training
     network.eval()
     scorer = ImageScore(pooling)
@@ -68,7 +70,12 @@ def validation_auc(network: torch.nn.Module, loader, prepare_batch, device, pool
         scores += [float(scorer(logit)) for logit in logits]
         labels += [int(v) for v in torch.as_tensor(batch["image_label"]).reshape(-1)]
     network.train(was_training)
-    return float(roc_auc_score(labels, scores))
+    return labels, scores
+
+
+def validation_auc(network: torch.nn.Module, loader, prepare_batch, device, pooling: str, inferer=None) -> float:
+    """Image-level AUC of :func:`validation_scores`."""
+    return float(roc_auc_score(*validation_scores(network, loader, prepare_batch, device, pooling, inferer)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,7 +3,9 @@ accuracy bar it must clear, and a copy of its weights that must not clear it.
 
 The bar is checked on radiographs the detector never saw: new simulations (seed :data:`SEED`, taken by no training or
 evaluation data) of the atlas members ``bundle/configs/metadata.json`` holds out (``held_out_atlas_members``), all of
-them in the 12-member subset that ships with the simulator, so a fresh clone and CI can make them.
+them in the 12-member subset that ships with the simulator, so a fresh clone and CI can make them. The fracture
+AASN's test (``test_shipped_aasn.py``, helpers in ``_shipped_aasn.py``) scores the same radiographs (the
+``held_out_items`` fixture of ``conftest.py``) and shuffles its weights with :func:`shuffled_copy`.
 """
 
 from __future__ import annotations
@@ -51,17 +53,24 @@ N_IMAGES = 40
 #: The bar (issue 15): mean radial error over every landmark of every image, in mm.
 MAX_MRE_MM = 3.0
 
-#: Points the test at another models folder (holding :data:`DETECTOR_FILES`) than ``bundle/models``, e.g. a freshly
-#: trained detector before it is shipped: ``AASN_SHIPPED_MODELS_DIR=/runs/shipped/models pytest
-#: tests/test_shipped_models.py``. With it set, ``bundle/large_files.yml`` is not consulted.
+#: Points the tests at another models folder (holding :data:`DETECTOR_FILES`, or the AASN's ``model.pt``) than
+#: ``bundle/models``, e.g. freshly trained models before they are shipped:
+#: ``AASN_SHIPPED_MODELS_DIR=/runs/shipped/models pytest tests/test_shipped_models.py tests/test_shipped_aasn.py``.
+#: With it set, ``bundle/large_files.yml`` is not consulted.
 MODELS_DIR_VARIABLE = "AASN_SHIPPED_MODELS_DIR"
+
+
+def listed_models(large_files_yml: str | os.PathLike = BUNDLE / "large_files.yml") -> set[str]:
+    """The files (names in ``models/``) that the bundle's ``large_files.yml`` ships."""
+    entries = yaml.safe_load(Path(large_files_yml).read_text()).get("large_files") or []
+    paths = [Path(entry["path"]) for entry in entries]
+    return {path.name for path in paths if path.parent.as_posix() == "models"}
 
 
 def listed_detector_files(large_files_yml: str | os.PathLike = BUNDLE / "large_files.yml") -> list[str]:
     """The detector's files (names in ``models/``) that the bundle's ``large_files.yml`` ships."""
-    entries = yaml.safe_load(Path(large_files_yml).read_text()).get("large_files") or []
-    paths = {Path(entry["path"]).as_posix() for entry in entries}
-    return [name for name in DETECTOR_FILES if f"models/{name}" in paths]
+    listed = listed_models(large_files_yml)
+    return [name for name in DETECTOR_FILES if name in listed]
 
 
 def shipped_detector_dir(environ=os.environ, bundle: str | os.PathLike = BUNDLE) -> Path | None:
@@ -90,6 +99,18 @@ def shipped_detector_dir(environ=os.environ, bundle: str | os.PathLike = BUNDLE)
     if missing:
         raise FileNotFoundError(f"{models}: the landmark detector's {missing} are missing.")
     return models
+
+
+def planted_bundle(root: str | os.PathLike, listed: Sequence[str], present: Sequence[str]) -> Path:
+    """A planted ``<root>/bundle`` for the skip-or-fail tests: its ``large_files.yml`` lists ``models/<name>`` for each
+    of ``listed``, and ``models/`` holds a placeholder file for each of ``present``."""
+    bundle = Path(root) / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    entries = [{"path": f"models/{name}", "url": f"https://weights.invalid/{name}"} for name in listed]
+    (bundle / "large_files.yml").write_text(yaml.safe_dump({"large_files": entries}))
+    for name in present:
+        (bundle / "models" / name).write_bytes(b"x")
+    return bundle
 
 
 def simulate_held_out(out_dir: str | os.PathLike, n: int = N_IMAGES, workers: int = 2) -> list[dict]:
@@ -197,23 +218,31 @@ def detector_meets_bar(
     return not problems, message + ("; FAILS: " + "; ".join(problems) if problems else "")
 
 
-def shuffled_copy(models_dir: str | os.PathLike, out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """Copy the detector's files from ``models_dir`` to ``out_dir`` with every tensor of the global network's state
-    dict permuted in place (shapes, dtypes and the file's layout unchanged), the patch network and the shape model
-    as they are.
+def shuffled_copy(
+    models_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    shuffled: Sequence[str] = (GLOBAL_WEIGHTS,),
+    copied: Sequence[str] = (REFINE_WEIGHTS, SHAPE_MODEL),
+) -> Path:
+    """Copy model files from ``models_dir`` to ``out_dir``: those named in ``shuffled`` with every tensor of their
+    state dict permuted in place (shapes, dtypes, strides and the file's layout unchanged), those in ``copied`` as
+    they are.
 
-    The copy loads into the configured network like the original, so a detector built from it fails only by what
-    its weights compute: the detector the accuracy test must reject.
+    By default the detector's files: its global network shuffled, the patch network and the shape model as they are
+    (the AASN's test shuffles its ``model.pt`` alone). The copy loads into the configured network like the original,
+    so a model built from it fails only by what its weights compute: the model the accuracy test must reject.
     """
     source, out = Path(models_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in (REFINE_WEIGHTS, SHAPE_MODEL):
+    for name in copied:
         shutil.copy2(source / name, out / name)
-    checkpoint = torch.load(source / GLOBAL_WEIGHTS, map_location="cpu", weights_only=True)
-    state = checkpoint.get("network", checkpoint)  # the layouts load_network_weights reads
     generator = torch.Generator().manual_seed(seed)
-    for tensor in state.values():
-        flat = tensor.view(-1)
-        flat.copy_(flat[torch.randperm(flat.numel(), generator=generator)])
-    torch.save(checkpoint, out / GLOBAL_WEIGHTS)
+    for name in shuffled:
+        checkpoint = torch.load(source / name, map_location="cpu", weights_only=True)
+        state = checkpoint.get("network", checkpoint)  # the layouts load_network_weights reads
+        for tensor in state.values():
+            flat = tensor.reshape(-1)  # a copy where the tensor is not contiguous (channels-last convolution weights)
+            tensor.copy_(flat[torch.randperm(flat.numel(), generator=generator)].view(tensor.shape))
+        torch.save(checkpoint, out / name)
     return out

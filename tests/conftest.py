@@ -38,6 +38,15 @@ def pxr_case(tmp_path):
     return make
 
 
+@pytest.fixture(scope="session")
+def held_out_items(tmp_path_factory):
+    """The held-out atlas members' new radiographs (``tests/_shipped_models.py``: 40 images, seed 2027), on which the
+    shipped landmark detector and fracture AASN are tested; simulated once per session (the slow part)."""
+    from _shipped_models import simulate_held_out
+
+    return simulate_held_out(tmp_path_factory.mktemp("held_out_members"))
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny workloads on a shared machine: several OpenMP threads only wait for each other."""

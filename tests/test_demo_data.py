@@ -154,3 +154,19 @@ def test_monai_property_checks_pass_as_a_script_on_a_fresh_clone(fresh_bundle):
     lines = result.stdout.splitlines()
     assert "configs/train.json ok" in lines and "configs/inference.json ok" in lines, result.stdout[-3000:]
     assert not (fresh_bundle / "data").exists()  # nothing was simulated
+
+
+def test_the_demo_names_test_members_that_a_shipped_model_trained_on(tmp_path):
+    from scripts.demo import members_seen_by_shipped_models
+
+    held_out = json.loads((Path(BUNDLE) / "configs" / "metadata.json").read_text())["held_out_atlas_members"]
+    inside, outside = f"atlas-{held_out[0]}", "atlas-999"
+    items = [
+        {"image": f"{s}_{i}.dcm", "annotation": f"{s}_{i}.json", "label": i % 2, "subject": s, "fold": fold}
+        for s, fold in ((inside, 0), (outside, 1), ("atlas-998", 2), ("atlas-997", 3), ("atlas-996", 4))
+        for i in range(2)
+    ]
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"data": items}))
+    assert members_seen_by_shipped_models(datalist, 0) == []
+    assert members_seen_by_shipped_models(datalist, 1) == [outside]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from _shipped_models import (
     DETECTOR_FILES,
@@ -29,10 +28,10 @@ from _shipped_models import (
     detector_meets_bar,
     held_out_members,
     listed_detector_files,
+    planted_bundle,
     run_detector,
     shipped_detector_dir,
     shuffled_copy,
-    simulate_held_out,
 )
 
 
@@ -40,7 +39,7 @@ from _shipped_models import (
 def shipped_models():
     """The models folder under test; skips while the detector is not shipped, fails when shipped files are missing.
 
-    Session-scoped, and requested before ``held_out_items``, so that a skip costs no simulation.
+    Session-scoped, and requested before ``held_out_items`` (``conftest.py``), so that a skip costs no simulation.
     """
     try:
         models = shipped_detector_dir()
@@ -52,12 +51,6 @@ def shipped_models():
             f"{', '.join(DETECTOR_FILES)} (set {MODELS_DIR_VARIABLE} to test a models folder)"
         )
     return models
-
-
-@pytest.fixture(scope="session")
-def held_out_items(tmp_path_factory):
-    """The held-out members' new radiographs (simulated once per session: the slow part)."""
-    return simulate_held_out(tmp_path_factory.mktemp("held_out_members"))
 
 
 @pytest.mark.slow
@@ -140,36 +133,26 @@ def test_shuffled_copy_keeps_a_checkpoint_dict_around_the_state_dict(tmp_path):
     assert shuffled["network"]["w"].tolist() != list(range(10))
 
 
-def _bundle(tmp_path, listed: list[str], present: list[str]):
-    bundle = tmp_path / "bundle"
-    (bundle / "models").mkdir(parents=True)
-    entries = [{"path": f"models/{name}", "url": f"https://weights.invalid/{name}"} for name in listed]
-    (bundle / "large_files.yml").write_text(yaml.safe_dump({"large_files": entries}))
-    for name in present:
-        (bundle / "models" / name).write_bytes(b"x")
-    return bundle
-
-
 def test_no_detector_listed_means_nothing_to_test(tmp_path):
-    bundle = _bundle(tmp_path, ["model.pt"], ["model.pt"])  # the fracture model alone
+    bundle = planted_bundle(tmp_path, ["model.pt"], ["model.pt"])  # the fracture model alone
     assert listed_detector_files(bundle / "large_files.yml") == []
     assert shipped_detector_dir({}, bundle) is None
 
 
 def test_a_listed_detector_must_be_complete_and_present(tmp_path):
-    bundle = _bundle(tmp_path, list(DETECTOR_FILES), list(DETECTOR_FILES))
+    bundle = planted_bundle(tmp_path, list(DETECTOR_FILES), list(DETECTOR_FILES))
     assert shipped_detector_dir({}, bundle) == bundle / "models"
     (bundle / "models" / REFINE_WEIGHTS).unlink()
     with pytest.raises(FileNotFoundError, match=REFINE_WEIGHTS):
         shipped_detector_dir({}, bundle)
-    partly = _bundle(tmp_path / "partly", [GLOBAL_WEIGHTS], list(DETECTOR_FILES))
+    partly = planted_bundle(tmp_path / "partly", [GLOBAL_WEIGHTS], list(DETECTOR_FILES))
     with pytest.raises(ValueError, match=SHAPE_MODEL):
         shipped_detector_dir({}, partly)
 
 
 def test_the_variable_names_the_models_folder_whatever_large_files_yml_says(tmp_path):
-    bundle = _bundle(tmp_path, [], [])
-    other = _bundle(tmp_path / "other", [], list(DETECTOR_FILES)) / "models"
+    bundle = planted_bundle(tmp_path, [], [])
+    other = planted_bundle(tmp_path / "other", [], list(DETECTOR_FILES)) / "models"
     assert shipped_detector_dir({MODELS_DIR_VARIABLE: str(other)}, bundle) == other
     with pytest.raises(FileNotFoundError, match=GLOBAL_WEIGHTS):
         shipped_detector_dir({MODELS_DIR_VARIABLE: str(bundle / "models")}, bundle)

@@ -1,5 +1,6 @@
-"""The built-in demo: simulate radiographs, train, evaluate on the test fold, infer, print the results; then the
-bedside path: the landmark detector that ships in ``bundle/models`` (or, when none ships or with
+"""The built-in demo: simulate radiographs; the fracture AASN that ships in ``bundle/models`` (or, when none ships
+or with ``--train-aasn``, one trained here on the demo data), evaluated on the test fold, inference, the results
+printed; then the bedside path: the landmark detector that ships in ``bundle/models`` (or, when none ships or with
 ``--train-landmark-detector``, one trained briefly on the demo data), evaluated on the test fold, and inference on the
 same test images without their annotations.
 
@@ -17,8 +18,9 @@ detector's MRE/SDR), ``inference/`` (per-image heatmap, overlay and report, anno
 run`` calls a user would type are made in-process: ``configs/scale_cpu.json`` (the CPU recipe) and
 ``configs/demo.json`` (epochs) on top of the real AASN configs, and, when the detector is trained here,
 ``configs/landmark_train.json``'s run ids ``run_global`` and ``run_refine`` with fewer epochs (``--landmark-epochs``,
-``--landmark-refine-epochs``), so that it finishes in minutes on a CPU. The shipped detector never saw the demo's
-test members (``metadata.json``: ``held_out_atlas_members``). A rerun reuses the data and resumes or reuses what
+``--landmark-refine-epochs``), so that it finishes in minutes on a CPU. The shipped AASN and detector never saw the
+demo's test members (``metadata.json``: ``held_out_atlas_members``); with them the AASN steps run with ``ckpt_dir``
+= ``bundle/models`` and nothing is trained. A rerun reuses the data and resumes or reuses what
 is already there.
 """
 
@@ -39,6 +41,8 @@ DEMO_DATA_DIR = BUNDLE / "data" / "demo"
 DEMO_NUM_IMAGES, DEMO_IMAGE_SIZE, DEMO_SEED = 480, 512, 0
 #: The weights that ship with the bundle (``large_files.yml``).
 SHIPPED_MODELS = BUNDLE / "models"
+#: The fracture AASN's weights, as ``configs/evaluate.json`` and ``configs/inference.json`` load them (``ckpt_dir``).
+AASN_WEIGHTS = "model.pt"
 #: The landmark detector's files, as ``configs/landmark_inference.json`` names them.
 LANDMARK_DETECTOR_FILES = ("landmark_model.pt", "landmark_refine_model.pt", "landmark_shape_model.json")
 
@@ -93,6 +97,11 @@ def simulate_demo_data(
     return datalist
 
 
+def shipped_aasn(models: Path = SHIPPED_MODELS) -> bool:
+    """Whether the bundle ships the fracture AASN (trained with the CPU recipe, ``configs/scale_cpu.json``)."""
+    return (models / AASN_WEIGHTS).is_file()
+
+
 def shipped_landmark_detector(models: Path = SHIPPED_MODELS) -> bool:
     """Whether the bundle ships the landmark detector (all three of its files in ``models``)."""
     return all((models / name).is_file() for name in LANDMARK_DETECTOR_FILES)
@@ -107,6 +116,16 @@ def _run(config_files: list[Path], **overrides) -> None:
         logging_file=str(CONFIGS / "logging.conf"),
         **overrides,
     )
+
+
+def members_seen_by_shipped_models(datalist: Path, fold: int) -> list[str]:
+    """The test fold's subjects that are not among ``metadata.json``'s ``held_out_atlas_members``: a shipped model
+    trained on them, so its test figures there would be inflated (empty for the demo's default fold)."""
+    from scripts.datalist import fold_split
+
+    held_out = json.loads((CONFIGS / "metadata.json").read_text())["held_out_atlas_members"]
+    allowed = {f"atlas-{member}" for member in held_out}
+    return sorted({item["subject"] for item in fold_split(datalist, fold, "test")} - allowed)
 
 
 def _inference_list(datalist: Path, fold: int, out: Path, count: int) -> Path:
@@ -178,6 +197,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--variant", default="aasn", help="network variant (configs/variants)")
     parser.add_argument("--num-infer", type=int, default=3, help="test images to run inference on")
     parser.add_argument(
+        "--train-aasn",
+        action="store_true",
+        help="train the AASN on the demo data (--epochs) even when one ships in bundle/models",
+    )
+    parser.add_argument(
         "--train-landmark-detector",
         action="store_true",
         help="train the landmark detector on the demo data even when one ships in bundle/models",
@@ -204,9 +228,27 @@ def main(argv: list[str] | None = None) -> dict:
     common = {"bundle_root": str(out), "dataset_dir": str(data), "fold": args.fold, "variant": args.variant}
     start = time.time()
 
-    print(f"[demo] 1/6 training on simulated data in {data} (simulated first if absent)", flush=True)
-    datalist = simulate_demo_data(data, args.num_images)
-    _run(configs + demo, **common, **({"max_epochs": args.epochs} if args.epochs else {}))
+    # the AASN that ships in bundle/models (trained on other atlas members than the demo's test members), or one
+    # trained here from scratch on the demo's training fold
+    aasn_shipped = not args.train_aasn and args.variant == "aasn" and shipped_aasn()
+    if aasn_shipped:
+        print(
+            f"[demo] 1/6 the fracture AASN that ships with the bundle ({SHIPPED_MODELS / AASN_WEIGHTS}), no "
+            f"training; simulated data in {data} (simulated first if absent)",
+            flush=True,
+        )
+        datalist = simulate_demo_data(data, args.num_images)
+        common["ckpt_dir"] = str(SHIPPED_MODELS)
+        seen = members_seen_by_shipped_models(datalist, args.fold)
+        if seen:
+            logger.warning(
+                f"test fold {args.fold} holds {', '.join(seen)}, on which the shipped models trained: its figures "
+                "are not held-out figures (fold 0 holds only held-out members; or pass --train-aasn)"
+            )
+    else:
+        print(f"[demo] 1/6 training on simulated data in {data} (simulated first if absent)", flush=True)
+        datalist = simulate_demo_data(data, args.num_images)
+        _run(configs + demo, **common, **({"max_epochs": args.epochs} if args.epochs else {}))
     t_train = time.time() - start
 
     print("[demo] 2/6 evaluating on the test fold", flush=True)
@@ -214,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
 
     print("[demo] 3/6 inference on a few test images (with their annotations)", flush=True)
-    infer_overrides = {k: v for k, v in common.items() if k in ("bundle_root", "dataset_dir", "variant")}
+    infer_overrides = {k: v for k, v in common.items() if k in ("bundle_root", "dataset_dir", "variant", "ckpt_dir")}
     inference_list = _inference_list(datalist, args.fold, out, args.num_infer)
     _run(
         [CONFIGS / "inference.json"] + demo,
@@ -280,7 +322,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     lines = [
         "",
-        f"AASN demo ({args.variant}), test fold {args.fold}: {metrics['num_images']} images, "
+        f"AASN demo ({args.variant}, {'shipped weights' if aasn_shipped else 'trained here'}), "
+        f"test fold {args.fold}: {metrics['num_images']} images, "
         f"{metrics['num_positive']} fractured, {metrics['num_fractures']} fracture sites",
         f"  AUC                  {pct(metrics['auc'])}",
         f"  AP                   {pct(metrics['ap'])}",
@@ -296,7 +339,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"bedside inference: {out / 'inference_bedside'} (inputs {out / 'bedside_input'}: the images without "
         "annotations; summary inference_summary.json)",
         *_compare_landmark_sources(out / "inference", out / "inference_bedside"),
-        f"time: {time.time() - start:.0f} s (training {t_train:.0f} s; landmark detector and bedside inference "
+        f"time: {time.time() - start:.0f} s ({'data' if aasn_shipped else 'data and training'} {t_train:.0f} s; "
+        "landmark detector and bedside inference "
         f"{t_landmarks:.0f} s)",
     ]
     print("\n".join(lines), flush=True)
