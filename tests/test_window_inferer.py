@@ -102,11 +102,20 @@ def _parsed(files: list[str], key: str):
 
 def test_the_cpu_recipe_scores_by_its_training_windows_and_the_paper_scale_by_the_whole_roi():
     crop = json.loads((BUNDLE / "configs" / "scale_cpu.json").read_text())["crop_size"]
-    assert _parsed(["train.json"], "validate#inferer").window_size is None
-    assert _parsed(["inference.json"], "inferer").window_size is None
-    assert _parsed(["train.json", "scale_cpu.json"], "validate#inferer").window_size == tuple(crop)
-    inferer = _parsed(["inference.json", "scale_cpu.json"], "inferer")
+    assert _parsed(["train.json"], "validate#inferer").inner.window_size is None
+    assert _parsed(["inference.json"], "inferer").inner.window_size is None
+    assert _parsed(["train.json", "scale_cpu.json"], "validate#inferer").inner.window_size == tuple(crop)
+    inferer = _parsed(["inference.json", "scale_cpu.json"], "inferer").inner
     assert inferer.window_size == tuple(crop) and isinstance(inferer.inner, InferenceModeInferer)
+
+
+def test_the_flip_average_is_off_unless_score_flip_turns_it_on(tmp_path):
+    for files, key in ((["train.json"], "validate#inferer"), (["inference.json"], "inferer")):
+        inferer = _parsed(files, key)
+        assert isinstance(inferer, FlipAveragingInferer) and inferer.enabled is False
+        on = tmp_path / "flip.json"
+        on.write_text(json.dumps({"score_flip": True}))
+        assert _parsed([*files, str(on)], key).enabled is True
 
 
 class _GridX(torch.nn.Module):
