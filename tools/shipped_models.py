@@ -115,8 +115,11 @@ def train_landmarks(data: Path, out: Path) -> None:
     _run_logged("landmarks", [(c, {"OMP_NUM_THREADS": "1"}) for c, _ in commands], parallel=True)
 
 
-def _evaluation_commands(data: Path, out: Path, name: str) -> list[tuple[str, list[str], Path]]:
+def _evaluation_commands(
+    data: Path, out: Path, name: str, score_flip: bool = False
+) -> list[tuple[str, list[str], Path]]:
     """(model, command, metrics file) of each model's evaluation on ``data``'s fold 0, under ``out/eval_<name>``."""
+    flip = {"score_flip": True} if score_flip else {}
     aasn = out / "aasn"
     landmarks = out / "landmarks"
     return [
@@ -124,7 +127,7 @@ def _evaluation_commands(data: Path, out: Path, name: str) -> list[tuple[str, li
             "aasn",
             _bundle_command(
                 AASN_CONFIGS[:1] + ["configs/evaluate.json"] + AASN_CONFIGS[1:],
-                bundle_root=aasn, dataset_dir=data, fold=0, output_dir=out / f"eval_{name}" / "aasn",
+                bundle_root=aasn, dataset_dir=data, fold=0, output_dir=out / f"eval_{name}" / "aasn", **flip,
             ),
             out / f"eval_{name}" / "aasn" / "metrics.json",
         ),
@@ -154,16 +157,27 @@ def _landmark_row(metrics: dict) -> dict:
     }
 
 
-def evaluate(data: Path, out: Path, demo_data: Path | None, notes: str, results_name: str = "shipped_models") -> None:
-    """Held-out figures of both models: ``data``'s fold 0 and, when given, the demo data's test fold, written to
-    ``benchmarks/results/<results_name>.{md,json}`` (a candidate that may not ship gets a name of its own)."""
+def evaluate(
+    data: Path,
+    out: Path,
+    demo_data: Path | None,
+    notes: str,
+    results_name: str = "shipped_models",
+    models: tuple[str, ...] = ("aasn", "landmarks"),
+    score_flip: bool = False,
+) -> None:
+    """Held-out figures of ``models``: ``data``'s fold 0 and, when given, the demo data's test fold, written to
+    ``benchmarks/results/<results_name>.{md,json}`` (a candidate that may not ship gets a name of its own);
+    ``score_flip``: the AASN scored with the flip average (``FlipAveragingInferer``)."""
     shown = ['"..."' if sys.argv[i - 1] == "--notes" else a for i, a in enumerate(sys.argv[1:], start=1)]
     meta = results_metadata.start(" ".join(["python", "tools/shipped_models.py", *shown]))
     sets = {"held_out": data} | ({"demo_test_fold": demo_data} if demo_data else {})
     record = {"held_out_atlas_members": held_out_members(), "data": {}, "aasn": {}, "landmarks": {}, "commands": []}
     for name, folder in sets.items():
         record["data"][name] = json.loads((folder / "datalist.json").read_text()).get("description")
-        for model, command, metrics_file in _evaluation_commands(folder, out, name):
+        for model, command, metrics_file in _evaluation_commands(folder, out, name, score_flip):
+            if model not in models:
+                continue
             print(f"[evaluate] cd bundle && {_shown(command)}", flush=True)
             record["commands"].append(f"cd bundle && {_shown(command)}")
             subprocess.run(command, cwd=BUNDLE, check=True)
@@ -250,12 +264,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--results-name", default="shipped_models", help="evaluate: benchmarks/results/<name>.{md,json}"
     )
+    parser.add_argument(
+        "--models", nargs="+", choices=["aasn", "landmarks"], default=["aasn", "landmarks"], help="evaluate: which"
+    )
+    parser.add_argument("--score-flip", action="store_true", help="evaluate: the AASN scored with the flip average")
     args = parser.parse_args(argv)
     data, out = args.data.resolve(), args.out.resolve()
     if not (data / "datalist.json").is_file():
         parser.error(f"{data}: no datalist.json; run tools/shipped_models_data.py --out {data} first")
     if args.step == "evaluate":
-        evaluate(data, out, args.demo_data.resolve() if args.demo_data else None, args.notes, args.results_name)
+        demo_data = args.demo_data.resolve() if args.demo_data else None
+        evaluate(data, out, demo_data, args.notes, args.results_name, tuple(args.models), args.score_flip)
     else:
         {"aasn": train_aasn, "landmarks": train_landmarks}[args.step](data, out)
     return 0
