@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bundle-root", type=Path, required=True, help="the run folder (models/, logs/)")
     p.add_argument("--dataset-dir", type=Path, required=True)
     p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="relative to bundle/")
-    p.add_argument("--decays", nargs="+", type=float, default=[0.99, 0.998])
+    p.add_argument("--decays", nargs="*", type=float, default=[0.99, 0.998], help="none: the raw weights only")
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="JSON lines, appended")
     p.add_argument("--every", type=int, help="score every this many epochs (default: the config's val_interval)")

@@ -209,11 +209,14 @@ def _markdown(record: dict) -> list[str]:
         "",
         *[f"- `{name}`: {description}" for name, description in record["data"].items()],
         "",
-        "## Fracture AASN (image level)",
-        "",
-        "| data | images | fractured | AUC | AP | recall at 1 % FP | recall at 10 % FP |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    if record["aasn"]:
+        lines += [
+            "## Fracture AASN (image level)",
+            "",
+            "| data | images | fractured | AUC | AP | recall at 1 % FP | recall at 10 % FP |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
     for name, row in record["aasn"].items():
         lines.append(
             f"| {name} | {row['num_images']} | {row['num_positive']} | {pct(row['auc'])} | {pct(row['ap'])} | "
@@ -228,13 +231,14 @@ def _markdown(record: dict) -> list[str]:
                     f"at 10 % FP {pct(value['recall_at_fp_10pct'])}"
                     for key, value in row[group].items()
                 ]
-    lines += [
-        "",
-        "## Landmark detector",
-        "",
-        "| data | images | MRE (mm) | median (mm) | SDR 2 mm | SDR 2.5 mm | SDR 3 mm | SDR 4 mm | pelvic refused |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    if record["landmarks"]:
+        lines += [
+            "",
+            "## Landmark detector",
+            "",
+            "| data | images | MRE (mm) | median (mm) | SDR 2 mm | SDR 2.5 mm | SDR 3 mm | SDR 4 mm | pelvic refused |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
     for name, row in record["landmarks"].items():
         lines.append(
             f"| {name} | {row['images']} | {row['mre_mm']:.2f} | {row['median_mm']:.2f} | {row['sdr_2mm']:.1f} % | "
