@@ -14,7 +14,12 @@ it are this run's only; files the bundle did not write are left alone, and nothi
 touched (a linked folder is not followed). Other contents (``landmarks/`` of a landmark run, your own files) do not
 make a folder "used". The same run also checks that it can create and write files in ``output_dir``.
 
-Both errors are :class:`StopRun`, a ``SystemExit``: ``python -m monai.bundle run`` prints its one-line message and
+**Shipped weights are not replaced by a training** (``train.json``, ``landmark_train.json``): a training whose
+``ckpt_dir`` is the bundle's own ``models/`` folder, where a weights file it would write is the one the bundle ships
+(listed in ``large_files.yml`` beside that folder, with the same sha256), stops before anything is written, unless
+``--replace_shipped true``. A file already replaced (another hash) is the user's own and is trained on as usual.
+
+These errors are :class:`StopRun`, a ``SystemExit``: ``python -m monai.bundle run`` prints its one-line message and
 exits with status 1, as a command-line tool stops on a usage error.
 """
 
@@ -26,7 +31,14 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["StopRun", "earlier_run", "prepare_output_dir", "require_checkpoints", "require_weights"]
+__all__ = [
+    "StopRun",
+    "earlier_run",
+    "prepare_output_dir",
+    "protect_shipped_weights",
+    "require_checkpoints",
+    "require_weights",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -133,3 +145,47 @@ def require_checkpoints(handlers) -> list[str]:
         handlers: the engine's handlers (a config's ``handlers`` list); those without ``load_path`` are skipped.
     """
     return [require_weights(h.load_path) for h in handlers if isinstance(getattr(h, "load_path", None), (str, Path))]
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def protect_shipped_weights(
+    ckpt_dir: str | os.PathLike, names: Sequence[str], replace_shipped: bool = False
+) -> list[str]:
+    """Stop a training that would overwrite the weights the bundle ships (module docstring); returns the shipped
+    files it would replace (empty when none, or when ``replace_shipped``).
+
+    Args:
+        ckpt_dir: where the training writes its weights.
+        names: the files it writes there (e.g. ``["model.pt"]``).
+        replace_shipped: replace them anyway.
+
+    Raises:
+        StopRun: a file in ``names`` is in ``ckpt_dir`` as the bundle ships it.
+    """
+    import yaml
+
+    models = Path(ckpt_dir).resolve()
+    listing = models.parent / "large_files.yml"
+    if not listing.is_file():
+        return []
+    entries = (yaml.safe_load(listing.read_text()) or {}).get("large_files") or []
+    shipped = []
+    for entry in entries:
+        path = (listing.parent / entry["path"]).resolve()
+        if path.parent == models and path.name in names and path.is_file() and _sha256(path) == entry["hash_val"]:
+            shipped.append(str(path))
+    if shipped and not replace_shipped:
+        raise StopRun(
+            f"{', '.join(shipped)}: the weights this bundle ships ({listing.name}); this training would replace them. "
+            "Train into another folder (--bundle_root DIR or --ckpt_dir DIR), or pass --replace_shipped true."
+        )
+    return shipped
