@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import results_metadata  # noqa: E402
-from probe_weight_average import DEFAULT_CONFIGS, training_parser  # noqa: E402
+from bundle_validation import DEFAULT_CONFIGS, training_parser  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 

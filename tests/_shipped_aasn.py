@@ -3,7 +3,7 @@ must clear.
 
 The radiographs are ``_shipped_models.py``'s (new simulations of the atlas members no shipped model trained on). The
 AASN scores them as the bundle's validation scores its fold: the configs it was trained with
-(``tools/shipped_models.py``'s ``AASN_CONFIGS``), parsed and scored by ``benchmarks/probe_weight_average.py``'s
+(``tools/shipped_models.py``'s ``AASN_CONFIGS``), parsed and scored by ``benchmarks/bundle_validation.py``'s
 :func:`training_parser` and :func:`validation_scores` (the recipe's window inferer, then the network's heatmap
 pooling), so the test checks the shipped configuration, not a copy of it.
 """
@@ -25,7 +25,7 @@ from _shipped_models import BUNDLE, MODELS_DIR_VARIABLE, REPO, listed_models  # 
 if str(REPO / "benchmarks") not in sys.path:
     sys.path.insert(0, str(REPO / "benchmarks"))
 
-from probe_weight_average import training_parser, validation_scores  # noqa: E402
+from bundle_validation import training_parser, validation_scores  # noqa: E402
 
 from shipped_models import AASN_CONFIGS  # noqa: E402
 
