@@ -35,14 +35,24 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 
 @torch.no_grad()
-def heatmap_peaks(network, loader, prepare_batch, device, border: int, inferer=None, interiors=()) -> dict:
+def heatmap_peaks(
+    network, loader, prepare_batch, device, border: int, inferer=None, interiors=(), smooth_sigma: float = 0.0
+) -> dict:
+    """``smooth_sigma`` > 0: the logits are blurred by a Gaussian of that standard deviation (ROI pixels) first, so
+    that the maximum is over fracture-sized neighbourhoods rather than single pixels."""
     network.eval()
+    blur = None
+    if smooth_sigma > 0:
+        from monai.networks.layers import GaussianFilter
+
+        blur = GaussianFilter(spatial_dims=2, sigma=smooth_sigma)
     positive_at_fracture, negative_max, positive_max, peaking, border_peaks, grid = [], [], [], [], [], np.zeros((3, 3))
     interior_max = {m: [] for m in interiors}  # the maximum over the ROI less m pixels at each edge
     image_labels = []
     for batch in loader:
         inputs, target = prepare_batch(batch, device)
-        logits = (network(inputs) if inferer is None else inferer(inputs, network))[:, 0]
+        logits = network(inputs) if inferer is None else inferer(inputs, network)
+        logits = (logits if blur is None else blur(logits))[:, 0]
         labels = torch.as_tensor(batch["image_label"]).reshape(-1)
         for logit, mask, label in zip(logits, target[:, 0], labels, strict=True):
             h, w = logit.shape
@@ -97,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--training-images", type=int, default=0, help="score this many training images instead (overfitting check)"
     )
+    p.add_argument("--smooth-sigma", type=float, default=0.0, help="blur the logits first (ROI pixels; 0: no)")
     p.add_argument(
         "--flip", action="store_true", help="also score the flipped input and average (FlipAveragingInferer)"
     )
@@ -120,7 +131,10 @@ def main(argv: list[str] | None = None) -> None:
         network.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
         row = {"weights": str(weights), "split": "training" if args.training_images else "validation"}
         row |= {"window": args.window, "overlap": args.overlap if args.window else None, "flip": args.flip}
-        row |= heatmap_peaks(network, loader, prepare_batch, device, args.border, inferer, args.interiors)
+        row["smooth_sigma"] = args.smooth_sigma
+        row |= heatmap_peaks(
+            network, loader, prepare_batch, device, args.border, inferer, args.interiors, args.smooth_sigma
+        )
         row["provenance"] = results_metadata.finish(dict(meta))
         print(json.dumps(row), flush=True)
         if args.out:
