@@ -148,6 +148,8 @@ def require_checkpoints(handlers) -> list[str]:
 
 
 def _sha256(path: Path) -> str:
+    # not monai.apps.utils.check_hash: it logs an ERROR on a mismatch, and here a mismatch is the normal case of a
+    # user's own weights in models/ (tools/large_files.py, outside the bundle, cannot be imported by it)
     import hashlib
 
     digest = hashlib.sha256()
