@@ -25,6 +25,12 @@ def main(argv=None) -> int:
     g.add_argument("--out", required=True, help="dataset folder")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--subjects", default=None, help="comma-separated subject ids (atlas member ids or P###)")
+    g.add_argument(
+        "--blends",
+        type=int,
+        default=0,
+        help="atlas only: render N blends of random pairs of the --subjects members instead (simulation.atlas_blend)",
+    )
     g.add_argument("--workers", type=int, default=1)
     g.add_argument("--size", type=int, nargs="+", default=[1024, 1024], help="detector H W in pixels (or one value)")
     g.add_argument("--positive-fraction", type=float, default=None)
@@ -54,6 +60,12 @@ def main(argv=None) -> int:
 
             size = args.size[0] if len(args.size) == 1 else tuple(args.size)
             subjects = [s.strip() for s in args.subjects.split(",") if s.strip()] if args.subjects else None
+            if args.blends:
+                from .atlas_blend import blend_ids
+
+                if args.anatomy != "atlas" or not subjects:
+                    raise ValueError("--blends needs --anatomy atlas and the --subjects members to blend")
+                subjects = blend_ids(subjects, args.blends, args.seed)
             path = generate_dataset(
                 args.out,
                 args.n,

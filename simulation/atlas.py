@@ -237,10 +237,30 @@ def read_member_surfaces(atlas_dir: str | Path, subject: str) -> tuple[dict[str,
     return {b: m for b, (_, m) in surfaces.items()}, {s: m for s, (_, m) in corridors.items()}
 
 
+def unknown_subjects(subjects, members: list[str]) -> list[str]:
+    """The ids among ``subjects`` that are neither a member nor a blend of two members
+    (:mod:`simulation.atlas_blend`)."""
+    from .atlas_blend import parse_blend_id
+
+    def known(subject: str) -> bool:
+        parts = parse_blend_id(subject)
+        return subject in members or (parts is not None and parts[0] in members and parts[1] in members)
+
+    return [str(s) for s in subjects if not known(str(s))]
+
+
 def _read_raw(atlas_dir: Path, subject: str) -> tuple[dict, dict]:
     members = list_members(atlas_dir)
-    if subject not in members:
+    if unknown_subjects([subject], members):
         raise AtlasError(f"{atlas_dir}: unknown subject id '{subject}'; available: {', '.join(members)}")
+    if subject not in members:
+        from .atlas_blend import blend_surfaces, parse_blend_id
+
+        a, b, share = parse_blend_id(subject)
+        try:
+            return blend_surfaces(_read_raw(atlas_dir, a), _read_raw(atlas_dir, b), share, subject)
+        except ValueError as e:
+            raise AtlasError(str(e)) from e
     pack = packed_file(atlas_dir)
     return _read_packed_member(pack, subject) if pack is not None else _read_files_member(atlas_dir, subject)
 

@@ -31,7 +31,8 @@ import numpy as np
 from custom_transforms.conventions import LANDMARK_NAMES
 
 from .anatomy import Anatomy, atlas_anatomy
-from .atlas import AtlasError, default_atlas_dir, list_members, load_member
+from .atlas import AtlasError, default_atlas_dir, list_members, load_member, unknown_subjects
+from .atlas_blend import parse_blend_id
 from .dicom_writer import write_dx
 from .procedural import procedural_anatomy, subject_ids
 from .render import POSITIVE_FRACTION, render
@@ -84,7 +85,7 @@ def resolve_subjects(
         atlas_dir = Path(atlas_dir)
         members = list_members(atlas_dir)
         if subjects:
-            unknown = [s for s in subjects if str(s) not in members]
+            unknown = unknown_subjects(subjects, members)
             if unknown:
                 raise AtlasError(f"{atlas_dir}: unknown subject id(s) {unknown}; available: {', '.join(members)}")
             return [str(s) for s in subjects], atlas_dir
@@ -242,9 +243,11 @@ def _render_jobs(
             out, stem, result, subject, kind, uid, job.monochrome1, anatomy.attribution, extra
         )
         label = int(len(result.fractures) > 0)
-        items.append(
-            {"image": image_rel, "annotation": ann_rel, "label": label, "subject": subject, "index": job.index}
-        )
+        item = {"image": image_rel, "annotation": ann_rel, "label": label, "subject": subject, "index": job.index}
+        blend = parse_blend_id(job.subject) if kind == "atlas" else None
+        if blend is not None:  # the members it was blended from: a fold trains on it only if they train
+            item["parents"] = [f"{kind}-{blend[0]}", f"{kind}-{blend[1]}"]
+        items.append(item)
         if result.intact_pixels is not None:
             twin = replace(
                 result,
@@ -272,6 +275,7 @@ def _render_jobs(
                     "subject": subject,
                     "index": job.index,
                     "intact_twin_of": image_rel,
+                    **({"parents": item["parents"]} if "parents" in item else {}),
                 }
             )
     return items

@@ -143,3 +143,53 @@ def test_intact_twins_only_of_training_subjects_and_paired_with_their_sibling(tm
     plain = tmp_path / "plain.json"
     plain.write_text(json.dumps({"training": items}))
     assert intact_twins(plain, 0) == [] and len(training_items(plain, 0)) == len(parts["training"])
+
+
+def test_blends_train_a_fold_only_when_all_their_parents_train_it(tmp_path):
+    from scripts.datalist import blend_items, training_items
+
+    items = []
+    for s in range(20):
+        for k in range(2):
+            stem = f"s{s}_{k}"
+            (tmp_path / f"{stem}.json").write_text(json.dumps({"fractures": []}))
+            items.append(
+                {"image": f"{stem}.dcm", "annotation": f"{stem}.json", "label": k, "subject": f"S{s}", "fold": s % 5}
+            )
+    parts = split_fold(load_datalist(_write(tmp_path, items)), 0)
+    train = sorted({it["subject"] for it in parts["training"]})
+    val = sorted({it["subject"] for it in parts["validation"]})
+    test = sorted({it["subject"] for it in parts["test"]})
+    (tmp_path / "b_fx.json").write_text(json.dumps({"fractures": [[30.0, 40.0]]}))
+    blends = [
+        {"image": "b_ok.dcm", "annotation": "b_ok.json", "label": 0, "subject": "B1", "parents": train[:2]},
+        {"image": "b_fx.dcm", "annotation": "b_fx.json", "label": 1, "subject": "B2", "parents": train[1:3]},
+        {"image": "b_val.dcm", "annotation": "b_val.json", "label": 0, "subject": "B3", "parents": [train[0], val[0]]},
+        {"image": "b_test.dcm", "annotation": "b_t.json", "label": 1, "subject": "B4", "parents": [test[0], train[0]]},
+    ]
+    twin = {"image": "b_fx_intact.dcm", "annotation": "b_fx.json", "label": 0, "subject": "B2", "fold": 1}
+    path = _write(tmp_path, items, blends=blends, intact_twins=[dict(twin, intact_twin_of="b_fx.dcm")])
+    got = blend_items(path, 0)
+    assert [b["image"] for b in got] == [str(tmp_path / "b_ok.dcm"), str(tmp_path / "b_fx.dcm")]
+    # the split is the same with and without blends, and they join training only, with their twins
+    assert split_fold(load_datalist(path), 0) == parts
+    both = training_items(path, 0)
+    assert [it["image"] for it in both[len(parts["training"]) :]] == [
+        str(tmp_path / "b_ok.dcm"),
+        str(tmp_path / "b_fx.dcm"),
+        str(tmp_path / "b_fx_intact.dcm"),
+    ]
+    assert both[-1]["pair_id"] == both[-2]["pair_id"] == str(tmp_path / "b_fx.dcm")
+    assert both[-1]["fractures_removed"] == [[30.0, 40.0]]
+    bad = _write(tmp_path, items, blends=[{"image": "b.dcm", "annotation": "b.json", "label": 0, "subject": "B"}])
+    with pytest.raises(ValueError, match=r"blends\[0\] must be an object with the fields .*'parents'"):
+        blend_items(bad, 0)
+    bad = _write(tmp_path, items, blends=[dict(blends[0], parents="S1")])
+    with pytest.raises(ValueError, match=r"blends\[0\] field 'parents' is 'S1', expected a list"):
+        blend_items(bad, 0)
+
+
+def _write(folder, items, **lists):
+    path = folder / "datalist.json"
+    path.write_text(json.dumps({"training": items, **lists}))
+    return path

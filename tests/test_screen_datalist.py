@@ -74,11 +74,13 @@ def test_usable_datalist_drops_the_twins_of_refused_images_and_makes_paths_absol
                     {"image": "a_twin.dcm", "annotation": "a.json", "intact_twin_of": "a.dcm"},
                     {"image": "b_twin.dcm", "annotation": "b.json", "intact_twin_of": "b.dcm"},
                 ],
+                "blends": [{"image": "c.dcm", "annotation": "c.json"}, {"image": "d.dcm", "annotation": "d.json"}],
                 "seed": 5,
             }
         )
     )
-    content = usable_datalist(datalist, [str(tmp_path / "b.dcm")])
+    content = usable_datalist(datalist, [str(tmp_path / "b.dcm"), str(tmp_path / "d.dcm")])
+    assert content["blends"] == [{"image": str(tmp_path / "c.dcm"), "annotation": str(tmp_path / "c.json")}]
     assert content["training"] == [{"image": str(tmp_path / "a.dcm"), "annotation": str(tmp_path / "a.json")}]
     assert [t["image"] for t in content["intact_twins"]] == [str(tmp_path / "a_twin.dcm")]
     assert content["intact_twins"][0]["intact_twin_of"] == str(tmp_path / "a.dcm") and content["seed"] == 5

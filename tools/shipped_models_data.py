@@ -33,6 +33,9 @@ METADATA = ROOT / "bundle" / "configs" / "metadata.json"
 #: The simulation of each part: (folder, images, seed). Size 640 px (the detector's patch stage works at 640 px).
 TRAINING_PART = ("training_members", 1200, 15)
 HELD_OUT_PART = ("held_out_members", 200, 16)
+#: Blends of two training members (``simulation.atlas_blend``): (folder, images, seed, blends). Extra training
+#: anatomy, listed under the datalist's ``"blends"`` (``scripts.datalist.blend_items``).
+BLEND_PART = ("training_blends", 900, 21, 225)
 IMAGE_SIZE = 640
 
 
@@ -52,7 +55,9 @@ def atlas_members(atlas_dir: str | Path) -> list[int]:
     return sorted(int(p.name[len("LeftHip") : -len("_cpd.vtk")]) for p in names)
 
 
-def _simulate(out: Path, n: int, seed: int, members: list[int], atlas_dir: Path, twins: bool, workers: int) -> Path:
+def _simulate(
+    out: Path, n: int, seed: int, members: list[int], atlas_dir: Path, twins: bool, workers: int, blends: int = 0
+) -> Path:
     datalist = out / "datalist.json"
     if datalist.is_file():
         return datalist
@@ -63,15 +68,19 @@ def _simulate(out: Path, n: int, seed: int, members: list[int], atlas_dir: Path,
     ]  # fmt: skip
     if twins:
         command.append("--intact-twins")
+    if blends:
+        command += ["--blends", str(blends)]
     print(" ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
     return datalist
 
 
-def merge_datalists(training: Path, held_out: Path, out: Path) -> Path:
-    """Write ``out/datalist.json``: the held-out items in fold 0, the training members' items in folds 1-4."""
+def merge_datalists(training: Path, held_out: Path, out: Path, blends: Path | None = None) -> Path:
+    """Write ``out/datalist.json``: the held-out items in fold 0, the training members' items in folds 1-4, and
+    the blends' items (if any) under ``"blends"``, their twins with the training members' twins."""
     train_list = json.loads(training.read_text())
     held_list = json.loads(held_out.read_text())
+    blend_list = json.loads(blends.read_text()) if blends is not None else {"training": [], "intact_twins": []}
 
     def relocated(items: list[dict], source: Path, fold: int | None) -> list[dict]:
         moved = []
@@ -93,11 +102,23 @@ def merge_datalists(training: Path, held_out: Path, out: Path) -> Path:
         "size": train_list.get("size"),
         "attribution": train_list.get("attribution"),
         "training": relocated(train_list["training"], training, None) + relocated(held_list["training"], held_out, 0),
-        "intact_twins": relocated(train_list.get("intact_twins", []), training, None),
+        "intact_twins": relocated(train_list.get("intact_twins", []), training, None)
+        + relocated(blend_list.get("intact_twins", []), blends, None),
+        "blends": relocated(blend_list["training"], blends, None),
     }
     target = out / "datalist.json"
     target.write_text(json.dumps(merged, indent=1))
     return target
+
+
+def fold_training_members(datalist: Path, fold: int = 0) -> list[int]:
+    """The atlas member ids that train ``fold`` of a merged datalist (its validation members left out): the only
+    members a blend may mix, so that no validation or held-out anatomy reaches training."""
+    sys.path.insert(0, str(ROOT / "bundle"))
+    from scripts.datalist import fold_split
+
+    subjects = {item["subject"] for item in fold_split(datalist, fold, "training")}
+    return sorted(int(s.removeprefix("atlas-")) for s in subjects)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     train_list = _simulate(out / name, n, seed, training_members, args.atlas_dir, True, args.workers)
     name, n, seed = HELD_OUT_PART
     held_list = _simulate(out / name, n, seed, held, args.atlas_dir, False, args.workers)
-    print(merge_datalists(train_list, held_list, out))
+    blend_members = fold_training_members(merge_datalists(train_list, held_list, out))
+    name, n, seed, blends = BLEND_PART
+    blend_list = _simulate(out / name, n, seed, blend_members, args.atlas_dir, True, args.workers, blends)
+    print(merge_datalists(train_list, held_list, out, blend_list))
     return 0
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "split_fold",
     "fold_split",
     "intact_twins",
+    "blend_items",
     "training_items",
     "require_datalist",
     "require_input",
@@ -239,9 +240,10 @@ def intact_twins(datalist: str | os.PathLike, fold: int, val_fraction: float = 1
     """The intact twins (simulated data: a fractured image rendered again without its breaks) of ``fold``'s
     training items, from the datalist's ``"intact_twins"`` list; ``[]`` when it has none.
 
-    A twin shares its patient with the fractured image, so only twins of training subjects are returned: the
-    validation and test sets never see them, nor their anatomy. Each twin carries ``fractures_removed``, its
-    sibling's fracture points (original pixels ``[x, y]``), for :class:`custom_transforms.siamese_crop.CropPointsd`.
+    A twin shares its patient with the fractured image, so only twins of training subjects and of the fold's
+    blends (:func:`blend_items`) are returned: the validation and test sets never see them, nor their anatomy.
+    Each twin carries ``fractures_removed``, its sibling's fracture points (original pixels ``[x, y]``), for
+    :class:`custom_transforms.siamese_crop.CropPointsd`.
 
     Args:
         datalist: path of the datalist JSON (a simulator's, ``python -m simulation generate --intact-twins``).
@@ -252,7 +254,7 @@ def intact_twins(datalist: str | os.PathLike, fold: int, val_fraction: float = 1
     content = json.loads(path.read_text())
     if not isinstance(content, dict) or not content.get("intact_twins"):
         return []
-    training = split_fold(load_datalist(path), fold, val_fraction)["training"]
+    training = split_fold(load_datalist(path), fold, val_fraction)["training"] + blend_items(path, fold, val_fraction)
     subjects = {it["subject"] for it in training}
     fractured = {it["image"] for it in training}
     base = path.parent
@@ -272,9 +274,53 @@ def intact_twins(datalist: str | os.PathLike, fold: int, val_fraction: float = 1
     return twins
 
 
+#: The fields every item of a datalist's ``"blends"`` list must have (:func:`blend_items`).
+BLEND_KEYS = ("image", "annotation", "label", "subject", "parents")
+
+
+def blend_items(datalist: str | os.PathLike, fold: int, val_fraction: float = 1 / 8) -> list[dict]:
+    """The items of the datalist's ``"blends"`` list whose ``parents`` are all training subjects of ``fold``.
+
+    A blend (simulated data: a radiograph of a pelvis blended from two atlas members, ``simulation.atlas_blend``)
+    is extra training anatomy. It carries the subjects it was blended from in ``parents``, and it trains a fold
+    only when each of them trains that fold: a blend with a validation or test parent would show the network that
+    subject's anatomy. Blends never enter validation or test, and they do not move the subject-grouped split.
+
+    Args:
+        datalist: path of the datalist JSON.
+        fold: the test fold, 0-4.
+        val_fraction: see :func:`split_fold`.
+
+    Raises:
+        ValueError: a blend item is not an object or lacks a field of :data:`BLEND_KEYS` (the message names the
+            file and the item).
+    """
+    path = Path(datalist)
+    content = json.loads(path.read_text())
+    if not isinstance(content, dict) or not content.get("blends"):
+        return []
+    subjects = {it["subject"] for it in split_fold(load_datalist(path), fold, val_fraction)["training"]}
+    base = path.parent
+    blends = []
+    for i, raw in enumerate(content["blends"]):
+        if not isinstance(raw, dict) or any(key not in raw for key in BLEND_KEYS):
+            raise ValueError(f"{path}: blends[{i}] must be an object with the fields {list(BLEND_KEYS)}.")
+        parents = raw["parents"]
+        if not isinstance(parents, list) or not parents:
+            raise ValueError(f"{path}: blends[{i}] field 'parents' is {parents!r}, expected a list of subject ids.")
+        if all(str(parent) in subjects for parent in parents):
+            item = dict(raw, label=int(raw["label"]), subject=str(raw["subject"]))
+            for key in ("image", "annotation"):
+                p = Path(item[key])
+                item[key] = str(p if p.is_absolute() else (base / p).resolve())
+            blends.append(item)
+    return blends
+
+
 def training_items(datalist: str | os.PathLike, fold: int, val_fraction: float = 1 / 8) -> list[dict]:
-    """``fold``'s training items followed by their intact twins (:func:`intact_twins`); each fractured image that
-    has a twin and the twin share a ``pair_id`` (the fractured image's path), every other item has ``pair_id`` None.
+    """``fold``'s training items, then its blends (:func:`blend_items`), then the intact twins of both
+    (:func:`intact_twins`); each fractured image that has a twin and the twin share a ``pair_id`` (the fractured
+    image's path), every other item has ``pair_id`` None.
 
     Args:
         datalist: path of the datalist JSON.
@@ -282,6 +328,7 @@ def training_items(datalist: str | os.PathLike, fold: int, val_fraction: float =
         val_fraction: see :func:`split_fold`.
     """
     training = [dict(it) for it in fold_split(datalist, fold, "training", val_fraction)]
+    training += blend_items(datalist, fold, val_fraction)
     twins = intact_twins(datalist, fold, val_fraction)
     paired = {t["intact_twin_of"] for t in twins}
     for item in training:

@@ -132,7 +132,7 @@ def usable_datalist(datalist: str | os.PathLike, refused_images: Iterable[str]) 
 
     Args:
         datalist: the datalist JSON (a list, or an object with the list under ``data``/``training``/``items``;
-            a simulator's ``intact_twins`` list is filtered too).
+            a simulator's ``intact_twins`` and ``blends`` lists are filtered too).
         refused_images: image paths as :func:`scripts.datalist.load_datalist` resolves them (absolute).
     """
     path = Path(datalist)
@@ -158,6 +158,8 @@ def usable_datalist(datalist: str | os.PathLike, refused_images: Iterable[str]) 
         if isinstance(content.get(key), list):
             content[key] = kept(content[key])
             break
+    if isinstance(content.get("blends"), list):  # extra training anatomy (scripts.datalist.blend_items)
+        content["blends"] = kept(content["blends"])
     if isinstance(content.get("intact_twins"), list):
         # a twin shares its sibling's landmarks: it stands or falls with it
         twins = [absolute(t) for t in content["intact_twins"]]
