@@ -7,10 +7,14 @@ shipped weights. This script simulates
 - ``training_members/``: radiographs of every other member of the full atlas (``../shared/data/pelvis_atlas`` or
   ``--atlas-dir``), with the intact twins of the fractured ones (the CPU recipe trains on them);
 - ``held_out_members/``: radiographs of the held-out members (no twins: they only test);
+- ``training_blends/``: radiographs (with twins) of pelves blended from two members that train fold 0 (its
+  validation members left out; ``simulation.atlas_blend``), extra training anatomy;
 
-and writes ``datalist.json`` over both: the held-out images are fold 0, the training members keep their simulated
-fold (1-4; a member the simulator put in fold 0 moves to fold 1). So ``fold 0`` of the bundle's configs trains on the
-training members (its validation members chosen by ``scripts.datalist.split_fold``) and tests on the held-out ones::
+and writes ``datalist.json`` over them: the held-out images are fold 0, the training members keep their simulated
+fold (1-4; a member the simulator put in fold 0 moves to fold 1), the blends are listed under ``"blends"`` (they
+train a fold only when both parents do: ``scripts.datalist.blend_items``). So ``fold 0`` of the bundle's configs
+trains on the training members and their blends (its validation members chosen by ``scripts.datalist.split_fold``)
+and tests on the held-out ones::
 
     python tools/shipped_models_data.py --out /data/shipped
     cd bundle && python -m monai.bundle run --config_file "['configs/train.json','configs/scale_cpu.json']" \
