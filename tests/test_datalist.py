@@ -193,3 +193,29 @@ def _write(folder, items, **lists):
     path = folder / "datalist.json"
     path.write_text(json.dumps({"training": items, **lists}))
     return path
+
+
+def test_both_trainings_take_the_blends_of_their_fold(tmp_path):
+    """The AASN (``train.json``: ``training_items``) and the landmark detector (``landmark_train.json``) train on
+    a fold's blends; neither validates on them."""
+    from monai.bundle import ConfigParser
+
+    items = [
+        {"image": f"s{s}_{k}.dcm", "annotation": f"s{s}_{k}.json", "label": k, "subject": f"S{s}", "fold": s % 5}
+        for s in range(20)
+        for k in range(2)
+    ]
+    train = sorted({it["subject"] for it in split_fold(load_datalist(_write(tmp_path, items)), 0)["training"]})
+    blend = {"image": "b.dcm", "annotation": "b.json", "label": 0, "subject": "B1", "parents": train[:2]}
+    data = _write(tmp_path, items, blends=[blend]).parent
+    configs = Path(__file__).resolve().parents[1] / "bundle" / "configs"
+    for config, key, validation in (
+        ("train.json", "train#dataset#data", "validate#dataset#data"),
+        ("landmark_train.json", "train#items", "validate#items"),
+    ):
+        parser = ConfigParser()
+        parser.read_config(str(configs / config))
+        parser.update({"bundle_root": str(tmp_path / "run"), "dataset_dir": str(data), "fold": 0})
+        images = [it["image"] for it in parser.get_parsed_content(key, instantiate=True)]
+        assert str(data / "b.dcm") in images, config
+        assert str(data / "b.dcm") not in [it["image"] for it in parser.get_parsed_content(validation)], config
