@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from .mesh import Mesh
 
@@ -62,11 +63,9 @@ def blend_ids(members: list[str], n: int, seed: int) -> list[str]:
 
 def rigid_fit(moving: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rotation ``R`` and translation ``t`` minimising ``|moving @ R.T + t - fixed|`` over corresponding points
-    (Kabsch; a proper rotation, no reflection, no scaling)."""
+    (a proper rotation, no reflection, no scaling: SciPy's Kabsch solution on the centred points)."""
     mc, fc = moving.mean(0), fixed.mean(0)
-    u, _, vt = np.linalg.svd((moving - mc).T @ (fixed - fc))
-    d = np.sign(np.linalg.det(vt.T @ u.T))
-    rotation = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+    rotation = Rotation.align_vectors(fixed - fc, moving - mc)[0].as_matrix()
     return rotation, fc - mc @ rotation.T
 
 
