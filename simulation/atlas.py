@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atlas_blend import blend_surfaces, parse_blend_id
 from .mesh import Mesh, MeshError, close_holes, read_stl_ascii, read_vtk_polydata
 
 ATLAS_ATTRIBUTION = (
@@ -240,7 +241,6 @@ def read_member_surfaces(atlas_dir: str | Path, subject: str) -> tuple[dict[str,
 def unknown_subjects(subjects, members: list[str]) -> list[str]:
     """The ids among ``subjects`` that are neither a member nor a blend of two members
     (:mod:`simulation.atlas_blend`)."""
-    from .atlas_blend import parse_blend_id
 
     def known(subject: str) -> bool:
         parts = parse_blend_id(subject)
@@ -254,8 +254,6 @@ def _read_raw(atlas_dir: Path, subject: str) -> tuple[dict, dict]:
     if unknown_subjects([subject], members):
         raise AtlasError(f"{atlas_dir}: unknown subject id '{subject}'; available: {', '.join(members)}")
     if subject not in members:
-        from .atlas_blend import blend_surfaces, parse_blend_id
-
         a, b, share = parse_blend_id(subject)
         try:
             return blend_surfaces(_read_raw(atlas_dir, a), _read_raw(atlas_dir, b), share, subject)
