@@ -43,6 +43,7 @@ def test_merge_puts_held_out_in_fold_0_training_in_1_to_4_and_blends_apart(tmp_p
         ("held_out_members/images/h0.dcm", 0),
         ("held_out_members/images/h1.dcm", 0),
     ]
+    assert content["description"].endswith("; blends: training_blends (training only)")
     assert [b["image"] for b in content["blends"]] == ["training_blends/images/b0.dcm"]
     assert content["blends"][0]["parents"] == ["atlas-3", "atlas-4"]
     assert [(t["image"], t["intact_twin_of"]) for t in content["intact_twins"]] == [
@@ -52,7 +53,7 @@ def test_merge_puts_held_out_in_fold_0_training_in_1_to_4_and_blends_apart(tmp_p
     # without blends the list is empty, and the rest is the same
     again = json.loads(merge_datalists(tmp_path / "training_members/datalist.json",
                                        tmp_path / "held_out_members/datalist.json", tmp_path).read_text())  # fmt: skip
-    assert again["blends"] == [] and again["training"] == content["training"]
+    assert again["blends"] == [] and again["training"] == content["training"] and "blends" not in again["description"]
 
 
 def test_blends_mix_only_the_members_that_train_fold_0(tmp_path):

@@ -101,6 +101,7 @@ def merge_datalists(training: Path, held_out: Path, out: Path, blends: Path | No
         "description": (
             f"Shipped-model data: {train_list['description']} (training members, folds 1-4) and "
             f"{held_list['description']} (held-out members, fold 0)"
+            + (f"; blends: {blend_list['description']} (training only)" if blends is not None else "")
         ),
         "anatomy": "atlas",
         "size": train_list.get("size"),
