@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from .mesh import Mesh
@@ -103,7 +104,7 @@ def blend_surfaces(
     for side, (_, corridor) in corr_a.items():
         hip = f"hip_{side}"
         before, after = surf_a[hip][1].vertices, surfaces[hip][1].vertices
-        nearest = np.argmin(((corridor.vertices[:, None, :] - before[None, :, :]) ** 2).sum(-1), axis=1)
+        nearest = cKDTree(before).query(corridor.vertices)[1]
         moved = corridor.vertices + (after - before)[nearest]
         corridors[side] = (f"blend {subject} [ramus_{side}]", Mesh(moved, corridor.faces.copy()))
     return surfaces, corridors
