@@ -31,6 +31,13 @@ def main(argv=None) -> int:
         default=0,
         help="atlas only: render N blends of random pairs of the --subjects members instead (simulation.atlas_blend)",
     )
+    g.add_argument(
+        "--warps",
+        type=int,
+        default=0,
+        help="atlas only: render N smooth random warps of the --subjects members (or of the --blends) instead "
+        "(simulation.atlas_warp)",
+    )
     g.add_argument("--workers", type=int, default=1)
     g.add_argument("--size", type=int, nargs="+", default=[1024, 1024], help="detector H W in pixels (or one value)")
     g.add_argument("--positive-fraction", type=float, default=None)
@@ -66,6 +73,12 @@ def main(argv=None) -> int:
                 if args.anatomy != "atlas" or not subjects:
                     raise ValueError("--blends needs --anatomy atlas and the --subjects members to blend")
                 subjects = blend_ids(subjects, args.blends, args.seed)
+            if args.warps:
+                from .atlas_warp import warp_ids
+
+                if args.anatomy != "atlas" or not subjects:
+                    raise ValueError("--warps needs --anatomy atlas and the --subjects members to warp")
+                subjects = warp_ids(subjects, args.warps, args.seed)
             path = generate_dataset(
                 args.out,
                 args.n,

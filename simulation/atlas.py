@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .atlas_blend import blend_surfaces, parse_blend_id
+from .atlas_warp import parse_warp_id, warp_surfaces
 from .mesh import Mesh, MeshError, close_holes, read_stl_ascii, read_vtk_polydata
 
 ATLAS_ATTRIBUTION = (
@@ -238,11 +239,25 @@ def read_member_surfaces(atlas_dir: str | Path, subject: str) -> tuple[dict[str,
     return {b: m for b, (_, m) in surfaces.items()}, {s: m for s, (_, m) in corridors.items()}
 
 
+def parent_members(subject: str) -> list[str] | None:
+    """The atlas members a derived subject id is made from: a blend's two members
+    (:mod:`simulation.atlas_blend`), a warp's base members (:mod:`simulation.atlas_warp`); None for any other
+    id (a member itself, or an unknown id)."""
+    warp = parse_warp_id(subject)
+    if warp is not None:
+        return parent_members(warp[0]) or [warp[0]]
+    blend = parse_blend_id(subject)
+    return None if blend is None else [blend[0], blend[1]]
+
+
 def unknown_subjects(subjects, members: list[str]) -> list[str]:
-    """The ids among ``subjects`` that are neither a member nor a blend of two members
-    (:mod:`simulation.atlas_blend`)."""
+    """The ids among ``subjects`` that are neither a member nor made from members (a blend of two,
+    :mod:`simulation.atlas_blend`; a warp of a member or a blend, :mod:`simulation.atlas_warp`)."""
 
     def known(subject: str) -> bool:
+        warp = parse_warp_id(subject)
+        if warp is not None:
+            return parse_warp_id(warp[0]) is None and known(warp[0])
         parts = parse_blend_id(subject)
         return subject in members or (parts is not None and parts[0] in members and parts[1] in members)
 
@@ -254,6 +269,9 @@ def _read_raw(atlas_dir: Path, subject: str) -> tuple[dict, dict]:
     if unknown_subjects([subject], members):
         raise AtlasError(f"{atlas_dir}: unknown subject id '{subject}'; available: {', '.join(members)}")
     if subject not in members:
+        warp = parse_warp_id(subject)
+        if warp is not None:
+            return warp_surfaces(_read_raw(atlas_dir, warp[0]), warp[1], subject)
         a, b, share = parse_blend_id(subject)
         try:
             return blend_surfaces(_read_raw(atlas_dir, a), _read_raw(atlas_dir, b), share, subject)

@@ -31,8 +31,7 @@ import numpy as np
 from custom_transforms.conventions import LANDMARK_NAMES
 
 from .anatomy import Anatomy, atlas_anatomy
-from .atlas import AtlasError, default_atlas_dir, list_members, load_member, unknown_subjects
-from .atlas_blend import parse_blend_id
+from .atlas import AtlasError, default_atlas_dir, list_members, load_member, parent_members, unknown_subjects
 from .dicom_writer import write_dx
 from .procedural import procedural_anatomy, subject_ids
 from .render import POSITIVE_FRACTION, render
@@ -244,9 +243,9 @@ def _render_jobs(
         )
         label = int(len(result.fractures) > 0)
         item = {"image": image_rel, "annotation": ann_rel, "label": label, "subject": subject, "index": job.index}
-        blend = parse_blend_id(job.subject) if kind == "atlas" else None
-        if blend is not None:  # the members it was blended from: a fold trains on it only if they train
-            item["parents"] = [f"{kind}-{blend[0]}", f"{kind}-{blend[1]}"]
+        parents = parent_members(job.subject) if kind == "atlas" else None
+        if parents is not None:  # the members it was made from: a fold trains on it only if they train
+            item["parents"] = [f"{kind}-{member}" for member in parents]
         items.append(item)
         if result.intact_pixels is not None:
             twin = replace(

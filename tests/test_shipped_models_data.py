@@ -31,11 +31,12 @@ def test_merge_puts_held_out_in_fold_0_training_in_1_to_4_and_blends_apart(tmp_p
     blend_twins = [
         _item("b0_intact", "atlas-3x4w30", 2, intact_twin_of="images/b0.dcm", parents=["atlas-3", "atlas-4"])
     ]
+    warps = [_item("w0", "atlas-3v0042", 1, parents=["atlas-3"])]
     merged = merge_datalists(
         _part(tmp_path / "training_members", training, training_twins),
         _part(tmp_path / "held_out_members", held, []),
         tmp_path,
-        _part(tmp_path / "training_blends", blends, blend_twins),
+        [_part(tmp_path / "training_blends", blends, blend_twins), _part(tmp_path / "training_warps", warps, [])],
     )
     content = json.loads(merged.read_text())
     assert [(it["image"], it["fold"]) for it in content["training"]] == [
@@ -43,9 +44,11 @@ def test_merge_puts_held_out_in_fold_0_training_in_1_to_4_and_blends_apart(tmp_p
         ("held_out_members/images/h0.dcm", 0),
         ("held_out_members/images/h1.dcm", 0),
     ]
-    assert content["description"].endswith("; blends: training_blends (training only)")
-    assert [b["image"] for b in content["blends"]] == ["training_blends/images/b0.dcm"]
-    assert content["blends"][0]["parents"] == ["atlas-3", "atlas-4"]
+    assert content["description"].endswith(
+        "; blends: training_blends (training only); blends: training_warps (training only)"
+    )
+    assert [b["image"] for b in content["blends"]] == ["training_blends/images/b0.dcm", "training_warps/images/w0.dcm"]
+    assert [b["parents"] for b in content["blends"]] == [["atlas-3", "atlas-4"], ["atlas-3"]]
     assert [(t["image"], t["intact_twin_of"]) for t in content["intact_twins"]] == [
         ("training_members/images/t1_intact.dcm", "training_members/images/t1.dcm"),
         ("training_blends/images/b0_intact.dcm", "training_blends/images/b0.dcm"),

@@ -9,12 +9,14 @@ shipped weights. This script simulates
 - ``held_out_members/``: radiographs of the held-out members (no twins: they only test);
 - ``training_blends/``: radiographs (with twins) of pelves blended from two members that train fold 0 (its
   validation members left out; ``simulation.atlas_blend``), extra training anatomy;
+- ``training_warps/``: radiographs (with twins) of those members under smooth random warps that differ left and
+  right (``simulation.atlas_warp``), extra training asymmetry;
 
 and writes ``datalist.json`` over them: the held-out images are fold 0, the training members keep their simulated
-fold (1-4; a member the simulator put in fold 0 moves to fold 1), the blends are listed under ``"blends"`` (they
-train a fold only when both parents do: ``scripts.datalist.blend_items``). So ``fold 0`` of the bundle's configs
-trains on the training members and their blends (its validation members chosen by ``scripts.datalist.split_fold``)
-and tests on the held-out ones::
+fold (1-4; a member the simulator put in fold 0 moves to fold 1), the blends and warps are listed under
+``"blends"`` (they train a fold only when all their parents do: ``scripts.datalist.blend_items``). So ``fold 0``
+of the bundle's configs trains on the training members, their blends and warps (its validation members chosen by
+``scripts.datalist.split_fold``) and tests on the held-out ones::
 
     python tools/shipped_models_data.py --out /data/shipped
     cd bundle && python -m monai.bundle run --config_file "['configs/train.json','configs/scale_cpu.json']" \
@@ -30,6 +32,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +43,9 @@ HELD_OUT_PART = ("held_out_members", 200, 16)
 #: Blends of two training members (``simulation.atlas_blend``): (folder, images, seed, blends). Extra training
 #: anatomy, listed under the datalist's ``"blends"`` (``scripts.datalist.blend_items``).
 BLEND_PART = ("training_blends", 900, 21, 225)
+#: Warps of the same members (``simulation.atlas_warp``): (folder, images, seed, warps). One image per warp: what
+#: the network has to learn is the variety of asymmetry, not more poses of one.
+WARP_PART = ("training_warps", 900, 22, 900)
 IMAGE_SIZE = 640
 
 
@@ -60,7 +66,15 @@ def atlas_members(atlas_dir: str | Path) -> list[int]:
 
 
 def _simulate(
-    out: Path, n: int, seed: int, members: list[int], atlas_dir: Path, twins: bool, workers: int, blends: int = 0
+    out: Path,
+    n: int,
+    seed: int,
+    members: list[int],
+    atlas_dir: Path,
+    twins: bool,
+    workers: int,
+    blends: int = 0,
+    warps: int = 0,
 ) -> Path:
     datalist = out / "datalist.json"
     if datalist.is_file():
@@ -74,17 +88,20 @@ def _simulate(
         command.append("--intact-twins")
     if blends:
         command += ["--blends", str(blends)]
+    if warps:
+        command += ["--warps", str(warps)]
     print(" ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
     return datalist
 
 
-def merge_datalists(training: Path, held_out: Path, out: Path, blends: Path | None = None) -> Path:
+def merge_datalists(training: Path, held_out: Path, out: Path, derived: Sequence[Path] = ()) -> Path:
     """Write ``out/datalist.json``: the held-out items in fold 0, the training members' items in folds 1-4, and
-    the blends' items (if any) under ``"blends"``, their twins with the training members' twins."""
+    the items of the ``derived`` parts (blends, warps: anatomy made from training members) under ``"blends"``,
+    their twins with the training members' twins."""
     train_list = json.loads(training.read_text())
     held_list = json.loads(held_out.read_text())
-    blend_list = json.loads(blends.read_text()) if blends is not None else {"training": [], "intact_twins": []}
+    derived_lists = [(path, json.loads(path.read_text())) for path in derived]
 
     def relocated(items: list[dict], source: Path, fold: int | None) -> list[dict]:
         moved = []
@@ -101,15 +118,15 @@ def merge_datalists(training: Path, held_out: Path, out: Path, blends: Path | No
         "description": (
             f"Shipped-model data: {train_list['description']} (training members, folds 1-4) and "
             f"{held_list['description']} (held-out members, fold 0)"
-            + (f"; blends: {blend_list['description']} (training only)" if blends is not None else "")
+            + "".join(f"; blends: {content['description']} (training only)" for _, content in derived_lists)
         ),
         "anatomy": "atlas",
         "size": train_list.get("size"),
         "attribution": train_list.get("attribution"),
         "training": relocated(train_list["training"], training, None) + relocated(held_list["training"], held_out, 0),
         "intact_twins": relocated(train_list.get("intact_twins", []), training, None)
-        + relocated(blend_list.get("intact_twins", []), blends, None),
-        "blends": relocated(blend_list["training"], blends, None),
+        + [twin for path, content in derived_lists for twin in relocated(content.get("intact_twins", []), path, None)],
+        "blends": [item for path, content in derived_lists for item in relocated(content["training"], path, None)],
     }
     target = out / "datalist.json"
     target.write_text(json.dumps(merged, indent=1))
@@ -141,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     held_list = _simulate(out / name, n, seed, held, args.atlas_dir, False, args.workers)
     blend_members = fold_training_members(merge_datalists(train_list, held_list, out))
     name, n, seed, blends = BLEND_PART
-    blend_list = _simulate(out / name, n, seed, blend_members, args.atlas_dir, True, args.workers, blends)
-    print(merge_datalists(train_list, held_list, out, blend_list))
+    blend_list = _simulate(out / name, n, seed, blend_members, args.atlas_dir, True, args.workers, blends=blends)
+    name, n, seed, warps = WARP_PART
+    warp_list = _simulate(out / name, n, seed, blend_members, args.atlas_dir, True, args.workers, warps=warps)
+    print(merge_datalists(train_list, held_list, out, [blend_list, warp_list]))
     return 0
 
 
