@@ -166,20 +166,24 @@ def test_blends_train_a_fold_only_when_all_their_parents_train_it(tmp_path):
         {"image": "b_fx.dcm", "annotation": "b_fx.json", "label": 1, "subject": "B2", "parents": train[1:3]},
         {"image": "b_val.dcm", "annotation": "b_val.json", "label": 0, "subject": "B3", "parents": [train[0], val[0]]},
         {"image": "b_test.dcm", "annotation": "b_t.json", "label": 1, "subject": "B4", "parents": [test[0], train[0]]},
+        # a warp (simulation.atlas_warp) has one parent
+        {"image": "w_ok.dcm", "annotation": "b_ok.json", "label": 0, "subject": "W1", "parents": train[3:4]},
+        {"image": "w_val.dcm", "annotation": "b_ok.json", "label": 0, "subject": "W2", "parents": val[:1]},
     ]
     twin = {"image": "b_fx_intact.dcm", "annotation": "b_fx.json", "label": 0, "subject": "B2", "fold": 1}
     path = _write(tmp_path, items, blends=blends, intact_twins=[dict(twin, intact_twin_of="b_fx.dcm")])
     got = blend_items(path, 0)
-    assert [b["image"] for b in got] == [str(tmp_path / "b_ok.dcm"), str(tmp_path / "b_fx.dcm")]
+    assert [b["image"] for b in got] == [str(tmp_path / n) for n in ("b_ok.dcm", "b_fx.dcm", "w_ok.dcm")]
     # the split is the same with and without blends, and they join training only, with their twins
     assert split_fold(load_datalist(path), 0) == parts
     both = training_items(path, 0)
     assert [it["image"] for it in both[len(parts["training"]) :]] == [
         str(tmp_path / "b_ok.dcm"),
         str(tmp_path / "b_fx.dcm"),
+        str(tmp_path / "w_ok.dcm"),
         str(tmp_path / "b_fx_intact.dcm"),
     ]
-    assert both[-1]["pair_id"] == both[-2]["pair_id"] == str(tmp_path / "b_fx.dcm")
+    assert both[-1]["pair_id"] == both[-3]["pair_id"] == str(tmp_path / "b_fx.dcm")
     assert both[-1]["fractures_removed"] == [[30.0, 40.0]]
     bad = _write(tmp_path, items, blends=[{"image": "b.dcm", "annotation": "b.json", "label": 0, "subject": "B"}])
     with pytest.raises(ValueError, match=r"blends\[0\] must be an object with the fields .*'parents'"):
