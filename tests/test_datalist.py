@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import sys
 from pathlib import Path
@@ -145,7 +146,7 @@ def test_intact_twins_only_of_training_subjects_and_paired_with_their_sibling(tm
     assert intact_twins(plain, 0) == [] and len(training_items(plain, 0)) == len(parts["training"])
 
 
-def test_blends_train_a_fold_only_when_all_their_parents_train_it(tmp_path):
+def test_blends_train_a_fold_only_when_all_their_parents_train_it(tmp_path, caplog):
     from scripts.datalist import blend_items, training_items
 
     items = []
@@ -172,7 +173,9 @@ def test_blends_train_a_fold_only_when_all_their_parents_train_it(tmp_path):
     ]
     twin = {"image": "b_fx_intact.dcm", "annotation": "b_fx.json", "label": 0, "subject": "B2", "fold": 1}
     path = _write(tmp_path, items, blends=blends, intact_twins=[dict(twin, intact_twin_of="b_fx.dcm")])
-    got = blend_items(path, 0)
+    with caplog.at_level(logging.WARNING, logger="scripts.datalist"):
+        got = blend_items(path, 0)
+    assert "not a subject" not in caplog.text  # validation and test parents are left out without a warning
     assert [b["image"] for b in got] == [str(tmp_path / n) for n in ("b_ok.dcm", "b_fx.dcm", "w_ok.dcm")]
     # the split is the same with and without blends, and they join training only, with their twins
     assert split_fold(load_datalist(path), 0) == parts
@@ -185,6 +188,10 @@ def test_blends_train_a_fold_only_when_all_their_parents_train_it(tmp_path):
     ]
     assert both[-1]["pair_id"] == both[-3]["pair_id"] == str(tmp_path / "b_fx.dcm")
     assert both[-1]["fractures_removed"] == [[30.0, 40.0]]
+    stranger = _write(tmp_path, items, blends=[dict(blends[0], parents=[train[0], "S99"])])
+    with caplog.at_level(logging.WARNING, logger="scripts.datalist"):
+        assert blend_items(stranger, 0) == []
+    assert "blends[0] field 'parents' names ['S99'], not a subject of the datalist" in caplog.text
     bad = _write(tmp_path, items, blends=[{"image": "b.dcm", "annotation": "b.json", "label": 0, "subject": "B"}])
     with pytest.raises(ValueError, match=r"blends\[0\] must be an object with the fields .*'parents'"):
         blend_items(bad, 0)

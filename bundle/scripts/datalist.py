@@ -281,10 +281,12 @@ BLEND_KEYS = ("image", "annotation", "label", "subject", "parents")
 def blend_items(datalist: str | os.PathLike, fold: int, val_fraction: float = 1 / 8) -> list[dict]:
     """The items of the datalist's ``"blends"`` list whose ``parents`` are all training subjects of ``fold``.
 
-    A blend (simulated data: a radiograph of a pelvis blended from two atlas members, ``simulation.atlas_blend``)
-    is extra training anatomy. It carries the subjects it was blended from in ``parents``, and it trains a fold
-    only when each of them trains that fold: a blend with a validation or test parent would show the network that
-    subject's anatomy. Blends never enter validation or test, and they do not move the subject-grouped split.
+    A blend (simulated data: a radiograph of a pelvis made from atlas members: two blended,
+    ``simulation.atlas_blend``, or one warped, ``simulation.atlas_warp``) is extra training anatomy. It carries the
+    subjects it was made from in ``parents``, and it trains a fold only when each of them trains that fold: a blend
+    with a validation or test parent would show the network that subject's anatomy. Blends never enter validation
+    or test, and they do not move the subject-grouped split. A blend with a parent that is no subject of the
+    datalist at all is left out with a warning (it may be a typo; it cannot be told from held-out anatomy).
 
     Args:
         datalist: path of the datalist JSON.
@@ -299,7 +301,9 @@ def blend_items(datalist: str | os.PathLike, fold: int, val_fraction: float = 1 
     content = json.loads(path.read_text())
     if not isinstance(content, dict) or not content.get("blends"):
         return []
-    subjects = {it["subject"] for it in split_fold(load_datalist(path), fold, val_fraction)["training"]}
+    items = load_datalist(path)
+    known = {it["subject"] for it in items}
+    subjects = {it["subject"] for it in split_fold(items, fold, val_fraction)["training"]}
     base = path.parent
     blends = []
     for i, raw in enumerate(content["blends"]):
@@ -308,6 +312,14 @@ def blend_items(datalist: str | os.PathLike, fold: int, val_fraction: float = 1 
         parents = raw["parents"]
         if not isinstance(parents, list) or not parents:
             raise ValueError(f"{path}: blends[{i}] field 'parents' is {parents!r}, expected a list of subject ids.")
+        strangers = [str(parent) for parent in parents if str(parent) not in known]
+        if strangers:
+            logger.warning(
+                "%s: blends[%d] field 'parents' names %s, not a subject of the datalist's training list; left out.",
+                path,
+                i,
+                strangers,
+            )
         if all(str(parent) in subjects for parent in parents):
             item = dict(raw, label=int(raw["label"]), subject=str(raw["subject"]))
             for key in ("image", "annotation"):
