@@ -1,9 +1,8 @@
 """Blended atlas members (``simulation.atlas_blend``): the id format, the rigid alignment, the blend's vertices
-and corridors against hand computations, and blends read through the atlas like members (packed subset)."""
+and corridors against hand computations, and blends read through the atlas like members (packed subset). The
+simulator's ``--blends`` is tested with ``--warps`` in ``test_atlas_warp.py``."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -111,18 +110,3 @@ def test_a_blend_loads_like_a_member_and_lies_between_its_parents():
     assert set(blend.ramus_corridors) == set(a.ramus_corridors)
     with pytest.raises(AtlasError, match="unknown subject id '10x99w40'"):
         load_member(SUBSET_DIR, "10x99w40")
-
-
-def test_simulated_blends_name_their_parents_and_their_twins_too(tmp_path):
-    from simulation.__main__ import main as cli
-
-    argv = ["generate", "--anatomy", "atlas", "--atlas-dir", str(SUBSET_DIR), "--subjects", "10,14,33"]
-    argv += ["--blends", "2", "--n", "2", "--size", "96", "--positive-fraction", "1", "--intact-twins"]
-    assert cli([*argv, "--seed", "4", "--no-progress", "--out", str(tmp_path)]) == 0
-    content = json.loads((tmp_path / "datalist.json").read_text())
-    items = content["training"] + content["intact_twins"]
-    assert len(content["training"]) == 2 and len(content["intact_twins"]) == 2
-    for item in items:
-        a, b, _ = parse_blend_id(item["subject"].removeprefix("atlas-"))
-        assert item["parents"] == [f"atlas-{a}", f"atlas-{b}"] and {a, b} <= {"10", "14", "33"}
-    assert cli(["generate", "--anatomy", "procedural", "--blends", "2", "--n", "2", "--out", str(tmp_path / "p")]) == 2

@@ -1,6 +1,6 @@
 """Warped atlas members (``simulation.atlas_warp``): the id format, the displacement field against a hand
-computation, corridors moving with the bone, left/right independence, and warps read through the atlas like
-members (packed subset)."""
+computation, corridors moving with the bone, left/right independence, warps read through the atlas like members
+(packed subset), and the simulator's ``--blends`` and ``--warps`` writing each item's parents."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from simulation import AtlasError
 from simulation.atlas import SUBSET_DIR, load_member, parent_members, unknown_subjects
+from simulation.atlas_blend import parse_blend_id
 from simulation.atlas_warp import (
     displacement_field,
     parse_warp_id,
@@ -114,15 +115,22 @@ def test_a_warp_loads_like_a_member_and_names_its_members():
         load_member(SUBSET_DIR, "99v0001")
 
 
-def test_simulated_warps_name_their_parents(tmp_path):
+@pytest.mark.parametrize(
+    "flag, parents",
+    [
+        ("--blends", lambda subject: list(parse_blend_id(subject)[:2])),
+        ("--warps", lambda subject: [parse_warp_id(subject)[0]]),
+    ],
+)
+def test_simulated_blends_and_warps_name_their_parents_and_their_twins_too(tmp_path, flag, parents):
     from simulation.__main__ import main as cli
 
     argv = ["generate", "--anatomy", "atlas", "--atlas-dir", str(SUBSET_DIR), "--subjects", "10,14,33"]
-    argv += ["--warps", "2", "--n", "2", "--size", "96", "--positive-fraction", "1", "--intact-twins"]
+    argv += [flag, "2", "--n", "2", "--size", "96", "--positive-fraction", "1", "--intact-twins"]
     assert cli([*argv, "--seed", "4", "--no-progress", "--out", str(tmp_path)]) == 0
     content = json.loads((tmp_path / "datalist.json").read_text())
     assert len(content["training"]) == 2 and len(content["intact_twins"]) == 2
     for item in content["training"] + content["intact_twins"]:
-        base, _ = parse_warp_id(item["subject"].removeprefix("atlas-"))
-        assert item["parents"] == [f"atlas-{base}"] and base in {"10", "14", "33"}
-    assert cli(["generate", "--anatomy", "procedural", "--warps", "2", "--n", "2", "--out", str(tmp_path / "p")]) == 2
+        members = parents(item["subject"].removeprefix("atlas-"))
+        assert item["parents"] == [f"atlas-{m}" for m in members] and set(members) <= {"10", "14", "33"}
+    assert cli(["generate", "--anatomy", "procedural", flag, "2", "--n", "2", "--out", str(tmp_path / "p")]) == 2
