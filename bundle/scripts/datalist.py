@@ -236,7 +236,9 @@ def fold_split(datalist: str | os.PathLike, fold: int, section: str, val_fractio
     return parts[section]
 
 
-def intact_twins(datalist: str | os.PathLike, fold: int, val_fraction: float = 1 / 8) -> list[dict]:
+def intact_twins(
+    datalist: str | os.PathLike, fold: int, val_fraction: float = 1 / 8, training: list[dict] | None = None
+) -> list[dict]:
     """The intact twins (simulated data: a fractured image rendered again without its breaks) of ``fold``'s
     training items, from the datalist's ``"intact_twins"`` list; ``[]`` when it has none.
 
@@ -249,12 +251,16 @@ def intact_twins(datalist: str | os.PathLike, fold: int, val_fraction: float = 1
         datalist: path of the datalist JSON (a simulator's, ``python -m simulation generate --intact-twins``).
         fold: the test fold, 0-4.
         val_fraction: see :func:`split_fold`.
+        training: the fold's training items and blends when the caller has them already (:func:`training_items`),
+            so that the blends are read, and their warnings logged, once.
     """
     path = Path(datalist)
     content = json.loads(path.read_text())
     if not isinstance(content, dict) or not content.get("intact_twins"):
         return []
-    training = split_fold(load_datalist(path), fold, val_fraction)["training"] + blend_items(path, fold, val_fraction)
+    if training is None:
+        training = split_fold(load_datalist(path), fold, val_fraction)["training"]
+        training = training + blend_items(path, fold, val_fraction)
     subjects = {it["subject"] for it in training}
     fractured = {it["image"] for it in training}
     base = path.parent
@@ -341,7 +347,7 @@ def training_items(datalist: str | os.PathLike, fold: int, val_fraction: float =
     """
     training = [dict(it) for it in fold_split(datalist, fold, "training", val_fraction)]
     training += blend_items(datalist, fold, val_fraction)
-    twins = intact_twins(datalist, fold, val_fraction)
+    twins = intact_twins(datalist, fold, val_fraction, training)
     paired = {t["intact_twin_of"] for t in twins}
     for item in training:
         item["pair_id"] = item["image"] if item["image"] in paired else None
